@@ -1,0 +1,23 @@
+using OmniTune.Core.Safetensors;
+using OmniTune.Models.Qwen25Omni.Loading;
+
+namespace OmniTune.Cli.Commands;
+
+/// <summary>Runs a command body and turns expected failures into one clear message and exit code 1.</summary>
+static class CommandErrors
+{
+    public static int Run(Func<int> body)
+    {
+        try
+        {
+            return body();
+        }
+        catch (Exception e) when (e is SafetensorsFormatException or CheckpointMismatchException or InvalidDataException
+                                       or FileNotFoundException or DirectoryNotFoundException or ArgumentException
+                                       or NotSupportedException or KeyNotFoundException)
+        {
+            Console.Error.WriteLine($"error: {e.Message}");
+            return 1;
+        }
+    }
+}

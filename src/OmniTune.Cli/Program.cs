@@ -1,0 +1,22 @@
+using System.CommandLine;
+using OmniTune.Cli.Commands;
+using OmniTune.Core.Native;
+
+namespace OmniTune.Cli;
+
+/// <summary>The <c>omnitune</c> command line: composition root.</summary>
+public static class Program
+{
+    /// <summary>Entry point.</summary>
+    public static int Main(string[] args)
+    {
+        MallocTuning.Apply();
+        var root = new RootCommand("OmniTune: fine-tuning Qwen2.5-Omni in .NET")
+        {
+            InitTinyCommand.Create(),
+            InspectCommand.Create(),
+            DemoCommand.Create(),
+        };
+        return root.Parse(args).Invoke();
+    }
+}

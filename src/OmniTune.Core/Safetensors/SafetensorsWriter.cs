@@ -1,0 +1,160 @@
+using System.Text;
+using System.Text.Json;
+using OmniTune.Core.Tensors;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace OmniTune.Core.Safetensors;
+
+/// <summary>
+/// Writes safetensors files and sharded checkpoints. Each file is written to a sibling temporary file and renamed,
+/// so a failure never leaves a half-written file under the final name.
+/// </summary>
+public static class SafetensorsWriter
+{
+    const int CopyChunkBytes = 64 << 20;
+    static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
+
+    /// <summary>Writes one file holding <paramref name="tensors"/> in the given order.</summary>
+    public static void WriteFile(string path, IReadOnlyList<TensorToWrite> tensors, IReadOnlyDictionary<string, string>? metadata = null)
+    {
+        byte[] header = BuildHeader(tensors, metadata);
+        string temporary = path + ".tmp";
+        try
+        {
+            using (var stream = new FileStream(temporary, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 20))
+            {
+                stream.Write(BitConverter.GetBytes((ulong)header.Length));
+                stream.Write(header);
+                foreach (TensorToWrite tensor in tensors) WriteData(path, stream, tensor);
+            }
+            File.Move(temporary, path, overwrite: true);
+        }
+        catch
+        {
+            File.Delete(temporary);
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Writes a Hugging Face checkpoint into <paramref name="folder"/>: <c>model.safetensors</c> when everything fits in
+    /// one shard of <paramref name="maxShardBytes"/>, otherwise <c>model-0000i-of-0000N.safetensors</c> files plus
+    /// <c>model.safetensors.index.json</c>. Returns the files written.
+    /// </summary>
+    public static IReadOnlyList<string> WriteSharded(string folder, IReadOnlyList<TensorToWrite> tensors, long maxShardBytes,
+        IReadOnlyDictionary<string, string>? metadata = null)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(maxShardBytes, 1);
+        Directory.CreateDirectory(folder);
+        List<List<TensorToWrite>> shards = PlanShards(tensors, maxShardBytes);
+        if (shards.Count <= 1)
+        {
+            string single = Path.Combine(folder, SafetensorsCheckpoint.SingleFileName);
+            WriteFile(single, tensors, metadata ?? new Dictionary<string, string> { ["format"] = "pt" });
+            return [single];
+        }
+        var written = new List<string>();
+        var weightMap = new SortedDictionary<string, string>(StringComparer.Ordinal);
+        for (int i = 0; i < shards.Count; i++)
+        {
+            string name = $"model-{i + 1:D5}-of-{shards.Count:D5}.safetensors";
+            string path = Path.Combine(folder, name);
+            WriteFile(path, shards[i], metadata ?? new Dictionary<string, string> { ["format"] = "pt" });
+            written.Add(path);
+            foreach (TensorToWrite t in shards[i]) weightMap[t.Name] = name;
+        }
+        long totalSize = tensors.Sum(t => TensorMemory.ByteCount(t.DType, t.Shape));
+        string index = Path.Combine(folder, SafetensorsCheckpoint.IndexFileName);
+        var document = new Dictionary<string, object>
+        {
+            ["metadata"] = new Dictionary<string, long> { ["total_size"] = totalSize },
+            ["weight_map"] = weightMap,
+        };
+        File.WriteAllText(index + ".tmp", JsonSerializer.Serialize(document, Indented));
+        File.Move(index + ".tmp", index, overwrite: true);
+        written.Add(index);
+        return written;
+    }
+
+    /// <summary>Groups tensors, in order, into shards of at most <paramref name="maxShardBytes"/> (a larger tensor gets a shard alone).</summary>
+    public static List<List<TensorToWrite>> PlanShards(IReadOnlyList<TensorToWrite> tensors, long maxShardBytes)
+    {
+        var shards = new List<List<TensorToWrite>>();
+        var current = new List<TensorToWrite>();
+        long currentBytes = 0;
+        foreach (TensorToWrite t in tensors)
+        {
+            long bytes = TensorMemory.ByteCount(t.DType, t.Shape);
+            if (current.Count > 0 && currentBytes + bytes > maxShardBytes)
+            {
+                shards.Add(current);
+                current = [];
+                currentBytes = 0;
+            }
+            current.Add(t);
+            currentBytes += bytes;
+        }
+        if (current.Count > 0) shards.Add(current);
+        return shards;
+    }
+
+    static byte[] BuildHeader(IReadOnlyList<TensorToWrite> tensors, IReadOnlyDictionary<string, string>? metadata)
+    {
+        using var buffer = new MemoryStream();
+        using (var json = new Utf8JsonWriter(buffer))
+        {
+            json.WriteStartObject();
+            if (metadata is { Count: > 0 })
+            {
+                json.WriteStartObject("__metadata__");
+                foreach (var (k, v) in metadata) json.WriteString(k, v);
+                json.WriteEndObject();
+            }
+            long offset = 0;
+            var seen = new HashSet<string>(StringComparer.Ordinal);
+            foreach (TensorToWrite t in tensors)
+            {
+                if (!seen.Add(t.Name)) throw new ArgumentException($"tensor '{t.Name}' is listed twice", nameof(tensors));
+                long bytes = TensorMemory.ByteCount(t.DType, t.Shape);
+                json.WriteStartObject(t.Name);
+                json.WriteString("dtype", SafetensorsDType.NameOf(t.DType));
+                json.WriteStartArray("shape");
+                foreach (long d in t.Shape) json.WriteNumberValue(d);
+                json.WriteEndArray();
+                json.WriteStartArray("data_offsets");
+                json.WriteNumberValue(offset);
+                json.WriteNumberValue(offset + bytes);
+                json.WriteEndArray();
+                json.WriteEndObject();
+                offset += bytes;
+            }
+            json.WriteEndObject();
+        }
+        // Pad with spaces so the data starts 8-byte aligned, as the reference writer does.
+        int padding = (int)((8 - (buffer.Length % 8)) % 8);
+        buffer.Write(Encoding.ASCII.GetBytes(new string(' ', padding)));
+        return buffer.ToArray();
+    }
+
+    static unsafe void WriteData(string path, Stream stream, TensorToWrite declared)
+    {
+        using var scope = NewDisposeScope();
+        Tensor produced = declared.Produce();
+        if (produced.dtype != declared.DType || !produced.shape.SequenceEqual(declared.Shape))
+        {
+            throw new InvalidOperationException(
+                $"{path}: tensor '{declared.Name}' was declared {declared.DType}[{string.Join(", ", declared.Shape)}] but produced {produced.dtype}[{string.Join(", ", produced.shape)}]");
+        }
+        Tensor cpu = produced.device_type == DeviceType.CPU ? produced.contiguous() : produced.cpu().contiguous();
+        byte* source = (byte*)TensorMemory.DataPointer(cpu);
+        long remaining = TensorMemory.ByteCount(declared.DType, declared.Shape);
+        while (remaining > 0)
+        {
+            int chunk = (int)Math.Min(remaining, CopyChunkBytes);
+            stream.Write(new ReadOnlySpan<byte>(source, chunk));
+            source += chunk;
+            remaining -= chunk;
+        }
+    }
+}

@@ -1,0 +1,36 @@
+using static TorchSharp.torch;
+
+namespace OmniTune.Models.Qwen25Omni.Text;
+
+/// <summary>
+/// The decoder's attention mask: causal only (fast path, no tensor) or causal AND key-not-padding as a boolean
+/// [B, 1, S, S] tensor (True = attend). Fully masked rows (padding queries) may attend to themselves so they stay
+/// finite; their outputs are never used.
+/// </summary>
+public sealed class AttentionMask : IDisposable
+{
+    AttentionMask(Tensor? mask) => Mask = mask;
+
+    /// <summary>The boolean mask, or null for plain causal attention.</summary>
+    public Tensor? Mask { get; }
+
+    /// <summary>Causal mask for a batch without padding.</summary>
+    public static AttentionMask Causal() => new(null);
+
+    /// <summary>Builds the mask from a [B, S] padding mask (1 = token, 0 = padding); causal only when nothing is padded.</summary>
+    public static AttentionMask FromPadding(Tensor? paddingMask)
+    {
+        if (paddingMask is null) return Causal();
+        using var scope = NewDisposeScope();
+        Tensor keep = paddingMask.to(ScalarType.Bool);
+        if (keep.all().item<bool>()) return Causal();
+        long s = paddingMask.shape[1];
+        Tensor causal = ones(s, s, ScalarType.Bool, paddingMask.device).tril();           // [S, S]
+        Tensor mask = causal.unsqueeze(0) & keep.unsqueeze(1);                            // [B, S, S]
+        mask = mask | eye(s, s, ScalarType.Bool, paddingMask.device).unsqueeze(0);        // padding rows attend to self
+        return new(mask.unsqueeze(1).MoveToOuterDisposeScope());                          // [B, 1, S, S]
+    }
+
+    /// <inheritdoc/>
+    public void Dispose() => Mask?.Dispose();
+}

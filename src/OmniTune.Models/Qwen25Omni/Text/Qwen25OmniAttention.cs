@@ -1,0 +1,54 @@
+using OmniTune.Models.Qwen25Omni.Config;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace OmniTune.Models.Qwen25Omni.Text;
+
+/// <summary>
+/// Grouped-query self-attention with q/k/v biases and TMRoPE (HF <c>Qwen2_5OmniAttention</c>). Head counts come
+/// from the projection widths, so the layer works unchanged when a plan shards the projections.
+/// </summary>
+public sealed class Qwen25OmniAttention : nn.Module
+{
+    readonly Linear q_proj, k_proj, v_proj, o_proj;
+    readonly int headDim;
+
+    /// <summary>Creates the projections for <paramref name="config"/>.</summary>
+    public Qwen25OmniAttention(Qwen25OmniTextConfig config, Device? device, ScalarType dtype) : base("self_attn")
+    {
+        headDim = config.HeadDim;
+        long h = config.HiddenSize, q = (long)config.NumAttentionHeads * headDim, kv = (long)config.NumKeyValueHeads * headDim;
+        q_proj = nn.Linear(h, q, hasBias: true, device: device, dtype: dtype);
+        k_proj = nn.Linear(h, kv, hasBias: true, device: device, dtype: dtype);
+        v_proj = nn.Linear(h, kv, hasBias: true, device: device, dtype: dtype);
+        o_proj = nn.Linear(q, h, hasBias: false, device: device, dtype: dtype);
+        RegisterComponents();
+    }
+
+    /// <summary>x [B, S, H] → [B, S, H].</summary>
+    public Tensor Forward(Tensor x, Tensor cos, Tensor sin, AttentionMask mask)
+    {
+        using var scope = NewDisposeScope();
+        long b = x.shape[0], s = x.shape[1];
+        // [B, S, nh·hd] -> [B, S, nh, hd] -> [B, nh, S, hd]
+        Tensor q = q_proj.forward(x).view(b, s, -1, headDim).transpose(1, 2);
+        Tensor k = k_proj.forward(x).view(b, s, -1, headDim).transpose(1, 2);
+        Tensor v = v_proj.forward(x).view(b, s, -1, headDim).transpose(1, 2);
+        q = MultimodalRotaryEmbedding.Apply(q, cos, sin);
+        k = MultimodalRotaryEmbedding.Apply(k, cos, sin);
+        long groups = q.shape[1] / k.shape[1];
+        if (groups > 1)
+        {
+            // GQA: kv head j serves query heads j·g … j·g+g−1. [B, nkv, S, hd] -> [B, nh, S, hd]
+            k = k.repeat_interleave(groups, 1);
+            v = v.repeat_interleave(groups, 1);
+        }
+        Tensor attended = mask.Mask is null
+            ? nn.functional.scaled_dot_product_attention(q, k, v, is_casual: true)
+            : nn.functional.scaled_dot_product_attention(q, k, v, mask.Mask);
+        // [B, nh, S, hd] -> [B, S, nh·hd]
+        Tensor merged = attended.transpose(1, 2).reshape(b, s, -1);
+        return o_proj.forward(merged).MoveToOuterDisposeScope();
+    }
+}

@@ -1,0 +1,57 @@
+using OmniTune.Models.Common;
+using OmniTune.Models.Qwen25Omni.Config;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace OmniTune.Models.Qwen25Omni.Text;
+
+/// <summary>The thinker's Qwen2 decoder stack (HF <c>Qwen2_5OmniThinkerTextModel</c>, keys <c>model.*</c>).</summary>
+public sealed class Qwen25OmniThinkerTextModel : nn.Module
+{
+    readonly Embedding embed_tokens;
+    readonly ModuleList<Qwen25OmniDecoderLayer> layers;
+    readonly RmsNorm norm;
+    readonly MultimodalRotaryEmbedding rotary;
+
+    /// <summary>Creates the decoder on <paramref name="device"/> (use the meta device for shape-only models).</summary>
+    public Qwen25OmniThinkerTextModel(Qwen25OmniTextConfig config, Device? device, ScalarType dtype) : base("model")
+    {
+        Config = config;
+        embed_tokens = nn.Embedding(config.VocabSize, config.HiddenSize, device: device, dtype: dtype);
+        layers = new ModuleList<Qwen25OmniDecoderLayer>();
+        for (int i = 0; i < config.NumHiddenLayers; i++) layers.Add(new Qwen25OmniDecoderLayer(config, device, dtype));
+        norm = new RmsNorm("norm", config.HiddenSize, config.RmsNormEps, device, dtype);
+        rotary = new MultimodalRotaryEmbedding(config, device?.type == DeviceType.META ? CPU : device);
+        RegisterComponents();
+    }
+
+    /// <summary>The decoder's configuration.</summary>
+    public Qwen25OmniTextConfig Config { get; }
+
+    /// <summary>The token embedding (shared with a tied LM head).</summary>
+    public Embedding EmbedTokens => embed_tokens;
+
+    /// <summary>Looks up token embeddings: ids [B, S] → [B, S, H].</summary>
+    public Tensor Embed(Tensor inputIds) => embed_tokens.forward(inputIds);
+
+    /// <summary>
+    /// inputs_embeds [B, S, H], position_ids [3, B, S], padding mask [B, S] (optional) → final-normed hidden states [B, S, H].
+    /// </summary>
+    public Tensor Forward(Tensor inputsEmbeds, Tensor positionIds, Tensor? paddingMask)
+    {
+        using var scope = NewDisposeScope();
+        var (cos, sin) = rotary.Compute(positionIds, inputsEmbeds.dtype);
+        using var mask = AttentionMask.FromPadding(paddingMask);
+        Tensor h = inputsEmbeds;
+        foreach (Qwen25OmniDecoderLayer layer in layers) h = layer.Forward(h, cos, sin, mask);
+        return norm.Forward(h).MoveToOuterDisposeScope();
+    }
+
+    /// <inheritdoc/>
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing) rotary.Dispose();
+        base.Dispose(disposing);
+    }
+}
