@@ -1,0 +1,57 @@
+using System.Diagnostics;
+using OmniTune.Models.Common;
+using OmniTune.Models.Qwen25Omni.Config;
+using OmniTune.Models.Qwen25Omni.Thinker;
+using static TorchSharp.torch;
+
+namespace OmniTune.Bench;
+
+/// <summary>Forward+backward throughput of the thinker's text decoder with the LM head and loss.</summary>
+static class TextDecoderBenchmark
+{
+    public sealed record Result(double TokensPerSecond, double ModelGflopPerStep, double SecondsPerStep, double AchievedGflops);
+
+    /// <summary>The bench configuration of issue 2: hidden 1024, 8 layers, 16/4 heads, the real 151,936 vocab.</summary>
+    public static Qwen25OmniTextConfig BenchConfig(int layers) => new()
+    {
+        VocabSize = 151936, HiddenSize = 1024, IntermediateSize = 2816, NumHiddenLayers = layers, NumAttentionHeads = 16,
+        NumKeyValueHeads = 4, RopeScaling = new RopeScalingConfig { MropeSection = [8, 12, 12] },
+    };
+
+    /// <summary>
+    /// Model FLOPs of one forward+backward step (backward = 2× forward): 6·P·T for the matmul parameters P (all linear
+    /// layers and the LM head; the embedding lookup is not a matmul) plus 12·S·H·T per layer for QKᵀ and PV, counted
+    /// without the causal saving as Megatron's and the feasibility study's formulas do.
+    /// </summary>
+    public static double ModelFlops(Qwen25OmniTextConfig c, long batch, long seq)
+    {
+        double h = c.HiddenSize, kv = (double)c.NumKeyValueHeads * c.HeadDim, q = (double)c.NumAttentionHeads * c.HeadDim;
+        double perLayer = h * q + 2 * h * kv + q * h + 3 * h * c.IntermediateSize;
+        double matmulParams = c.NumHiddenLayers * perLayer + (double)c.VocabSize * h;
+        double tokens = batch * seq;
+        return 6 * matmulParams * tokens + 12.0 * seq * q * tokens * c.NumHiddenLayers;
+    }
+
+    public static Result Run(Qwen25OmniTextConfig text, int batch, int seq, int warmup, int steps, TextWriter log)
+    {
+        var thinker = new Qwen25OmniThinkerConfig { Text = text };
+        using var model = new Qwen25OmniThinkerForConditionalGeneration(thinker, tiedLmHead: false);
+        Tensor ids = randint(0, text.VocabSize, [batch, seq], generator: new Generator(2));
+        double seconds = 0;
+        for (int i = 0; i < warmup + steps; i++)
+        {
+            using var scope = NewDisposeScope();
+            var clock = Stopwatch.StartNew();
+            Tensor loss = CausalLmLoss.Mean(model.Forward(ids), ids);
+            loss.backward();
+            float value = loss.item<float>();
+            model.zero_grad();
+            double elapsed = clock.Elapsed.TotalSeconds;
+            if (i >= warmup) seconds += elapsed;
+            log.WriteLine($"  {(i < warmup ? "warm-up" : "step")} {i + 1}: {elapsed * 1000:F0} ms (loss {value:F3})");
+        }
+        double perStep = seconds / steps;
+        double gflop = ModelFlops(text, batch, seq) / 1e9;
+        return new Result(batch * seq / perStep, gflop, perStep, gflop / perStep);
+    }
+}
