@@ -8,6 +8,13 @@ export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
 # Keep glibc from hoarding freed tensor buffers (see feasibility §1); the code also sets this at start-up.
 export MALLOC_MMAP_THRESHOLD_=1048576
 
+# Formatting is part of the contract (fast: no build needed).
+if ! dotnet format whitespace OmniTune.slnx --verify-no-changes; then
+  echo "formatting differs: run 'dotnet format OmniTune.slnx'"
+  echo "0 passed, 1 failed, 0 skipped"
+  exit 1
+fi
+
 results="artifacts/test-results"
 rm -rf "$results"
 dotnet test OmniTune.slnx -c Release \

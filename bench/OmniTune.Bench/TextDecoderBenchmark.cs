@@ -14,8 +14,13 @@ static class TextDecoderBenchmark
     /// <summary>The bench configuration of issue 2: hidden 1024, 8 layers, 16/4 heads, the real 151,936 vocab.</summary>
     public static Qwen25OmniTextConfig BenchConfig(int layers) => new()
     {
-        VocabSize = 151936, HiddenSize = 1024, IntermediateSize = 2816, NumHiddenLayers = layers, NumAttentionHeads = 16,
-        NumKeyValueHeads = 4, RopeScaling = new RopeScalingConfig { MropeSection = [8, 12, 12] },
+        VocabSize = 151936,
+        HiddenSize = 1024,
+        IntermediateSize = 2816,
+        NumHiddenLayers = layers,
+        NumAttentionHeads = 16,
+        NumKeyValueHeads = 4,
+        RopeScaling = new RopeScalingConfig { MropeSection = [8, 12, 12] },
     };
 
     /// <summary>

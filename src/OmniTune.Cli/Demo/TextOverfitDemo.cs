@@ -32,17 +32,17 @@ public static class TextOverfitDemo
     const string Answer = "The circle is red.";
 
     /// <summary>Runs the demo in <paramref name="folder"/>, writing progress lines to <paramref name="log"/>.</summary>
-    public static DemoResult Run(string folder, int steps, int seed, TextWriter log)
+    public static DemoResult Run(string folder, int steps, int seed, TextWriter log, Device? device = null)
     {
         string modelFolder = Path.Combine(folder, "tiny-model");
         var config = TinyQwen25Omni.Write(modelFolder, seed);
         log.WriteLine($"[1/4] wrote tiny Qwen2.5-Omni to {modelFolder}");
-        var (model, _, report) = ThinkerCheckpointLoader.Load(modelFolder);
+        device ??= CPU;
+        var (model, _, report) = ThinkerCheckpointLoader.Load(modelFolder, device);
         using (model)
         {
-            log.WriteLine($"[2/4] {report.Describe()}");
+            log.WriteLine($"[2/4] {report.Describe()} on {device}");
             var t = config.Thinker;
-            var tokenizer = TinyTokenizerBuilder.Build();
             int newline = ByteLevelAlphabet.IdOf[(byte)'\n'];
             List<long> Bytes(string s) => Encoding.UTF8.GetBytes(s).Select(b => (long)ByteLevelAlphabet.IdOf[b]).ToList();
             var prompt = new List<long> { t.BosTokenId };
@@ -55,8 +55,8 @@ public static class TextOverfitDemo
             long[] labels = [.. prompt.Select(_ => CausalLmLoss.IgnoreIndex), .. answer];
 
             random.manual_seed(seed);
-            using var inputIds = tensor(ids).unsqueeze(0);
-            using var labelIds = tensor(labels).unsqueeze(0);
+            using var inputIds = tensor(ids, device: device).unsqueeze(0);
+            using var labelIds = tensor(labels, device: device).unsqueeze(0);
             using var optimizer = optim.AdamW(model.parameters(), lr: 3e-3, weight_decay: 0.0);
             float initial = 0, final = 0;
             var clock = Stopwatch.StartNew();
@@ -76,7 +76,6 @@ public static class TextOverfitDemo
             }
             string generated = GreedyAnswer(model, prompt, t.EosTokenId, answer.Count + 4);
             log.WriteLine($"[4/4] greedy answer: \"{generated}\" (expected \"{Answer}\")");
-            _ = tokenizer;
             return new DemoResult(initial, final, Answer, generated);
         }
     }
@@ -90,7 +89,7 @@ public static class TextOverfitDemo
         for (int i = 0; i < maxTokens; i++)
         {
             using var scope = NewDisposeScope();
-            using var input = tensor(ids.ToArray()).unsqueeze(0);
+            using var input = tensor(ids.ToArray(), device: model.parameters().First().device).unsqueeze(0);
             long next = model.Forward(input)[0, -1].argmax().item<long>();
             if (next == eos || !byteOfId.TryGetValue((int)next, out byte b)) break;
             bytes.Add(b);

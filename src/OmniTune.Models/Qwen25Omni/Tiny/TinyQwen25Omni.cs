@@ -24,21 +24,43 @@ public static class TinyQwen25Omni
         {
             Text = new Qwen25OmniTextConfig
             {
-                VocabSize = vocab, HiddenSize = hidden, IntermediateSize = 176, NumHiddenLayers = 2, NumAttentionHeads = 4,
-                NumKeyValueHeads = 2, RopeScaling = new RopeScalingConfig { MropeSection = [2, 3, 3] }, MaxWindowLayers = 2,
+                VocabSize = vocab,
+                HiddenSize = hidden,
+                IntermediateSize = 176,
+                NumHiddenLayers = 2,
+                NumAttentionHeads = 4,
+                NumKeyValueHeads = 2,
+                RopeScaling = new RopeScalingConfig { MropeSection = [2, 3, 3] },
+                MaxWindowLayers = 2,
             },
             Vision = new Qwen25OmniVisionConfig
             {
-                Depth = 2, HiddenSize = 32, IntermediateSize = 64, NumHeads = 2, FullAttBlockIndexes = [1], OutHiddenSize = hidden,
+                Depth = 2,
+                HiddenSize = 32,
+                IntermediateSize = 64,
+                NumHeads = 2,
+                FullAttBlockIndexes = [1],
+                OutHiddenSize = hidden,
             },
             Audio = new Qwen25OmniAudioConfig
             {
-                DModel = 32, EncoderLayers = 2, EncoderAttentionHeads = 2, EncoderFfnDim = 64, OutputDim = hidden,
+                DModel = 32,
+                EncoderLayers = 2,
+                EncoderAttentionHeads = 2,
+                EncoderFfnDim = 64,
+                OutputDim = hidden,
             },
-            AudioTokenId = Id("<|AUDIO|>"), ImageTokenId = Id("<|IMAGE|>"), VideoTokenId = Id("<|VIDEO|>"),
-            AudioStartTokenId = Id("<|audio_bos|>"), AudioEndTokenId = Id("<|audio_eos|>"),
-            VisionStartTokenId = Id("<|vision_bos|>"), VisionEndTokenId = Id("<|vision_eos|>"), VisionTokenId = Id("<|vision_pad|>"),
-            BosTokenId = Id("<|im_start|>"), EosTokenId = Id("<|im_end|>"), PadTokenId = Id("<|endoftext|>"),
+            AudioTokenId = Id("<|AUDIO|>"),
+            ImageTokenId = Id("<|IMAGE|>"),
+            VideoTokenId = Id("<|VIDEO|>"),
+            AudioStartTokenId = Id("<|audio_bos|>"),
+            AudioEndTokenId = Id("<|audio_eos|>"),
+            VisionStartTokenId = Id("<|vision_bos|>"),
+            VisionEndTokenId = Id("<|vision_eos|>"),
+            VisionTokenId = Id("<|vision_pad|>"),
+            BosTokenId = Id("<|im_start|>"),
+            EosTokenId = Id("<|im_end|>"),
+            PadTokenId = Id("<|endoftext|>"),
             UserTokenId = tokenizer.IdOf("user") ?? tokenizer.IdOf("u")!.Value,
         };
         return new Qwen25OmniConfig { Thinker = thinker, TorchDtype = "float32" };

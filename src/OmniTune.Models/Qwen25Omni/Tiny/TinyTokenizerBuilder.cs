@@ -113,7 +113,12 @@ public static partial class TinyTokenizerBuilder
         {
             decoder[id.ToString(System.Globalization.CultureInfo.InvariantCulture)] = new JsonObject
             {
-                ["content"] = token, ["lstrip"] = false, ["normalized"] = false, ["rstrip"] = false, ["single_word"] = false, ["special"] = true,
+                ["content"] = token,
+                ["lstrip"] = false,
+                ["normalized"] = false,
+                ["rstrip"] = false,
+                ["single_word"] = false,
+                ["special"] = true,
             };
         }
         var additional = new JsonArray(OmniSpecialTokens.InIdOrder.Where(t => t is not "<|endoftext|>").Select(t => (JsonNode)t!).ToArray());
