@@ -1,5 +1,8 @@
+using OmniTune.Models.Qwen25Omni.Audio;
 using OmniTune.Models.Qwen25Omni.Config;
+using OmniTune.Models.Qwen25Omni.Positions;
 using OmniTune.Models.Qwen25Omni.Text;
+using OmniTune.Models.Qwen25Omni.Vision;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -7,11 +10,13 @@ using static TorchSharp.torch;
 namespace OmniTune.Models.Qwen25Omni.Thinker;
 
 /// <summary>
-/// The Qwen2.5-Omni thinker as Hugging Face names it. This version holds the text decoder and LM head; the vision and
-/// audio towers load into the same module when they are built (their checkpoint keys are recognised and reported).
+/// The Qwen2.5-Omni thinker as Hugging Face names it (<c>Qwen2_5OmniThinkerForConditionalGeneration</c>): audio and
+/// vision encoders whose features replace placeholder embeddings, the Qwen2 decoder with TMRoPE positions, the LM head.
 /// </summary>
 public sealed class Qwen25OmniThinkerForConditionalGeneration : nn.Module
 {
+    readonly Qwen25OmniAudioEncoder audio_tower;
+    readonly Qwen25OmniVisionEncoder visual;
     readonly Qwen25OmniThinkerTextModel model;
     readonly Linear lm_head;
 
@@ -21,6 +26,8 @@ public sealed class Qwen25OmniThinkerForConditionalGeneration : nn.Module
     {
         Config = config;
         TiedLmHead = tiedLmHead;
+        audio_tower = new Qwen25OmniAudioEncoder(config.Audio, device, dtype);
+        visual = new Qwen25OmniVisionEncoder(config.Vision, device, dtype);
         model = new Qwen25OmniThinkerTextModel(config.Text, device, dtype);
         lm_head = nn.Linear(config.Text.HiddenSize, config.Text.VocabSize, hasBias: false, device: device, dtype: dtype);
         if (tiedLmHead) lm_head.weight = model.EmbedTokens.weight!;
@@ -36,18 +43,80 @@ public sealed class Qwen25OmniThinkerForConditionalGeneration : nn.Module
     /// <summary>The text decoder.</summary>
     public Qwen25OmniThinkerTextModel TextModel => model;
 
+    /// <summary>The vision encoder.</summary>
+    public Qwen25OmniVisionEncoder Visual => visual;
+
+    /// <summary>The audio encoder.</summary>
+    public Qwen25OmniAudioEncoder AudioTower => audio_tower;
+
     /// <summary>
     /// Parameters by Hugging Face key (without the <c>thinker.</c> prefix); a tied head appears once, as the embedding.
     /// </summary>
     public IEnumerable<(string Key, Parameter Parameter)> HuggingFaceParameters() =>
         named_parameters().Where(p => !(TiedLmHead && p.name == ThinkerWeightLayout.LmHeadKey));
 
-    /// <summary>ids [B, S] (+ optional position ids [3, B, S] and padding mask [B, S]) → logits [B, S, V].</summary>
-    public Tensor Forward(Tensor inputIds, Tensor? positionIds = null, Tensor? paddingMask = null)
+    /// <summary>Text-only convenience: ids [B, S] (+ position ids [3, B, S], padding mask [B, S]) → logits [B, S, V].</summary>
+    public Tensor Forward(Tensor inputIds, Tensor? positionIds = null, Tensor? paddingMask = null) =>
+        Forward(new ThinkerInputs { InputIds = inputIds, PositionIds = positionIds, AttentionMask = paddingMask });
+
+    /// <summary>Full multimodal forward → logits [B, S, V].</summary>
+    public Tensor Forward(ThinkerInputs inputs)
     {
         using var scope = NewDisposeScope();
-        Tensor positions = positionIds ?? TextPositionIds.For(inputIds, paddingMask);
-        Tensor hidden = model.Forward(model.Embed(inputIds), positions, paddingMask);
+        Tensor embeddings = Embed(inputs);
+        Tensor positions = inputs.PositionIds ?? PositionIds(inputs).Positions;
+        Tensor hidden = model.Forward(embeddings, positions.to(embeddings.device), inputs.AttentionMask);
         return lm_head.forward(hidden).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Token embeddings with audio, image and video features written into their placeholders: [B, S, H].</summary>
+    public Tensor Embed(ThinkerInputs inputs)
+    {
+        using var scope = NewDisposeScope();
+        Tensor ids = inputs.InputIds;
+        Tensor embeddings = model.Embed(ids);
+        if (inputs.InputFeatures is not null)
+        {
+            var (features, lengths) = ValidAudioFrames(inputs);
+            embeddings = MultimodalEmbeddingMerge.Scatter(embeddings, ids, Config.AudioTokenId, audio_tower.Forward(features, lengths), "audio");
+        }
+        if (inputs.PixelValues is not null)
+            embeddings = MultimodalEmbeddingMerge.Scatter(embeddings, ids, Config.ImageTokenId, visual.Forward(inputs.PixelValues, inputs.ImageGrids), "image");
+        if (inputs.PixelValuesVideos is not null)
+            embeddings = MultimodalEmbeddingMerge.Scatter(embeddings, ids, Config.VideoTokenId, visual.Forward(inputs.PixelValuesVideos, inputs.VideoGrids), "video");
+        return embeddings.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>TMRoPE position ids [3, B, S] and rope deltas [B] (already minus each row's padding) for generation.</summary>
+    public (Tensor Positions, long[] RopeDeltas) PositionIds(ThinkerInputs inputs)
+    {
+        long[][] ids = Rows<long>(inputs.InputIds);
+        int[][]? mask = inputs.AttentionMask is null ? null : Rows<long>(inputs.AttentionMask).Select(r => r.Select(v => (int)v).ToArray()).ToArray();
+        int[] audioLengths = inputs.FeatureAttentionMask is null ? [] : Rows<long>(inputs.FeatureAttentionMask.to(ScalarType.Int64)).Select(r => (int)r.Sum()).ToArray();
+        var result = RopeIndex.Compute(
+            new RopeIndexInputs(ids, mask, inputs.ImageGrids, inputs.VideoGrids, inputs.VideoSecondsPerGrid, audioLengths, inputs.UseAudioInVideo),
+            RopeIndexSettings.From(Config));
+        long b = ids.Length, s = b == 0 ? 0 : ids[0].Length;
+        var flat = result.Positions.SelectMany(r => r.SelectMany(row => row)).ToArray();
+        long[] deltas = result.Deltas.Select((d, i) => d - (mask is null ? 0 : mask[i].Count(v => v == 0))).ToArray();
+        return (tensor(flat, [3, b, s], device: inputs.InputIds.device), deltas);
+    }
+
+    (Tensor Features, int[] Lengths) ValidAudioFrames(ThinkerInputs inputs)
+    {
+        Tensor features = inputs.InputFeatures!;
+        Tensor mask = inputs.FeatureAttentionMask ?? ones(features.shape[0], features.shape[2], ScalarType.Int64, features.device);
+        int[] lengths = Rows<long>(mask.to(ScalarType.Int64)).Select(r => (int)r.Sum()).ToArray();
+        // [A, bins, frames] -> [A, frames, bins] -> valid frames [ΣF, bins] -> [bins, ΣF]
+        Tensor valid = features.permute(0, 2, 1).index(mask.to(ScalarType.Bool)).t();
+        return (valid, lengths);
+    }
+
+    static T[][] Rows<T>(Tensor t) where T : unmanaged
+    {
+        using Tensor cpu = t.cpu().contiguous();
+        T[] data = cpu.data<T>().ToArray();
+        long cols = cpu.shape[1];
+        return Enumerable.Range(0, (int)cpu.shape[0]).Select(r => data.AsSpan((int)(r * cols), (int)cols).ToArray()).ToArray();
     }
 }
