@@ -1,27 +1,51 @@
 using System.Globalization;
 using OmniTune.Bench;
 using OmniTune.Core.Native;
+using OmniTune.Models.Qwen25Omni.Positions;
 using static TorchSharp.torch;
 
-// Usage: dotnet run --project bench/OmniTune.Bench -c Release -- [text] [--layers 8] [--seq 1024] [--batch 1] [--steps 3] [--threads N]
+// Usage: dotnet run --project bench/OmniTune.Bench -c Release -- [--only text|vision|audio] [--layers 8] [--seq 1024]
+//        [--batch 1] [--steps 3] [--threads N] [--vision-depth 4] [--image 448] [--audio-layers 4] [--audio-seconds 30]
 MallocTuning.Apply();
 var options = ParseOptions(args);
-int threads = options.TryGetValue("threads", out var t) ? int.Parse(t, CultureInfo.InvariantCulture) : Environment.ProcessorCount;
-set_num_threads(threads);
 int Get(string key, int fallback) => options.TryGetValue(key, out var v) ? int.Parse(v, CultureInfo.InvariantCulture) : fallback;
+set_num_threads(Get("threads", Environment.ProcessorCount));
+string only = options.GetValueOrDefault("only", "all");
+int steps = Get("steps", 3);
 
 Console.WriteLine($"OmniTune bench: {Environment.ProcessorCount} logical CPUs, torch threads {get_num_threads()}, fp32");
 double gemm4096 = GemmRate.Measure(4096, 3);
 double gemm1024 = GemmRate.Measure(1024, 5);
 Console.WriteLine($"fp32 GEMM: {gemm4096:F1} GFLOP/s (4096³), {gemm1024:F1} GFLOP/s (1024³); MFU below is against the 4096³ rate");
+string Mfu(double gflops) => $"MFU {100 * gflops / gemm4096:F1} %";
 
-var config = TextDecoderBenchmark.BenchConfig(Get("layers", 8));
-int batch = Get("batch", 1), seq = Get("seq", 1024);
-Console.WriteLine($"text decoder fwd+bwd: hidden {config.HiddenSize}, {config.NumHiddenLayers} layers, heads {config.NumAttentionHeads}/{config.NumKeyValueHeads}, " +
-                  $"intermediate {config.IntermediateSize}, vocab {config.VocabSize}, batch {batch} × seq {seq}");
-var result = TextDecoderBenchmark.Run(config, batch, seq, warmup: 1, steps: Get("steps", 3), Console.Out);
-Console.WriteLine($"RESULT text-decoder: {result.TokensPerSecond:F0} tokens/s, {result.SecondsPerStep * 1000:F0} ms/step, " +
-                  $"{result.ModelGflopPerStep:F1} model GFLOP/step, {result.AchievedGflops:F1} GFLOP/s, MFU {100 * result.AchievedGflops / gemm4096:F1} %");
+if (only is "all" or "text")
+{
+    var config = TextDecoderBenchmark.BenchConfig(Get("layers", 8));
+    int batch = Get("batch", 1), seq = Get("seq", 1024);
+    Console.WriteLine($"text decoder fwd+bwd: hidden {config.HiddenSize}, {config.NumHiddenLayers} layers, heads {config.NumAttentionHeads}/{config.NumKeyValueHeads}, " +
+                      $"intermediate {config.IntermediateSize}, vocab {config.VocabSize}, batch {batch} × seq {seq}");
+    var r = TextDecoderBenchmark.Run(config, batch, seq, warmup: 1, steps, Console.Out);
+    Console.WriteLine($"RESULT text-decoder: {r.TokensPerSecond:F0} tokens/s, {r.SecondsPerStep * 1000:F0} ms/step, " +
+                      $"{r.ModelGflopPerStep:F1} model GFLOP/step, {r.AchievedGflops:F1} GFLOP/s, {Mfu(r.AchievedGflops)}");
+}
+if (only is "all" or "vision")
+{
+    int depth = Get("vision-depth", 4), side = Get("image", 448) / 14;
+    var grid = new GridThw(1, side, side);
+    Console.WriteLine($"vision encoder fwd+bwd: 7B widths, {depth} blocks (last full attention), one {side * 14}×{side * 14} image = {grid.Patches} patches");
+    var r = EncoderBenchmarks.Vision(depth, grid, warmup: 1, steps, Console.Out);
+    Console.WriteLine($"RESULT vision-encoder: {r.UnitsPerSecond:F0} {r.Unit}/s, {r.SecondsPerStep * 1000:F0} ms/step, " +
+                      $"{r.ModelGflopPerStep:F1} model GFLOP/step, {r.AchievedGflops:F1} GFLOP/s, {Mfu(r.AchievedGflops)}");
+}
+if (only is "all" or "audio")
+{
+    int layers = Get("audio-layers", 4), frames = Get("audio-seconds", 30) * 100;
+    Console.WriteLine($"audio encoder fwd+bwd: 7B widths, {layers} layers, one audio of {frames} mel frames ({frames / 100} s)");
+    var r = EncoderBenchmarks.Audio(layers, frames, warmup: 1, steps, Console.Out);
+    Console.WriteLine($"RESULT audio-encoder: {r.UnitsPerSecond:F0} {r.Unit}/s ({r.UnitsPerSecond / 100:F1} audio s/s), {r.SecondsPerStep * 1000:F0} ms/step, " +
+                      $"{r.ModelGflopPerStep:F1} model GFLOP/step, {r.AchievedGflops:F1} GFLOP/s, {Mfu(r.AchievedGflops)}");
+}
 return 0;
 
 static Dictionary<string, string> ParseOptions(string[] args)

@@ -1,7 +1,7 @@
 using OmniTune.Core.Safetensors;
 using OmniTune.Models.Common;
 using OmniTune.Models.Qwen25Omni.Loading;
-using OmniTune.Models.Qwen25Omni.Text;
+using OmniTune.Models.Qwen25Omni.Thinker;
 using OmniTune.Tests.Testing;
 using static TorchSharp.torch;
 
@@ -52,7 +52,8 @@ public sealed class TextDecoderTests : IClassFixture<TinyModelFixture>
             Tensor logits = model.Forward(padded, paddingMask: mask);
             Assert.False(logits.isnan().any().item<bool>());
             TensorAssert.Close(alone, logits.narrow(1, 3, 9), 2e-5);
-            Tensor reference = NaiveTextDecoderReference.Logits(Weights(tiny.Path), tiny.Config.Thinker.Text, padded, TextPositionIds.For(padded, mask), mask);
+            Tensor reference = NaiveTextDecoderReference.Logits(Weights(tiny.Path), tiny.Config.Thinker.Text, padded,
+                model.PositionIds(new ThinkerInputs { InputIds = padded, AttentionMask = mask }).Positions, mask);
             TensorAssert.Close(reference.narrow(1, 3, 9), logits.narrow(1, 3, 9), 2e-5);
         }
     }
@@ -61,7 +62,10 @@ public sealed class TextDecoderTests : IClassFixture<TinyModelFixture>
     public void Text_position_ids_follow_the_cumsum_rule_with_padding_set_to_one()
     {
         Tensor mask = tensor(new long[,] { { 0, 0, 1, 1, 1 }, { 1, 1, 1, 1, 1 } });
-        Tensor positions = TextPositionIds.For(zeros(2, 5, ScalarType.Int64), mask);
+        var (model, _, _) = ThinkerCheckpointLoader.Load(tiny.Path);
+        using var owned = model;
+        var (positions, deltas) = model.PositionIds(new ThinkerInputs { InputIds = zeros(2, 5, ScalarType.Int64), AttentionMask = mask });
+        Assert.Equal([-2L, 0], deltas);
         Assert.Equal([3L, 2, 5], positions.shape);
         Assert.Equal([1L, 1, 0, 1, 2], positions[0, 0].data<long>().ToArray());
         Assert.Equal([0L, 1, 2, 3, 4], positions[2, 1].data<long>().ToArray());
