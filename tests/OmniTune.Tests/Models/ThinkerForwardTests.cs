@@ -87,6 +87,25 @@ public sealed class ThinkerForwardTests
     }
 
     [Fact]
+    public void A_one_frame_video_gives_one_temporal_group_of_tokens()
+    {
+        var c = TinyThinker.Config();
+        using var model = TinyThinker.Create(c, seed: 6);
+        using var noGrad = no_grad();
+        GridThw video = new(1, 2, 4);
+        long[] row = [c.BosTokenId, c.VisionStartTokenId, .. Enumerable.Repeat((long)c.VideoTokenId, 2), c.VisionEndTokenId, 74];
+        var inputs = new ThinkerInputs
+        {
+            InputIds = tensor(row).unsqueeze(0), PixelValuesVideos = randn([video.Patches, c.Vision.PatchDim]), VideoGrids = [video], VideoSecondsPerGrid = [1.0],
+        };
+        var (positions, deltas) = model.PositionIds(inputs);
+        Assert.Equal([0L, 1, 2, 2, 4, 5], positions[0, 0].data<long>().ToArray());
+        Assert.Equal([0L, 1, 2, 3, 4, 5], positions[2, 0].data<long>().ToArray());
+        Assert.Equal(0, deltas[0]);
+        Assert.Equal([1L, 6, c.Text.VocabSize], model.Forward(inputs).shape);
+    }
+
+    [Fact]
     public void The_interleaved_layout_matches_the_reference_example()
     {
         // Reference §8.3: a 4 s clip at 2 fps (grid (4, 24, 32)) with 4 s of audio (100 tokens).
