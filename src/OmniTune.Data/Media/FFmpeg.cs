@@ -1,0 +1,126 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+
+namespace OmniTune.Data.Media;
+
+/// <summary>Runs the ffmpeg and ffprobe command-line tools (Debian package <c>ffmpeg</c>).</summary>
+public static class FFmpeg
+{
+    /// <summary>Facts about a media file's first video and first audio stream.</summary>
+    /// <param name="Width">Video width (0 without video).</param>
+    /// <param name="Height">Video height.</param>
+    /// <param name="FrameCount">Container frame count of the video stream (0 when unknown).</param>
+    /// <param name="Duration">Video stream duration in seconds (container duration when the stream has none).</param>
+    /// <param name="HasVideo">Whether a video stream exists.</param>
+    /// <param name="HasAudio">Whether an audio stream exists.</param>
+    public sealed record Probe(int Width, int Height, long FrameCount, double Duration, bool HasVideo, bool HasAudio);
+
+    /// <summary>Reads stream facts with ffprobe.</summary>
+    public static Probe ProbeFile(string path)
+    {
+        if (!File.Exists(path)) throw new MediaException(path, "file not found");
+        byte[] output = Run("ffprobe", ["-v", "error", "-show_entries", "stream=codec_type,width,height,nb_frames,duration:format=duration", "-of", "json", path], path);
+        using var document = JsonDocument.Parse(output);
+        JsonElement? video = null;
+        bool audio = false;
+        foreach (JsonElement stream in document.RootElement.GetProperty("streams").EnumerateArray())
+        {
+            string type = stream.TryGetProperty("codec_type", out var t) ? t.GetString() ?? "" : "";
+            if (type == "video" && video is null) video = stream;
+            if (type == "audio") audio = true;
+        }
+        double formatDuration = document.RootElement.TryGetProperty("format", out var f) ? Number(f, "duration") : 0;
+        if (video is not JsonElement v) return new Probe(0, 0, 0, formatDuration, false, audio);
+        double duration = Number(v, "duration");
+        return new Probe((int)Number(v, "width"), (int)Number(v, "height"), (long)Number(v, "nb_frames"),
+            duration > 0 ? duration : formatDuration, true, audio);
+    }
+
+    static double Number(JsonElement element, string key)
+    {
+        if (!element.TryGetProperty(key, out var value)) return 0;
+        if (value.ValueKind == JsonValueKind.Number) return value.GetDouble();
+        return double.TryParse(value.GetString(), NumberStyles.Float, CultureInfo.InvariantCulture, out double d) ? d : 0;
+    }
+
+    /// <summary>Decodes the first audio stream to mono float32 samples at <paramref name="sampleRate"/>.</summary>
+    public static float[] DecodeAudio(string path, int sampleRate)
+    {
+        if (!File.Exists(path)) throw new MediaException(path, "file not found");
+        byte[] raw = Run("ffmpeg", ["-nostdin", "-v", "error", "-i", path, "-map", "0:a:0", "-ac", "1", "-ar", sampleRate.ToString(CultureInfo.InvariantCulture),
+            "-f", "f32le", "-"], path);
+        var samples = new float[raw.Length / 4];
+        Buffer.BlockCopy(raw, 0, samples, 0, samples.Length * 4);
+        return samples;
+    }
+
+    /// <summary>Decodes every frame of the first video stream as RGB, calling <paramref name="onFrame"/> with each frame's ordinal.</summary>
+    public static void DecodeVideoFrames(string path, int width, int height, Action<int, RgbImage> onFrame)
+    {
+        var start = new ProcessStartInfo(Tool("ffmpeg"))
+        {
+            RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false,
+        };
+        foreach (string a in new[] { "-nostdin", "-v", "error", "-i", path, "-map", "0:v:0", "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24", "-" })
+            start.ArgumentList.Add(a);
+        using var process = Process.Start(start) ?? throw new MediaException(path, "could not start ffmpeg");
+        var errors = process.StandardError.ReadToEndAsync();
+        int frameBytes = width * height * 3, ordinal = 0;
+        Stream stdout = process.StandardOutput.BaseStream;
+        while (true)
+        {
+            var buffer = new byte[frameBytes];
+            int read = 0;
+            while (read < frameBytes)
+            {
+                int n = stdout.Read(buffer, read, frameBytes - read);
+                if (n == 0) break;
+                read += n;
+            }
+            if (read < frameBytes) break;
+            onFrame(ordinal++, new RgbImage(width, height, buffer));
+        }
+        process.WaitForExit();
+        if (process.ExitCode != 0) throw new MediaException(path, $"ffmpeg could not decode the video: {FirstLine(errors.Result)}");
+        if (ordinal == 0) throw new MediaException(path, "the video has no decodable frames");
+    }
+
+    static byte[] Run(string tool, IReadOnlyList<string> arguments, string path)
+    {
+        var start = new ProcessStartInfo(Tool(tool))
+        {
+            RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false,
+        };
+        foreach (string a in arguments) start.ArgumentList.Add(a);
+        using var process = Process.Start(start) ?? throw new MediaException(path, $"could not start {tool}");
+        var errors = process.StandardError.ReadToEndAsync();
+        using var output = new MemoryStream();
+        process.StandardOutput.BaseStream.CopyTo(output);
+        process.WaitForExit();
+        if (process.ExitCode != 0)
+        {
+            string message = FirstLine(errors.Result);
+            if (message.Contains("matches no streams", StringComparison.Ordinal) || message.Contains("Stream map", StringComparison.Ordinal))
+                throw new MediaException(path, "has no audio stream");
+            throw new MediaException(path, $"{tool} could not read it: {message}");
+        }
+        return output.ToArray();
+    }
+
+    static string Tool(string name)
+    {
+        foreach (string dir in (Environment.GetEnvironmentVariable("PATH") ?? "/usr/bin").Split(':'))
+        {
+            string candidate = Path.Combine(dir, name);
+            if (File.Exists(candidate)) return candidate;
+        }
+        throw new MediaException(name, $"{name} is not installed (Debian: apt-get install ffmpeg)");
+    }
+
+    static string FirstLine(string text)
+    {
+        string line = text.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).LastOrDefault() ?? "unknown error";
+        return line.Length > 300 ? line[..300] : line;
+    }
+}
