@@ -100,10 +100,10 @@ public static class FFmpeg
         process.WaitForExit();
         if (process.ExitCode != 0)
         {
-            string message = FirstLine(errors.Result);
-            if (message.Contains("matches no streams", StringComparison.Ordinal) || message.Contains("Stream map", StringComparison.Ordinal))
+            string all = errors.Result;
+            if (all.Contains("matches no streams", StringComparison.Ordinal))
                 throw new MediaException(path, "has no audio stream");
-            throw new MediaException(path, $"{tool} could not read it: {message}");
+            throw new MediaException(path, $"{tool} could not read it: {FirstLine(all)}");
         }
         return output.ToArray();
     }
@@ -120,7 +120,7 @@ public static class FFmpeg
 
     static string FirstLine(string text)
     {
-        string line = text.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).LastOrDefault() ?? "unknown error";
+        string line = text.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).FirstOrDefault() ?? "unknown error";
         return line.Length > 300 ? line[..300] : line;
     }
 }
