@@ -5,6 +5,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
+bash tools/setup.sh
 # Keep glibc from hoarding freed tensor buffers (see feasibility §1); the code also sets this at start-up.
 export MALLOC_MMAP_THRESHOLD_=1048576
 

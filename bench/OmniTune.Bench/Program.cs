@@ -4,7 +4,7 @@ using OmniTune.Core.Native;
 using OmniTune.Models.Qwen25Omni.Positions;
 using static TorchSharp.torch;
 
-// Usage: dotnet run --project bench/OmniTune.Bench -c Release -- [--only text|vision|audio] [--layers 8] [--seq 1024]
+// Usage: dotnet run --project bench/OmniTune.Bench -c Release -- [--only text|vision|audio|preprocess] [--layers 8] [--seq 1024]
 //        [--batch 1] [--steps 3] [--threads N] [--vision-depth 4] [--image 448] [--audio-layers 4] [--audio-seconds 30]
 MallocTuning.Apply();
 var options = ParseOptions(args);
@@ -14,6 +14,11 @@ string only = options.GetValueOrDefault("only", "all");
 int steps = Get("steps", 3);
 
 Console.WriteLine($"OmniTune bench: {Environment.ProcessorCount} logical CPUs, torch threads {get_num_threads()}, fp32");
+if (only == "preprocess")
+{
+    PreprocessingBenchmark.Run(Console.Out);
+    return 0;
+}
 double gemm4096 = GemmRate.Measure(4096, 3);
 double gemm1024 = GemmRate.Measure(1024, 5);
 Console.WriteLine($"fp32 GEMM: {gemm4096:F1} GFLOP/s (4096³), {gemm1024:F1} GFLOP/s (1024³); MFU below is against the 4096³ rate");

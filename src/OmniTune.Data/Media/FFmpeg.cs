@@ -60,7 +60,9 @@ public static class FFmpeg
     {
         var start = new ProcessStartInfo(Tool("ffmpeg"))
         {
-            RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
         };
         foreach (string a in new[] { "-nostdin", "-v", "error", "-i", path, "-map", "0:v:0", "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24", "-" })
             start.ArgumentList.Add(a);
@@ -90,7 +92,9 @@ public static class FFmpeg
     {
         var start = new ProcessStartInfo(Tool(tool))
         {
-            RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
         };
         foreach (string a in arguments) start.ArgumentList.Add(a);
         using var process = Process.Start(start) ?? throw new MediaException(path, $"could not start {tool}");

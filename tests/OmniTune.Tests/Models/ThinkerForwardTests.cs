@@ -71,14 +71,20 @@ public sealed class ThinkerForwardTests
         {
             InputIds = tensor(Pad(imageRow).Concat(Pad(videoRow)).ToArray(), [2, s]),
             AttentionMask = tensor(Mask(imageRow).Concat(Mask(videoRow)).ToArray(), [2, s]),
-            PixelValues = pixels, ImageGrids = [image],
-            PixelValuesVideos = frames, VideoGrids = [video], VideoSecondsPerGrid = [0.5],
+            PixelValues = pixels,
+            ImageGrids = [image],
+            PixelValuesVideos = frames,
+            VideoGrids = [video],
+            VideoSecondsPerGrid = [0.5],
         };
         Tensor both = model.Forward(batch);
         Tensor imageAlone = model.Forward(new ThinkerInputs { InputIds = tensor(imageRow).unsqueeze(0), PixelValues = pixels, ImageGrids = [image] });
         Tensor videoAlone = model.Forward(new ThinkerInputs
         {
-            InputIds = tensor(videoRow).unsqueeze(0), PixelValuesVideos = frames, VideoGrids = [video], VideoSecondsPerGrid = [0.5],
+            InputIds = tensor(videoRow).unsqueeze(0),
+            PixelValuesVideos = frames,
+            VideoGrids = [video],
+            VideoSecondsPerGrid = [0.5],
         });
         TensorAssert.Close(imageAlone[0], both[0].narrow(0, s - imageRow.Length, imageRow.Length), 2e-5);
         TensorAssert.Close(videoAlone[0], both[1].narrow(0, s - videoRow.Length, videoRow.Length), 2e-5);
@@ -96,7 +102,10 @@ public sealed class ThinkerForwardTests
         long[] row = [c.BosTokenId, c.VisionStartTokenId, .. Enumerable.Repeat((long)c.VideoTokenId, 2), c.VisionEndTokenId, 74];
         var inputs = new ThinkerInputs
         {
-            InputIds = tensor(row).unsqueeze(0), PixelValuesVideos = randn([video.Patches, c.Vision.PatchDim]), VideoGrids = [video], VideoSecondsPerGrid = [1.0],
+            InputIds = tensor(row).unsqueeze(0),
+            PixelValuesVideos = randn([video.Patches, c.Vision.PatchDim]),
+            VideoGrids = [video],
+            VideoSecondsPerGrid = [1.0],
         };
         var (positions, deltas) = model.PositionIds(inputs);
         Assert.Equal([0L, 1, 2, 2, 4, 5], positions[0, 0].data<long>().ToArray());

@@ -14,6 +14,40 @@ public static class TinyQwen25Omni
     /// <summary>Standard deviation of the random matrices (Hugging Face's initializer_range).</summary>
     public const double InitStd = 0.02;
 
+    /// <summary>Qwen2.5-Omni-7B's preprocessor_config.json values (image processor and Whisper feature extractor).</summary>
+    public const string PreprocessorConfig = """
+        {
+          "processor_class": "Qwen2_5OmniProcessor",
+          "image_processor_type": "Qwen2VLImageProcessor",
+          "feature_extractor_type": "WhisperFeatureExtractor",
+          "min_pixels": 3136,
+          "max_pixels": 12845056,
+          "patch_size": 14,
+          "temporal_patch_size": 2,
+          "merge_size": 2,
+          "image_mean": [0.48145466, 0.4578275, 0.40821073],
+          "image_std": [0.26862954, 0.26130258, 0.27577711],
+          "do_resize": true,
+          "do_rescale": true,
+          "rescale_factor": 0.00392156862745098,
+          "do_normalize": true,
+          "do_convert_rgb": true,
+          "resample": 3,
+          "feature_size": 128,
+          "sampling_rate": 16000,
+          "hop_length": 160,
+          "n_fft": 400,
+          "chunk_length": 300,
+          "n_samples": 4800000,
+          "nb_max_frames": 30000,
+          "padding_value": 0.0,
+          "padding_side": "right",
+          "dither": 0.0,
+          "return_attention_mask": true
+        }
+
+        """;
+
     /// <summary>The tiny configuration whose token ids are those of <paramref name="tokenizer"/>.</summary>
     public static Qwen25OmniConfig Config(TinyTokenizer tokenizer)
     {
@@ -74,6 +108,7 @@ public static class TinyQwen25Omni
         Qwen25OmniConfig config = Config(tokenizer) with { TorchDtype = dtype == ScalarType.BFloat16 ? "bfloat16" : "float32" };
         TinyTokenizerBuilder.Write(tokenizer, folder);
         Qwen25OmniConfigLoader.Save(config, folder);
+        File.WriteAllText(Path.Combine(folder, "preprocessor_config.json"), PreprocessorConfig);
         WriteRandomWeights(Path.Combine(folder, SafetensorsCheckpoint.SingleFileName), config.Thinker, seed, dtype);
         return config;
     }

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Installs what OmniTune needs from Debian's packages, once (idempotent). Needs root or sudo.
+set -euo pipefail
+needed=()
+command -v ffmpeg >/dev/null 2>&1 || needed+=(ffmpeg)
+if [ ${#needed[@]} -gt 0 ]; then
+  echo "setup: installing ${needed[*]} from apt"
+  sudo_cmd=""
+  [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${needed[@]}" >/dev/null
+fi
