@@ -15,6 +15,7 @@ public static class Program
         {
             InitTinyCommand.Create(),
             InspectCommand.Create(),
+            DataCommand.Create(),
             DemoCommand.Create(),
         };
         return root.Parse(args).Invoke();

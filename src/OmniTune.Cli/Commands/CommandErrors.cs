@@ -1,4 +1,6 @@
 using OmniTune.Core.Safetensors;
+using OmniTune.Data.Datasets;
+using OmniTune.Data.Media;
 using OmniTune.Models.Qwen25Omni.Loading;
 
 namespace OmniTune.Cli.Commands;
@@ -14,7 +16,8 @@ static class CommandErrors
         }
         catch (Exception e) when (e is SafetensorsFormatException or CheckpointMismatchException or InvalidDataException
                                        or FileNotFoundException or DirectoryNotFoundException or ArgumentException
-                                       or NotSupportedException or KeyNotFoundException)
+                                       or NotSupportedException or KeyNotFoundException or MediaException
+                                       or InvalidSampleException or IOException)
         {
             Console.Error.WriteLine($"error: {e.Message}");
             return 1;

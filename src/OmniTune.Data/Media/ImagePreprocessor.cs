@@ -1,3 +1,5 @@
+using OmniTune.Models.Qwen25Omni.Positions;
+
 namespace OmniTune.Data.Media;
 
 /// <summary>
@@ -18,38 +20,65 @@ public static class ImagePreprocessor
         return new VisionInput(rows, grid);
     }
 
-    /// <summary>LLaMA-Factory's <c>_preprocess_image</c> (Qwen2-VL variant).</summary>
+    /// <summary>LLaMA-Factory's <c>_preprocess_image</c> (Qwen2-VL variant): each size step resized with Pillow bicubic.</summary>
     public static RgbImage Regularize(RgbImage image, long maxPixels, long minPixels)
     {
         RgbImage x = image;
-        if ((long)x.Width * x.Height > maxPixels)
-        {
-            double f = Math.Sqrt((double)maxPixels / ((long)x.Width * x.Height));
-            x = PillowBicubic.Resize(x, (int)(x.Width * f), (int)(x.Height * f));
-        }
-        if ((long)x.Width * x.Height < minPixels)
-        {
-            double f = Math.Sqrt((double)minPixels / ((long)x.Width * x.Height));
-            x = PillowBicubic.Resize(x, (int)(x.Width * f), (int)(x.Height * f));
-        }
-        if (Math.Min(x.Width, x.Height) < 28) x = PillowBicubic.Resize(x, Math.Max(x.Width, 28), Math.Max(x.Height, 28));
-        if ((double)x.Width / x.Height > 200) x = PillowBicubic.Resize(x, x.Height * 180, x.Height);
-        if ((double)x.Height / x.Width > 200) x = PillowBicubic.Resize(x, x.Width, x.Width * 180);
+        foreach (var (w, h) in RegularizeSteps(image.Width, image.Height, maxPixels, minPixels)) x = PillowBicubic.Resize(x, w, h);
         return x;
     }
 
-    /// <summary>smart_resize into [min, max] pixels and Pillow bicubic to that size.</summary>
-    public static RgbImage Fit(RgbImage image, long minPixels, long maxPixels, ProcessorSettings s, string name)
+    /// <summary>The successive sizes LLaMA-Factory resizes to (empty when the image is kept as is).</summary>
+    public static List<(int Width, int Height)> RegularizeSteps(int width, int height, long maxPixels, long minPixels)
     {
-        (int h, int w) size;
+        var steps = new List<(int, int)>();
+        int w = width, h = height;
+        void To(int nw, int nh)
+        {
+            (w, h) = (nw, nh);
+            steps.Add((w, h));
+        }
+        if ((long)w * h > maxPixels)
+        {
+            double f = Math.Sqrt((double)maxPixels / ((long)w * h));
+            To((int)(w * f), (int)(h * f));
+        }
+        if ((long)w * h < minPixels)
+        {
+            double f = Math.Sqrt((double)minPixels / ((long)w * h));
+            To((int)(w * f), (int)(h * f));
+        }
+        if (Math.Min(w, h) < 28) To(Math.Max(w, 28), Math.Max(h, 28));
+        if ((double)w / h > 200) To(h * 180, h);
+        if ((double)h / w > 200) To(w, w * 180);
+        return steps;
+    }
+
+    /// <summary>The grid an image of this size gets, without decoding its pixels.</summary>
+    public static GridThw GridFor(int width, int height, ProcessorSettings s, string name)
+    {
+        var steps = RegularizeSteps(width, height, s.ImageMaxPixels, s.ImageMinPixels);
+        var (w, h) = steps.Count == 0 ? (width, height) : steps[^1];
+        (int fh, int fw) = FitSize(h, w, s.ProcessorMinPixels, s.ProcessorMaxPixels, s, name);
+        return new GridThw(1, fh / s.PatchSize, fw / s.PatchSize);
+    }
+
+    static (int H, int W) FitSize(int height, int width, long minPixels, long maxPixels, ProcessorSettings s, string name)
+    {
         try
         {
-            size = SmartResize.Compute(image.Height, image.Width, s.Factor, minPixels, maxPixels);
+            return SmartResize.Compute(height, width, s.Factor, minPixels, maxPixels);
         }
         catch (ArgumentException e)
         {
             throw new MediaException(name, e.Message, e);
         }
-        return size.h == image.Height && size.w == image.Width ? image : PillowBicubic.Resize(image, size.w, size.h);
+    }
+
+    /// <summary>smart_resize into [min, max] pixels and Pillow bicubic to that size.</summary>
+    public static RgbImage Fit(RgbImage image, long minPixels, long maxPixels, ProcessorSettings s, string name)
+    {
+        var size = FitSize(image.Height, image.Width, minPixels, maxPixels, s, name);
+        return size.H == image.Height && size.W == image.Width ? image : PillowBicubic.Resize(image, size.W, size.H);
     }
 }

@@ -24,7 +24,6 @@ public static class VideoPreprocessor
     {
         FFmpeg.Probe probe = FFmpeg.ProbeFile(path);
         if (!probe.HasVideo) throw new MediaException(path, "has no video stream");
-        if (s.UseAudioInVideo && !probe.HasAudio) throw new MediaException(path, "use_audio_in_video is set but the video has no audio track");
         int[] indices = SampleIndices(probe.FrameCount, probe.Duration, s.VideoFps, s.VideoMaxLen);
         var wanted = indices.ToHashSet();
         var frames = new List<RgbImage>();

@@ -55,8 +55,13 @@ public sealed class Qwen25OmniProcessor
     {
         var images = media.Images.Select(p => ImagePreprocessor.Process(p, Settings)).ToList();
         var videos = media.Videos.Select(p => VideoPreprocessor.Process(p, Settings)).ToList();
-        IEnumerable<string> audioPaths = Settings.UseAudioInVideo && media.Audios.Count == 0 ? media.Videos : media.Audios;
-        var audios = audioPaths.Select(p => WhisperFeatures.FromFile(p, Settings)).ToList();
+        bool tracksFromVideos = Settings.UseAudioInVideo && media.Audios.Count == 0;
+        IEnumerable<string> audioPaths = tracksFromVideos ? media.Videos : media.Audios;
+        var audios = audioPaths.Select(p =>
+        {
+            if (tracksFromVideos) MediaSummary.RequireAudioTrack(p);
+            return WhisperFeatures.FromFile(p, Settings);
+        }).ToList();
         return (images, videos, audios);
     }
 

@@ -49,9 +49,9 @@ public sealed class VideoPreprocessingTests
         Assert.True(MediaFixtures.HasFFmpeg, "ffmpeg is required (apt-get install ffmpeg)");
         using var dir = new TempFolder();
         string silent = MediaFixtures.Video(dir.Path, "silent.mp4", seconds: 1, audio: false);
-        var error = Assert.Throws<MediaException>(() => VideoPreprocessor.Process(silent, Settings with { UseAudioInVideo = true }));
+        var error = Assert.Throws<MediaException>(() => MediaSummary.AudioFrames(silent, Settings, trackOfVideo: true));
         Assert.Equal(silent, error.FilePath);
-        Assert.Contains("no audio track", error.Message);
+        Assert.Contains("has no audio track", error.Message);
         Assert.Contains("no audio stream", Assert.Throws<MediaException>(() => WhisperFeatures.FromFile(silent, Settings)).Message);
         string missing = dir.File("missing.mp4");
         Assert.Contains("file not found", Assert.Throws<MediaException>(() => VideoPreprocessor.Process(missing, Settings)).Message);

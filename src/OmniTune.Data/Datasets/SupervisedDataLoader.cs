@@ -1,0 +1,118 @@
+namespace OmniTune.Data.Datasets;
+
+/// <summary>Where a loader stands: the next batch is batch <paramref name="Batch"/> of epoch <paramref name="Epoch"/>.</summary>
+/// <param name="Epoch">0-based epoch.</param>
+/// <param name="Batch">0-based micro-batch index of this rank within the epoch.</param>
+public sealed record LoaderPosition(int Epoch, int Batch);
+
+/// <summary>
+/// Micro-batches for one data-parallel rank, cyclic over epochs (Megatron's random batch sampler): each epoch uses
+/// ⌊N / (MBS·DP)⌋·MBS·DP samples (drop_last) of a permutation seeded by (seed, epoch); rank r takes every DP-th sample
+/// from position r, in micro-batches of MBS. Background workers collate ahead (prefetch) and batches come out in order.
+/// The position can be saved and restored exactly.
+/// </summary>
+public sealed class SupervisedDataLoader : IDisposable
+{
+    readonly IReadOnlyList<EncodedSample> samples;
+    readonly BatchCollator collator;
+    readonly int microBatch, rank, worldSize, seed, workers;
+    readonly bool shuffle;
+    readonly Queue<(LoaderPosition Position, Task<TrainingBatch> Batch)> pending = new();
+    LoaderPosition scheduled;
+    int[]? epochOrder;
+    int orderEpoch = -1;
+
+    /// <summary>Creates a loader starting at <paramref name="start"/> (the beginning when null).</summary>
+    public SupervisedDataLoader(IReadOnlyList<EncodedSample> samples, BatchCollator collator, int microBatch, int seed, bool shuffle,
+        int workers = 0, int dataParallelRank = 0, int dataParallelSize = 1, LoaderPosition? start = null)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(microBatch, 1);
+        if (dataParallelRank < 0 || dataParallelRank >= dataParallelSize) throw new ArgumentOutOfRangeException(nameof(dataParallelRank));
+        this.samples = samples;
+        this.collator = collator;
+        this.microBatch = microBatch;
+        this.seed = seed;
+        this.shuffle = shuffle;
+        this.workers = Math.Max(0, workers);
+        rank = dataParallelRank;
+        worldSize = dataParallelSize;
+        if (BatchesPerEpoch == 0)
+            throw new ArgumentException($"{samples.Count} samples are fewer than one global batch of {microBatch} × {dataParallelSize} (drop_last)");
+        Position = start ?? new LoaderPosition(0, 0);
+        if (Position.Batch >= BatchesPerEpoch) throw new ArgumentException($"position {Position} is past the {BatchesPerEpoch} batches of an epoch");
+        scheduled = Position;
+    }
+
+    /// <summary>Micro-batches of this rank per epoch.</summary>
+    public int BatchesPerEpoch => samples.Count / (microBatch * worldSize);
+
+    /// <summary>Position of the next batch <see cref="Next"/> returns.</summary>
+    public LoaderPosition Position { get; private set; }
+
+    /// <summary>The sample order of an epoch (all ranks): a seeded permutation, or identity without shuffle.</summary>
+    public static int[] EpochOrder(int count, int seed, int epoch, bool shuffle)
+    {
+        int[] order = Enumerable.Range(0, count).ToArray();
+        if (!shuffle) return order;
+        var random = new Random(HashCode.Combine(seed, epoch, 0x5EED));
+        for (int i = count - 1; i > 0; i--)
+        {
+            int j = random.Next(i + 1);
+            (order[i], order[j]) = (order[j], order[i]);
+        }
+        return order;
+    }
+
+    /// <summary>Indices of the samples of micro-batch <paramref name="position"/> for this rank.</summary>
+    public int[] SampleIndices(LoaderPosition position)
+    {
+        if (orderEpoch != position.Epoch)
+        {
+            epochOrder = EpochOrder(samples.Count, seed, position.Epoch, shuffle);
+            orderEpoch = position.Epoch;
+        }
+        return Enumerable.Range(0, microBatch).Select(i => epochOrder![((position.Batch * microBatch + i) * worldSize) + rank]).ToArray();
+    }
+
+    /// <summary>The next micro-batch (cyclic over epochs); the caller disposes it.</summary>
+    public TrainingBatch Next()
+    {
+        if (workers == 0)
+        {
+            var batch = collator.Collate(SampleIndices(Position).Select(i => samples[i]).ToList());
+            Position = Advance(Position);
+            return batch;
+        }
+        while (pending.Count < workers * 2) Schedule();
+        var (position, task) = pending.Dequeue();
+        Schedule();
+        Position = Advance(position);
+        return task.GetAwaiter().GetResult();
+    }
+
+    void Schedule()
+    {
+        var items = SampleIndices(scheduled).Select(i => samples[i]).ToList();
+        pending.Enqueue((scheduled, Task.Run(() => collator.Collate(items))));
+        scheduled = Advance(scheduled);
+    }
+
+    LoaderPosition Advance(LoaderPosition p) => p.Batch + 1 < BatchesPerEpoch ? p with { Batch = p.Batch + 1 } : new LoaderPosition(p.Epoch + 1, 0);
+
+    /// <inheritdoc/>
+    public void Dispose()
+    {
+        while (pending.Count > 0)
+        {
+            var (_, task) = pending.Dequeue();
+            try
+            {
+                task.GetAwaiter().GetResult().Dispose();
+            }
+            catch (Exception e) when (e is not OutOfMemoryException)
+            {
+                // A batch that failed to collate has nothing to dispose; its error was not asked for.
+            }
+        }
+    }
+}

@@ -1,0 +1,36 @@
+using OmniTune.Models.Qwen25Omni.Thinker;
+using static TorchSharp.torch;
+
+namespace OmniTune.Data.Datasets;
+
+/// <summary>One collated micro-batch; owns its tensors.</summary>
+public sealed class TrainingBatch : IDisposable
+{
+    /// <summary>Creates a batch.</summary>
+    public TrainingBatch(ThinkerInputs inputs, Tensor labels, IReadOnlyList<SampleLocation> locations, int realTokens)
+    {
+        Inputs = inputs;
+        Labels = labels;
+        Locations = locations;
+        RealTokens = realTokens;
+    }
+
+    /// <summary>Model inputs (ids, mask, positions, media).</summary>
+    public ThinkerInputs Inputs { get; }
+
+    /// <summary>Labels [B, S] with −100 on padding and untrained tokens.</summary>
+    public Tensor Labels { get; }
+
+    /// <summary>Sources of the samples.</summary>
+    public IReadOnlyList<SampleLocation> Locations { get; }
+
+    /// <summary>Tokens that are not padding.</summary>
+    public int RealTokens { get; }
+
+    /// <inheritdoc/>
+    public void Dispose()
+    {
+        foreach (Tensor? t in new[] { Inputs.InputIds, Inputs.AttentionMask, Inputs.PixelValues, Inputs.PixelValuesVideos, Inputs.InputFeatures, Inputs.FeatureAttentionMask, Inputs.PositionIds, Labels })
+            t?.Dispose();
+    }
+}
