@@ -70,7 +70,13 @@ public static class DataJsonLoader
     /// <summary>The processor settings of the preprocess parameters (HF processor values come from the model folder).</summary>
     public static ProcessorSettings ToProcessorSettings(PreprocessParameters p) => new()
     {
-        ImageMaxPixels = p.ImageMaxPixels, ImageMinPixels = p.ImageMinPixels, VideoMaxPixels = p.VideoMaxPixels, VideoMinPixels = p.VideoMinPixels,
-        VideoFps = p.VideoFps, VideoMaxLen = p.VideoMaxLen, UseAudioInVideo = p.UseAudioInVideo, AudioSamplingRate = p.AudioSamplingRate,
+        ImageMaxPixels = p.ImageMaxPixels,
+        ImageMinPixels = p.ImageMinPixels,
+        VideoMaxPixels = p.VideoMaxPixels,
+        VideoMinPixels = p.VideoMinPixels,
+        VideoFps = p.VideoFps,
+        VideoMaxLen = p.VideoMaxLen,
+        UseAudioInVideo = p.UseAudioInVideo,
+        AudioSamplingRate = p.AudioSamplingRate,
     };
 }

@@ -18,6 +18,7 @@ public sealed class SupervisedDataLoader : IDisposable
     readonly int microBatch, rank, worldSize, seed, workers;
     readonly bool shuffle;
     readonly Queue<(LoaderPosition Position, Task<TrainingBatch> Batch)> pending = new();
+    readonly SemaphoreSlim running;
     LoaderPosition scheduled;
     int[]? epochOrder;
     int orderEpoch = -1;
@@ -34,6 +35,7 @@ public sealed class SupervisedDataLoader : IDisposable
         this.seed = seed;
         this.shuffle = shuffle;
         this.workers = Math.Max(0, workers);
+        running = new SemaphoreSlim(Math.Max(1, this.workers));
         rank = dataParallelRank;
         worldSize = dataParallelSize;
         if (BatchesPerEpoch == 0)
@@ -93,7 +95,18 @@ public sealed class SupervisedDataLoader : IDisposable
     void Schedule()
     {
         var items = SampleIndices(scheduled).Select(i => samples[i]).ToList();
-        pending.Enqueue((scheduled, Task.Run(() => collator.Collate(items))));
+        pending.Enqueue((scheduled, Task.Run(async () =>
+        {
+            await running.WaitAsync().ConfigureAwait(false);
+            try
+            {
+                return collator.Collate(items);
+            }
+            finally
+            {
+                running.Release();
+            }
+        })));
         scheduled = Advance(scheduled);
     }
 
@@ -114,5 +127,6 @@ public sealed class SupervisedDataLoader : IDisposable
                 // A batch that failed to collate has nothing to dispose; its error was not asked for.
             }
         }
+        running.Dispose();
     }
 }

@@ -27,9 +27,12 @@ public sealed class DatasetFixture : IDisposable
         JsonArray rows = [];
         void Row(string user, string answer, string? image = null, string? audio = null, string? video = null, string userRole = "user", string assistantRole = "assistant")
         {
-            var row = new JsonObject { ["messages"] = new JsonArray(
+            var row = new JsonObject
+            {
+                ["messages"] = new JsonArray(
                 new JsonObject { ["role"] = userRole, ["content"] = user },
-                new JsonObject { ["role"] = assistantRole, ["content"] = answer }) };
+                new JsonObject { ["role"] = assistantRole, ["content"] = answer })
+            };
             if (image is not null) row["images"] = new JsonArray(image);
             if (audio is not null) row["audios"] = new JsonArray(audio);
             if (video is not null) row["videos"] = new JsonArray(video);
