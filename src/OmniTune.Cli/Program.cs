@@ -16,6 +16,8 @@ public static class Program
             InitTinyCommand.Create(),
             InspectCommand.Create(),
             DataCommand.Create(),
+            FinetuneCommand.Create(),
+            GenerateCommand.Create(),
             DemoCommand.Create(),
         };
         return root.Parse(args).Invoke();

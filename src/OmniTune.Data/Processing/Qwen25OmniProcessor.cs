@@ -65,6 +65,22 @@ public sealed class Qwen25OmniProcessor
         return (images, videos, audios);
     }
 
+    /// <summary>
+    /// A generation prompt: the messages (ending with a user turn) rendered with the system block and the
+    /// assistant header, placeholders expanded, with the processed media.
+    /// </summary>
+    public EncodedConversation EncodePrompt(IReadOnlyList<ChatMessage> messages, SampleMedia media, string? system = null)
+    {
+        var (images, videos, audios) = LoadMedia(media);
+        bool tracksFromVideos = Settings.UseAudioInVideo && media.Audios.Count == 0 && media.Videos.Count > 0;
+        IReadOnlyList<ChatMessage> tagged = tracksFromVideos
+            ? messages.Select(m => m with { Content = m.Content.Replace(MultimodalPlaceholders.VideoTag, MultimodalPlaceholders.VideoTag + MultimodalPlaceholders.AudioTag, StringComparison.Ordinal) }).ToList()
+            : messages;
+        var expanded = MultimodalPlaceholders.Expand(tagged, images.Select(x => x.Grid).ToList(),
+            videos.Select(x => (x.Grid, x.SecondsPerGrid)).ToList(), audios.Select(x => x.Frames).ToList(), Settings.UseAudioInVideo, Settings.MergeSize);
+        return new EncodedConversation([(Template.EncodePrompt(expanded, system), [])], images, videos, audios);
+    }
+
     /// <summary>Encodes a conversation (alternating prompt/answer messages with placeholders) with its media.</summary>
     public EncodedConversation Encode(IReadOnlyList<ChatMessage> messages, SampleMedia media, string? system = null, string? tools = null)
     {

@@ -1,5 +1,5 @@
 using System.Diagnostics;
-using OmniTune.Cli.Demo;
+using OmniTune.Tests.Testing;
 using OmniTune.Core.Native;
 using OmniTune.Models.Common;
 using OmniTune.Models.Qwen25Omni.Loading;

@@ -7,7 +7,7 @@ using OmniTune.Models.Qwen25Omni.Tiny;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace OmniTune.Cli.Demo;
+namespace OmniTune.Tests.Testing;
 
 /// <summary>Outcome of the demo.</summary>
 /// <param name="InitialLoss">Loss at step 1.</param>

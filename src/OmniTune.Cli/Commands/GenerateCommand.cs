@@ -1,0 +1,57 @@
+using System.CommandLine;
+using OmniTune.Data.Media;
+using OmniTune.Data.Processing;
+using OmniTune.Data.Text;
+using OmniTune.Models.Qwen25Omni.Loading;
+using OmniTune.Training.Checkpointing;
+using OmniTune.Training.Generation;
+
+namespace OmniTune.Cli.Commands;
+
+/// <summary><c>omnitune generate --model DIR --prompt TEXT [--image F] [--audio F] [--video F]</c>.</summary>
+static class GenerateCommand
+{
+    public static Command Create()
+    {
+        var model = new Option<string>("--model") { Description = "Hugging Face folder or training checkpoint root (latest iteration)", Required = true };
+        var prompt = new Option<string>("--prompt") { Description = "User message; <image>/<audio>/<video> tags are added for media not placed", Required = true };
+        var images = new Option<string[]>("--image") { Description = "Image file(s)", AllowMultipleArgumentsPerToken = true };
+        var audios = new Option<string[]>("--audio") { Description = "Audio file(s)", AllowMultipleArgumentsPerToken = true };
+        var videos = new Option<string[]>("--video") { Description = "Video file(s)", AllowMultipleArgumentsPerToken = true };
+        var audioInVideo = new Option<bool>("--use-audio-in-video") { Description = "Interleave each video's own audio track" };
+        var maxTokens = new Option<int>("--max-new-tokens") { DefaultValueFactory = _ => 64 };
+        var temperature = new Option<double>("--temperature") { Description = "0 = greedy", DefaultValueFactory = _ => 0 };
+        var topP = new Option<double>("--top-p") { DefaultValueFactory = _ => 1.0 };
+        var seed = new Option<int>("--seed") { DefaultValueFactory = _ => 0 };
+        var system = new Option<string?>("--system") { Description = "System prompt (default: You are a helpful assistant.)" };
+        var command = new Command("generate", "Answer a prompt with optional image, audio and video inputs")
+        {
+            model, prompt, images, audios, videos, audioInVideo, maxTokens, temperature, topP, seed, system,
+        };
+        command.SetAction(parse => CommandErrors.Run(() =>
+        {
+            string folder = ResolveModelFolder(parse.GetValue(model)!);
+            string[] i = parse.GetValue(images) ?? [], a = parse.GetValue(audios) ?? [], v = parse.GetValue(videos) ?? [];
+            var processor = Qwen25OmniProcessor.Load(folder, new ProcessorSettings { UseAudioInVideo = parse.GetValue(audioInVideo) });
+            string text = parse.GetValue(prompt)!;
+            string Missing(string tag, int count) => string.Concat(Enumerable.Repeat(tag, Math.Max(0, count - (text.Split(tag).Length - 1))));
+            text = Missing("<image>", i.Length) + Missing("<video>", v.Length) + (parse.GetValue(audioInVideo) ? "" : Missing("<audio>", a.Length)) + text;
+            var encoded = processor.EncodePrompt([new ChatMessage(ChatRole.User, text)], new SampleMedia(i, v, a), parse.GetValue(system));
+            var (inputs, _) = ThinkerInputsBuilder.FromConversation(encoded, parse.GetValue(audioInVideo));
+            var (thinker, _, _) = ThinkerCheckpointLoader.Load(folder);
+            using (thinker)
+            {
+                var ids = ThinkerGenerator.Generate(thinker, inputs, processor.Template.StopTokenIds.ToHashSet(),
+                    new GenerationOptions(parse.GetValue(maxTokens), parse.GetValue(temperature), parse.GetValue(topP), parse.GetValue(seed)));
+                Console.WriteLine(processor.Tokenizer.Decode(ids, skipSpecial: true));
+            }
+            return 0;
+        }));
+        return command;
+    }
+
+    /// <summary>A Hugging Face folder as is, or the model folder of a checkpoint root's latest iteration.</summary>
+    public static string ResolveModelFolder(string path) => CheckpointStore.IsCheckpointRoot(path)
+        ? Path.Combine(CheckpointStore.IterationFolder(path, CheckpointStore.ResolveIteration(path, null)), CheckpointStore.ModelFolder)
+        : path;
+}

@@ -1,0 +1,99 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using OmniTune.Models.Qwen25Omni.Config;
+
+namespace OmniTune.Training.Arguments;
+
+/// <summary>
+/// The parts of MindSpeed-MM's <c>model.json</c> that decide training (mindspeed_mm.md §2): per-tower <c>freeze</c>
+/// (vision encoder and audio encoder frozen, projector trainable by default), <c>pipeline_num_layers</c>, recompute
+/// settings and <c>img_context_token_id</c>. Structure values present in the file are checked against config.json.
+/// </summary>
+public sealed record ModelJsonConfig
+{
+    /// <summary>Freeze the ViT blocks and patch embedding.</summary>
+    public bool FreezeVisionEncoder { get; init; } = true;
+
+    /// <summary>Freeze the patch merger.</summary>
+    public bool FreezeVisionProjector { get; init; }
+
+    /// <summary>Freeze the audio encoder.</summary>
+    public bool FreezeAudioEncoder { get; init; } = true;
+
+    /// <summary>Freeze the text decoder (ignored by MindSpeed-MM; honoured here, with a warning that the run trains nothing else).</summary>
+    public bool FreezeTextDecoder { get; init; }
+
+    /// <summary>Token id whose positions receive the vision features (recorded; OmniTune fills images and videos by their own ids).</summary>
+    public int? ImgContextTokenId { get; init; }
+
+    /// <summary>The raw document, stored in checkpoints.</summary>
+    public JsonObject Raw { get; init; } = [];
+
+    /// <summary>Reads <paramref name="path"/> and checks it against the thinker config.</summary>
+    public static ModelJsonConfig Load(string path, Qwen25OmniThinkerConfig thinker)
+    {
+        if (!File.Exists(path)) throw new FileNotFoundException($"{path}: model.json not found", path);
+        JsonObject root;
+        try
+        {
+            root = JsonNode.Parse(File.ReadAllText(path), documentOptions: new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true }) as JsonObject
+                ?? throw new InvalidDataException($"{path}: not a JSON object");
+        }
+        catch (JsonException e)
+        {
+            throw new InvalidDataException($"{path}: invalid JSON: {e.Message}", e);
+        }
+        JsonObject? Section(params string[] keys)
+        {
+            JsonNode? node = root;
+            foreach (string k in keys) node = node?[k];
+            return node as JsonObject;
+        }
+        var vision = Section("image_encoder", "vision_encoder");
+        var projector = Section("image_encoder", "vision_projector");
+        var audio = Section("audio_encoder", "audio_encoder");
+        var text = Section("text_decoder");
+        void Check(JsonObject? section, string name, string key, int expected)
+        {
+            if (section?[key] is JsonValue v && v.TryGetValue(out int given) && given != expected)
+                throw new InvalidDataException($"{path}: {name}.{key} is {given} but the checkpoint's config.json has {expected}");
+        }
+        Check(vision, "image_encoder.vision_encoder", "num_layers", thinker.Vision.Depth);
+        Check(vision, "image_encoder.vision_encoder", "hidden_size", thinker.Vision.HiddenSize);
+        Check(audio, "audio_encoder.audio_encoder", "num_layers", thinker.Audio.EncoderLayers);
+        Check(text, "text_decoder", "num_layers", thinker.Text.NumHiddenLayers);
+        Check(text, "text_decoder", "hidden_size", thinker.Text.HiddenSize);
+        Check(text, "text_decoder", "vocab_size", thinker.Text.VocabSize);
+        CheckPipeline(path, vision, "image_encoder.vision_encoder", thinker.Vision.Depth);
+        CheckPipeline(path, audio, "audio_encoder.audio_encoder", thinker.Audio.EncoderLayers);
+        CheckPipeline(path, text, "text_decoder", thinker.Text.NumHiddenLayers);
+        foreach (var (section, name) in new[] { (vision, "image_encoder.vision_encoder"), (audio, "audio_encoder.audio_encoder"), (text, "text_decoder") })
+        {
+            if (section?["recompute_granularity"] is JsonValue g && g.GetValueKind() == JsonValueKind.String)
+                throw new NotSupportedException($"{path}: {name}.recompute_granularity: activation recompute is not built yet (issue 6, item 5)");
+        }
+        int? context = root["img_context_token_id"] is JsonValue c && c.TryGetValue(out int id) ? id : null;
+        if (context is int ctx && ctx != thinker.ImageTokenId && ctx != thinker.VideoTokenId)
+            throw new InvalidDataException($"{path}: img_context_token_id {ctx} is neither the image ({thinker.ImageTokenId}) nor the video ({thinker.VideoTokenId}) token id");
+        static bool Freeze(JsonObject? section, bool fallback) => section?["freeze"] is JsonValue f && f.TryGetValue(out bool b) ? b : fallback;
+        return new ModelJsonConfig
+        {
+            FreezeVisionEncoder = Freeze(vision, true),
+            FreezeVisionProjector = Freeze(projector, false),
+            FreezeAudioEncoder = Freeze(audio, true),
+            FreezeTextDecoder = Freeze(text, false),
+            ImgContextTokenId = context,
+            Raw = root,
+        };
+    }
+
+    static void CheckPipeline(string path, JsonObject? section, string name, int layers)
+    {
+        if (section?["pipeline_num_layers"] is not JsonArray stages) return;
+        var counts = stages.SelectMany(s => s is JsonArray inner ? inner.Select(x => x!.GetValue<int>()) : [s!.GetValue<int>()]).ToList();
+        if (counts.Sum() != layers)
+            throw new InvalidDataException($"{path}: {name}.pipeline_num_layers [{string.Join(", ", counts)}] sums to {counts.Sum()}, the model has {layers} layers");
+        if (counts.Count(c => c > 0) > 1 || stages.Count > 1)
+            throw new NotSupportedException($"{path}: {name}.pipeline_num_layers has {stages.Count} stages; pipeline parallel is not built yet (use a single stage, e.g. [{layers}])");
+    }
+}

@@ -1,0 +1,189 @@
+namespace OmniTune.Training.Arguments;
+
+/// <summary>The resolved, validated training configuration (flags over data.json and model.json); immutable.</summary>
+public sealed record TrainingArguments
+{
+    /// <summary>model.json path.</summary>
+    public required string ModelJson { get; init; }
+
+    /// <summary>data.json path.</summary>
+    public required string DataJson { get; init; }
+
+    /// <summary>Samples per forward pass.</summary>
+    public int MicroBatchSize { get; init; } = 1;
+
+    /// <summary>Samples per optimizer step.</summary>
+    public int GlobalBatchSize { get; init; } = 1;
+
+    /// <summary>Cutoff of the data pipeline.</summary>
+    public int SeqLength { get; init; }
+
+    /// <summary>Peak learning rate.</summary>
+    public double Lr { get; init; }
+
+    /// <summary>constant, linear or cosine.</summary>
+    public string LrDecayStyle { get; init; } = "linear";
+
+    /// <summary>Warm-up as a fraction of the decay samples.</summary>
+    public double? LrWarmupFraction { get; init; }
+
+    /// <summary>Warm-up in iterations (when no fraction).</summary>
+    public int LrWarmupIters { get; init; }
+
+    /// <summary>Learning rate at the start of warm-up.</summary>
+    public double LrWarmupInit { get; init; }
+
+    /// <summary>Floor of the decay.</summary>
+    public double MinLr { get; init; }
+
+    /// <summary>Iterations over which the rate decays (train-iters when null).</summary>
+    public int? LrDecayIters { get; init; }
+
+    /// <summary>AdamW weight decay (not applied to biases and norm weights).</summary>
+    public double WeightDecay { get; init; } = 0.01;
+
+    /// <summary>Gradient-norm clip; 0 disables clipping (the norm is still logged).</summary>
+    public double ClipGrad { get; init; } = 1.0;
+
+    /// <summary>Adam β₁.</summary>
+    public double AdamBeta1 { get; init; } = 0.9;
+
+    /// <summary>Adam β₂.</summary>
+    public double AdamBeta2 { get; init; } = 0.999;
+
+    /// <summary>Adam ε.</summary>
+    public double AdamEps { get; init; } = 1e-8;
+
+    /// <summary>Optimizer steps to run (in total, counting resumed ones).</summary>
+    public int TrainIters { get; init; }
+
+    /// <summary>Seed of the data order and of torch.</summary>
+    public int Seed { get; init; } = 1234;
+
+    /// <summary>bf16 compute with fp32 master weights (GPU path; CPU trains in fp32).</summary>
+    public bool Bf16 { get; init; }
+
+    /// <summary>Checkpoint or Hugging Face folder to start from.</summary>
+    public string? Load { get; init; }
+
+    /// <summary>Iteration of <see cref="Load"/> to load (latest when null).</summary>
+    public int? LoadIteration { get; init; }
+
+    /// <summary>Checkpoint root to write.</summary>
+    public string? Save { get; init; }
+
+    /// <summary>Save every this many iterations (and at the end).</summary>
+    public int? SaveInterval { get; init; }
+
+    /// <summary>Log every this many iterations.</summary>
+    public int LogInterval { get; init; } = 100;
+
+    /// <summary>Log tokens per sample.</summary>
+    public bool LogTps { get; init; }
+
+    /// <summary>Skip optimizer (and schedule) state when loading.</summary>
+    public bool NoLoadOptim { get; init; }
+
+    /// <summary>Skip RNG state when loading.</summary>
+    public bool NoLoadRng { get; init; }
+
+    /// <summary>Do not store optimizer state.</summary>
+    public bool NoSaveOptim { get; init; }
+
+    /// <summary>Do not store RNG state.</summary>
+    public bool NoSaveRng { get; init; }
+
+    /// <summary>Background batch workers.</summary>
+    public int NumWorkers { get; init; } = 2;
+
+    /// <summary>Loss averaging.</summary>
+    public LossMode LossMode { get; init; } = LossMode.Default;
+
+    /// <summary>auto, cpu, cuda or cuda:N.</summary>
+    public string Device { get; init; } = "auto";
+
+    /// <summary>Abort after this many non-finite steps in a row.</summary>
+    public int MaxNanSteps { get; init; } = 5;
+
+    /// <summary>Shuffle the data every epoch.</summary>
+    public bool Shuffle { get; init; } = true;
+
+    /// <summary>Flags accepted without effect.</summary>
+    public IReadOnlyList<string> IgnoredFlags { get; init; } = [];
+
+    /// <summary>Micro-batches per optimizer step (data parallel size 1).</summary>
+    public int GradientAccumulation => GlobalBatchSize / MicroBatchSize;
+
+    /// <summary>Builds the configuration from flags; every inconsistency is an error naming the flag.</summary>
+    public static TrainingArguments FromFlags(MegatronFlags f)
+    {
+        foreach (string axis in new[] { "tensor-model-parallel-size", "pipeline-model-parallel-size", "context-parallel-size", "expert-model-parallel-size" })
+        {
+            if (f.Int(axis) is int size && size != 1)
+                throw new NotSupportedException($"--{axis} {size}: parallel training is not built yet (it arrives with multi-process training); use 1");
+        }
+        foreach (string flag in new[] { "use-distributed-optimizer", "hetero-parallel", "sequence-parallel", "enable-dummy-optimizer" })
+        {
+            if (f.Has(flag)) throw new NotSupportedException($"--{flag}: not built yet (it arrives with multi-process training)");
+        }
+        if (f.Given("lora-target-modules")) throw new NotSupportedException("--lora-target-modules: LoRA is not built yet");
+        if (f.Given("recompute-granularity") || f.Given("recompute-method") || f.Given("recompute-num-layers"))
+            throw new NotSupportedException("--recompute-*: activation recompute is not built yet (and, as in MindSpeed-MM, it belongs in model.json)");
+        if (f.Given("virtual-pipeline-model-parallel-size")) throw new NotSupportedException("--virtual-pipeline-model-parallel-size: pipeline parallel is not built yet");
+        if (f.Has("calculate-per-sample-loss") && f.Has("calculate-per-token-loss"))
+            throw new ArgumentException("--calculate-per-sample-loss and --calculate-per-token-loss exclude each other");
+        int mbs = f.Int("micro-batch-size")!.Value;
+        int gbs = f.Int("global-batch-size") ?? mbs;
+        if (mbs < 1 || gbs < 1 || gbs % mbs != 0) throw new ArgumentException($"--global-batch-size {gbs} must be a positive multiple of --micro-batch-size {mbs}");
+        string style = f.Text("lr-decay-style")!;
+        if (style is not ("constant" or "linear" or "cosine")) throw new ArgumentException($"--lr-decay-style '{style}' is not supported (constant, linear, cosine)");
+        var args = new TrainingArguments
+        {
+            ModelJson = f.Required("mm-model"),
+            DataJson = f.Required("mm-data"),
+            MicroBatchSize = mbs,
+            GlobalBatchSize = gbs,
+            SeqLength = f.Int("seq-length") ?? throw new ArgumentException("--seq-length is required"),
+            Lr = f.Double("lr") ?? throw new ArgumentException("--lr is required"),
+            LrDecayStyle = style,
+            LrWarmupFraction = f.Double("lr-warmup-fraction"),
+            LrWarmupIters = f.Int("lr-warmup-iters")!.Value,
+            LrWarmupInit = f.Double("lr-warmup-init")!.Value,
+            MinLr = f.Double("min-lr")!.Value,
+            LrDecayIters = f.Int("lr-decay-iters"),
+            WeightDecay = f.Double("weight-decay")!.Value,
+            ClipGrad = f.Double("clip-grad")!.Value,
+            AdamBeta1 = f.Double("adam-beta1")!.Value,
+            AdamBeta2 = f.Double("adam-beta2")!.Value,
+            AdamEps = f.Double("adam-eps")!.Value,
+            TrainIters = f.Int("train-iters") ?? throw new ArgumentException("--train-iters is required"),
+            Seed = f.Int("seed")!.Value,
+            Bf16 = f.Has("bf16"),
+            Load = f.Text("load"),
+            LoadIteration = f.Int("ckpt-step"),
+            Save = f.Text("save"),
+            SaveInterval = f.Int("save-interval"),
+            LogInterval = f.Int("log-interval")!.Value,
+            LogTps = f.Has("log-tps"),
+            NoLoadOptim = f.Has("no-load-optim"),
+            NoLoadRng = f.Has("no-load-rng"),
+            NoSaveOptim = f.Has("no-save-optim"),
+            NoSaveRng = f.Has("no-save-rng"),
+            NumWorkers = f.Int("num-workers")!.Value,
+            LossMode = f.Has("calculate-per-token-loss") ? LossMode.PerToken : f.Has("calculate-per-sample-loss") ? LossMode.PerSample : LossMode.Default,
+            Device = f.Text("device")!,
+            MaxNanSteps = f.Int("max-nan-steps")!.Value,
+            Shuffle = !f.Has("no-shuffle"),
+            IgnoredFlags = f.IgnoredGiven,
+        };
+        if (args.Lr < 0 || args.MinLr < 0 || args.MinLr > args.Lr) throw new ArgumentException($"--min-lr {args.MinLr} must be between 0 and --lr {args.Lr}");
+        if (args.LrWarmupFraction is double w && (w < 0 || w > 1)) throw new ArgumentException($"--lr-warmup-fraction {w} must be in [0, 1]");
+        if (args.LrWarmupFraction is not null && f.Given("lr-warmup-iters")) throw new ArgumentException("--lr-warmup-fraction and --lr-warmup-iters exclude each other");
+        if (args.TrainIters < 1) throw new ArgumentException("--train-iters must be at least 1");
+        if (args.SaveInterval is < 1) throw new ArgumentException("--save-interval must be at least 1");
+        if (args.LogInterval < 1) throw new ArgumentException("--log-interval must be at least 1");
+        if (args.SaveInterval is not null && args.Save is null) throw new ArgumentException("--save-interval needs --save");
+        if (args.ClipGrad < 0) throw new ArgumentException("--clip-grad must be ≥ 0");
+        return args;
+    }
+}

@@ -1,0 +1,60 @@
+using OmniTune.Models.Qwen25Omni.Thinker;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace OmniTune.Training.Generation;
+
+/// <summary>Decoding settings.</summary>
+/// <param name="MaxNewTokens">Most tokens to generate.</param>
+/// <param name="Temperature">0 for greedy; otherwise softmax temperature.</param>
+/// <param name="TopP">Nucleus sampling mass (1 = off).</param>
+/// <param name="Seed">Sampling seed.</param>
+public sealed record GenerationOptions(int MaxNewTokens = 64, double Temperature = 0, double TopP = 1.0, int Seed = 0);
+
+/// <summary>
+/// Text generation from a multimodal prompt. The prompt's TMRoPE positions come from get_rope_index; each generated
+/// token is placed at (prompt length + rope delta + k) on all three rows, Hugging Face's decoding rule. This version
+/// recomputes the whole sequence every step (no KV cache yet), which is exact but slower for long outputs.
+/// </summary>
+public static class ThinkerGenerator
+{
+    /// <summary>Generates up to <paramref name="options"/>.MaxNewTokens ids after the prompt, stopping at a stop id.</summary>
+    public static List<int> Generate(Qwen25OmniThinkerForConditionalGeneration model, ThinkerInputs prompt, IReadOnlyCollection<int> stopIds, GenerationOptions options)
+    {
+        using var noGrad = no_grad();
+        model.eval();
+        var (promptPositions, deltas) = model.PositionIds(prompt);
+        long promptLength = prompt.InputIds.shape[1];
+        var generated = new List<int>();
+        var generator = new Generator((ulong)options.Seed);
+        Tensor ids = prompt.InputIds;
+        Tensor positions = promptPositions;
+        for (int k = 0; k < options.MaxNewTokens; k++)
+        {
+            using var scope = NewDisposeScope();
+            Tensor logits = model.Forward(prompt with { InputIds = ids, AttentionMask = null, PositionIds = positions })[0, -1];
+            int next = options.Temperature <= 0 ? (int)logits.argmax().item<long>() : Sample(logits, options, generator);
+            if (stopIds.Contains(next)) break;
+            generated.Add(next);
+            Tensor nextId = tensor(new long[] { next }, device: ids.device).reshape(1, 1);
+            Tensor nextPosition = full(3, 1, 1, promptLength + deltas[0] + k, ScalarType.Int64, ids.device);
+            ids = cat([ids, nextId], 1).DetachFromDisposeScope();
+            positions = cat([positions, nextPosition], 2).DetachFromDisposeScope();
+        }
+        return generated;
+    }
+
+    static int Sample(Tensor logits, GenerationOptions options, Generator generator)
+    {
+        Tensor probabilities = (logits.to(ScalarType.Float32) / options.Temperature).softmax(-1);
+        if (options.TopP < 1.0)
+        {
+            var (sorted, order) = probabilities.sort(descending: true);
+            Tensor cumulative = sorted.cumsum(0);
+            Tensor keep = (cumulative - sorted).lt(options.TopP);
+            Tensor filtered = zeros_like(probabilities).index_put_(sorted * keep, order);
+            probabilities = filtered / filtered.sum();
+        }
+        return (int)multinomial(probabilities.cpu(), 1, generator: generator).item<long>();
+    }
+}

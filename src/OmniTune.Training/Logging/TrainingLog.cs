@@ -1,0 +1,78 @@
+using System.Globalization;
+using System.Text.Json;
+using ScottPlot;
+
+namespace OmniTune.Training.Logging;
+
+/// <summary>One logged iteration.</summary>
+/// <param name="Iteration">Completed iteration.</param>
+/// <param name="TrainIters">Planned iterations.</param>
+/// <param name="ConsumedSamples">Samples so far.</param>
+/// <param name="MillisecondsPerIteration">Mean time of the iterations since the last line.</param>
+/// <param name="LearningRate">Rate the iteration trained with.</param>
+/// <param name="GlobalBatchSize">Samples per step.</param>
+/// <param name="TokensPerSample">Mean padded length of the micro-batches.</param>
+/// <param name="Loss">Mean step loss since the last line.</param>
+/// <param name="GradNorm">Gradient norm before clipping.</param>
+/// <param name="SkippedIterations">Skipped (non-finite) steps so far.</param>
+/// <param name="TokensPerSecond">Real (unpadded) tokens per second.</param>
+/// <param name="Mfu">Model FLOP utilisation against the measured GEMM rate.</param>
+public sealed record StepRecord(int Iteration, int TrainIters, long ConsumedSamples, double MillisecondsPerIteration, double LearningRate,
+    int GlobalBatchSize, double TokensPerSample, double Loss, double GradNorm, int SkippedIterations, double TokensPerSecond, double Mfu);
+
+/// <summary>
+/// Step lines in MindSpeed-MM's format (with <c>elapsed time per iteration (ms):</c> and <c>tokens per sample:</c>, so
+/// existing scripts keep working) plus tokens/s and MFU, a JSONL metrics file, and a loss-curve PNG at the end.
+/// </summary>
+public sealed class TrainingLog : IDisposable
+{
+    readonly TextWriter console;
+    readonly StreamWriter? jsonl;
+    readonly bool logTps;
+    readonly List<(int Iteration, double Loss)> losses = [];
+
+    /// <summary>Creates the log; metrics go to <paramref name="metricsFile"/> when given.</summary>
+    public TrainingLog(TextWriter console, string? metricsFile, bool logTps)
+    {
+        this.console = console;
+        this.logTps = logTps;
+        if (metricsFile is not null)
+        {
+            Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(metricsFile))!);
+            jsonl = new StreamWriter(metricsFile, append: true);
+        }
+    }
+
+    /// <summary>Losses logged so far.</summary>
+    public IReadOnlyList<(int Iteration, double Loss)> Losses => losses;
+
+    /// <summary>Writes one line.</summary>
+    public void Step(StepRecord r)
+    {
+        losses.Add((r.Iteration, r.Loss));
+        string I(double v, string f) => v.ToString(f, CultureInfo.InvariantCulture);
+        string line = $" [{DateTime.Now:yyyy-MM-dd HH:mm:ss}] iteration {r.Iteration,8}/{r.TrainIters,8} | consumed samples: {r.ConsumedSamples,12} | " +
+                      $"elapsed time per iteration (ms): {I(r.MillisecondsPerIteration, "F1")} | learning rate: {I(r.LearningRate, "E6")} | " +
+                      $"global batch size: {r.GlobalBatchSize,5} | " + (logTps ? $"tokens per sample: {I(r.TokensPerSample, "E6")} | " : "") +
+                      $"loss: {I(r.Loss, "E6")} | loss scale: 1.0 | grad norm: {I(r.GradNorm, "F3")} | number of skipped iterations: {r.SkippedIterations,3} | " +
+                      $"tokens/s: {I(r.TokensPerSecond, "F1")} | MFU: {I(100 * r.Mfu, "F1")} % |";
+        console.WriteLine(line);
+        jsonl?.WriteLine(JsonSerializer.Serialize(r));
+        jsonl?.Flush();
+    }
+
+    /// <summary>Draws the loss curve into a PNG.</summary>
+    public void SavePlot(string path)
+    {
+        if (losses.Count == 0) return;
+        var plot = new Plot();
+        plot.Add.Scatter(losses.Select(l => (double)l.Iteration).ToArray(), losses.Select(l => l.Loss).ToArray());
+        plot.Title("OmniTune training loss");
+        plot.XLabel("iteration");
+        plot.YLabel("loss");
+        plot.SavePng(path, 800, 500);
+    }
+
+    /// <inheritdoc/>
+    public void Dispose() => jsonl?.Dispose();
+}

@@ -1,0 +1,305 @@
+using System.Diagnostics;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using OmniTune.Core.Tensors;
+using OmniTune.Data.Datasets;
+using OmniTune.Data.Processing;
+using OmniTune.Models.Qwen25Omni.Config;
+using OmniTune.Models.Qwen25Omni.Loading;
+using OmniTune.Models.Qwen25Omni.Positions;
+using OmniTune.Models.Qwen25Omni.Thinker;
+using OmniTune.Training.Arguments;
+using OmniTune.Training.Checkpointing;
+using OmniTune.Training.Logging;
+using OmniTune.Training.Optimization;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace OmniTune.Training.Loop;
+
+/// <summary>What a run did.</summary>
+/// <param name="Iteration">Last completed iteration.</param>
+/// <param name="StepLosses">Loss of every iteration run in this process.</param>
+/// <param name="LastCheckpoint">Folder of the last checkpoint written, if any.</param>
+/// <param name="ModelFolder">Hugging Face folder of the final weights (the last checkpoint's model), if saved.</param>
+public sealed record TrainingResult(int Iteration, IReadOnlyList<double> StepLosses, string? LastCheckpoint, string? ModelFolder);
+
+/// <summary>
+/// Single-process fine-tuning of the Qwen2.5-Omni thinker with MindSpeed-MM's configuration files. Build order:
+/// device and seed → data.json → starting weights (HF folder or checkpoint) → processor and dataset → model → freezing
+/// (model.json) → AdamW → resumed state → loader → loop (accumulate, clip, step, log, save).
+/// </summary>
+public sealed class Trainer
+{
+    readonly TrainingArguments args;
+    readonly TextWriter log;
+
+    Trainer(TrainingArguments args, TextWriter log)
+    {
+        this.args = args;
+        this.log = log;
+    }
+
+    /// <summary>Runs training.</summary>
+    public static TrainingResult Run(TrainingArguments args, TextWriter log) => new Trainer(args, log).Run();
+
+    TrainingResult Run()
+    {
+        Device device = DeviceSelection.Resolve(args.Device);
+        if (args.Bf16 && device.type == DeviceType.CUDA)
+            throw new NotSupportedException("--bf16 on CUDA needs fp32 master weights, which are not built yet; run without --bf16");
+        if (args.Bf16) log.WriteLine("note: --bf16 ignored on CPU (bf16 matmul is ~150x slower here); training in fp32");
+        if (args.IgnoredFlags.Count > 0) log.WriteLine($"note: flags without effect here, ignored: {string.Join(" ", args.IgnoredFlags.Distinct())}");
+        random.manual_seed(args.Seed);
+
+        var (data, dataReport) = DataJsonLoader.Load(args.DataJson);
+        if (dataReport.Describe() is { } unknownData) log.WriteLine(unknownData);
+        var start = ResolveStart(data);
+        var (config, configReport) = Qwen25OmniConfigLoader.Load(start.ModelFolder);
+        if (configReport.Describe() is { } unknownConfig) log.WriteLine(unknownConfig);
+        var modelJson = ModelJsonConfig.Load(args.ModelJson, config.Thinker);
+
+        string processorFolder = data.DatasetParam.PreprocessParameters.ModelNameOrPath ?? start.ModelFolder;
+        var processor = Qwen25OmniProcessor.Load(processorFolder, DataJsonLoader.ToProcessorSettings(data.DatasetParam.PreprocessParameters));
+        var dataset = SupervisedDatasetBuilder.Build(data, processor, new DatasetBuildOptions(args.SeqLength), log);
+        log.WriteLine($"dataset: {dataset.Samples.Count} samples ({dataset.Invalid.Count} rejected){(dataset.FromCache ? ", from cache" : "")}");
+        if (dataset.Samples.Count < args.GlobalBatchSize)
+            throw new ArgumentException($"the dataset has {dataset.Samples.Count} usable samples, fewer than one global batch of {args.GlobalBatchSize}");
+
+        var (model, _, report) = ThinkerCheckpointLoader.Load(start.ModelFolder, device);
+        using (model)
+        {
+            log.WriteLine($"model: {report.Describe()} from {start.ModelFolder} on {device}");
+            var trainable = TrainableParameters.Apply(model, modelJson);
+            if (trainable.Count == 0) throw new ArgumentException($"{args.ModelJson}: every tower is frozen; there is nothing to train");
+            log.WriteLine($"trainable: {trainable.Sum(p => p.Parameter.numel()):N0} parameters in {trainable.Count} tensors " +
+                          $"({string.Join(", ", trainable.Select(p => TrainableParameters.TowerOf(p.Name)).Distinct())})");
+            log.WriteLine($"configuration: {JsonSerializer.Serialize(ResolvedConfig(modelJson))}");
+
+            var groups = new List<AdamW.ParamGroup>
+            {
+                new(trainable.Where(p => TrainableParameters.Decays(p.Name, p.Parameter)).Select(p => p.Parameter), lr: args.Lr, weight_decay: args.WeightDecay),
+                new(trainable.Where(p => !TrainableParameters.Decays(p.Name, p.Parameter)).Select(p => p.Parameter), lr: args.Lr, weight_decay: 0.0),
+            };
+            using var optimizer = optim.AdamW(groups, lr: args.Lr, beta1: args.AdamBeta1, beta2: args.AdamBeta2, eps: args.AdamEps, weight_decay: args.WeightDecay);
+
+            TrainerState state = start.State ?? new TrainerState();
+            int scheduleOffset = 0;
+            if (start.State is not null)
+            {
+                string optimizerFile = Path.Combine(start.IterationFolder!, CheckpointStore.OptimizerFile);
+                if (!args.NoLoadOptim)
+                {
+                    if (!File.Exists(optimizerFile)) throw new FileNotFoundException($"{optimizerFile}: no optimizer state in the checkpoint (pass --no-load-optim to start the optimizer afresh)");
+                    optimizer.load_state_dict(optimizerFile);
+                }
+                else
+                {
+                    scheduleOffset = state.Iteration;   // Megatron: without optimizer state the schedule restarts
+                }
+                if (!args.NoLoadRng && state.RngState is not null)
+                    random.set_rng_state(tensor(Convert.FromBase64String(state.RngState), ScalarType.Byte));
+                log.WriteLine($"resuming after iteration {state.Iteration} ({state.ConsumedSamples} samples) from {start.IterationFolder}");
+            }
+            if (state.Iteration >= args.TrainIters) log.WriteLine($"nothing to do: the checkpoint is at iteration {state.Iteration}, --train-iters is {args.TrainIters}");
+
+            var collator = new BatchCollator(processor.Settings, RopeIndexSettings.From(config.Thinker), config.Thinker.PadTokenId);
+            using var loader = new SupervisedDataLoader(dataset.Samples, collator, args.MicroBatchSize, args.Seed, args.Shuffle, args.NumWorkers,
+                start: new LoaderPosition(state.LoaderEpoch, state.LoaderBatch));
+            return Loop(model, trainable, optimizer, loader, state, scheduleOffset, processorFolder, modelJson, device);
+        }
+    }
+
+    sealed record Start(string ModelFolder, string? IterationFolder, TrainerState? State);
+
+    Start ResolveStart(DataJsonConfig data)
+    {
+        if (args.Load is string load)
+        {
+            if (CheckpointStore.IsCheckpointRoot(load))
+            {
+                int iteration = CheckpointStore.ResolveIteration(load, args.LoadIteration);
+                string folder = CheckpointStore.IterationFolder(load, iteration);
+                return new Start(Path.Combine(folder, CheckpointStore.ModelFolder), folder, CheckpointStore.ReadState(folder));
+            }
+            if (File.Exists(Path.Combine(load, "config.json"))) return new Start(load, null, null);
+            throw new DirectoryNotFoundException($"--load {load}: neither a checkpoint root ({CheckpointStore.Tracker}) nor a Hugging Face folder (config.json)");
+        }
+        string base_ = data.DatasetParam.PreprocessParameters.ModelNameOrPath
+            ?? throw new ArgumentException("no starting weights: pass --load or set preprocess_parameters.model_name_or_path in data.json");
+        if (!File.Exists(Path.Combine(base_, "config.json"))) throw new DirectoryNotFoundException($"{base_}: no config.json (model_name_or_path of {args.DataJson})");
+        return new Start(base_, null, null);
+    }
+
+    JsonObject ResolvedConfig(ModelJsonConfig modelJson)
+    {
+        var node = JsonSerializer.SerializeToNode(args)!.AsObject();
+        node["model_json"] = modelJson.Raw.DeepClone();
+        node["gradient_accumulation"] = args.GradientAccumulation;
+        return node;
+    }
+
+    TrainingResult Loop(Qwen25OmniThinkerForConditionalGeneration model, List<(string Name, Parameter Parameter)> trainable, OptimizerHelper optimizer,
+        SupervisedDataLoader loader, TrainerState state, int scheduleOffset, string processorFolder, ModelJsonConfig modelJson, Device device)
+    {
+        var schedule = LearningRateSchedule.For(args);
+        int microBatches = args.GradientAccumulation;
+        double gemmRate = MeasureGemmRate();
+        double flopsPerToken = FlopsPerToken(model.Config.Text);
+        string? metrics = args.Save is null ? null : Path.Combine(args.Save, "metrics.jsonl");
+        using var training = new TrainingLog(log, metrics, args.LogTps);
+        var stepLosses = new List<double>();
+        int iteration = state.Iteration, skipped = state.SkippedIterations, nanStreak = 0, lastSaved = state.Iteration;
+        long consumed = state.ConsumedSamples;
+        string? lastCheckpoint = null;
+        double intervalLoss = 0, intervalMs = 0, intervalTokens = 0, intervalPadded = 0, lastNorm = 0, lastLr = 0;
+        int intervalSteps = 0, intervalMicro = 0, intervalIterations = 0;
+        model.train();
+        while (iteration < args.TrainIters)
+        {
+            var clock = Stopwatch.StartNew();
+            iteration++;
+            var batches = Enumerable.Range(0, microBatches).Select(_ => loader.Next()).ToList();
+            double stepLoss = 0;
+            long stepTokens = args.LossMode == LossMode.PerToken ? batches.Sum(b => StepLoss.CountedTokens(b.Labels)) : 0;
+            optimizer.zero_grad();
+            foreach (TrainingBatch batch in batches)
+            {
+                using (batch)
+                using (var scope = NewDisposeScope())
+                {
+                    Tensor logits = model.Forward(OnDevice(batch.Inputs, device));
+                    var (loss, logged) = StepLoss.ForMicroBatch(logits, batch.Labels.to(device), args.LossMode, microBatches, stepTokens);
+                    loss.backward();
+                    stepLoss += logged;
+                    intervalTokens += batch.RealTokens;
+                    intervalPadded += batch.Inputs.InputIds.shape[1];
+                    intervalMicro++;
+                }
+            }
+            double norm = GradientNorm(trainable);
+            double lr = schedule.ForIteration(iteration - scheduleOffset, args.GlobalBatchSize);
+            consumed += args.GlobalBatchSize;
+            if (!double.IsFinite(stepLoss) || !double.IsFinite(norm))
+            {
+                skipped++;
+                nanStreak++;
+                optimizer.zero_grad();
+                log.WriteLine($"warning: iteration {iteration} has a non-finite {(double.IsFinite(stepLoss) ? "gradient norm" : "loss")}; the step is skipped ({nanStreak} in a row)");
+                if (nanStreak >= args.MaxNanSteps)
+                    throw new InvalidOperationException($"{nanStreak} non-finite steps in a row (--max-nan-steps {args.MaxNanSteps}); stopping. Lower --lr or check the data around iteration {iteration}.");
+            }
+            else
+            {
+                nanStreak = 0;
+                if (args.ClipGrad > 0 && norm > args.ClipGrad)
+                {
+                    double coefficient = args.ClipGrad / (norm + 1e-6);
+                    using (no_grad())
+                    {
+                        foreach (var (_, p) in trainable) p.grad?.mul_(coefficient);
+                    }
+                }
+                foreach (var group in optimizer.ParamGroups) group.LearningRate = lr;
+                optimizer.step();
+                stepLosses.Add(stepLoss);
+                intervalLoss += stepLoss;
+                intervalSteps++;
+            }
+            lastNorm = norm;
+            lastLr = lr;
+            intervalMs += clock.Elapsed.TotalMilliseconds;
+            intervalIterations++;
+            bool logNow = iteration % args.LogInterval == 0 || iteration == args.TrainIters;
+            if (logNow)
+            {
+                int steps = Math.Max(1, intervalSteps);
+                double seconds = intervalMs / 1000;
+                training.Step(new StepRecord(iteration, args.TrainIters, consumed, intervalMs / intervalIterations,
+                    lastLr, args.GlobalBatchSize, intervalPadded / Math.Max(1, intervalMicro) / args.MicroBatchSize, intervalLoss / steps, lastNorm, skipped,
+                    intervalTokens / seconds, intervalTokens * flopsPerToken / seconds / 1e9 / gemmRate));
+                (intervalLoss, intervalMs, intervalTokens, intervalPadded, intervalSteps, intervalMicro, intervalIterations) = (0, 0, 0, 0, 0, 0, 0);
+            }
+            if (args.Save is not null && args.SaveInterval is int every && iteration % every == 0)
+            {
+                lastCheckpoint = Save(model, optimizer, loader, iteration, consumed, skipped, processorFolder, modelJson);
+                lastSaved = iteration;
+            }
+        }
+        if (args.Save is not null && lastSaved != iteration)
+            lastCheckpoint = Save(model, optimizer, loader, iteration, consumed, skipped, processorFolder, modelJson);
+        if (args.Save is not null && training.Losses.Count > 0)
+        {
+            string plot = Path.Combine(args.Save, "loss.png");
+            training.SavePlot(plot);
+            log.WriteLine($"loss curve: {plot}");
+        }
+        string? modelFolder = lastCheckpoint is null ? null : Path.Combine(lastCheckpoint, CheckpointStore.ModelFolder);
+        return new TrainingResult(iteration, stepLosses, lastCheckpoint, modelFolder);
+    }
+
+    string Save(Qwen25OmniThinkerForConditionalGeneration model, OptimizerHelper optimizer, SupervisedDataLoader loader, int iteration, long consumed,
+        int skipped, string processorFolder, ModelJsonConfig modelJson)
+    {
+        var state = new TrainerState
+        {
+            Iteration = iteration,
+            ConsumedSamples = consumed,
+            LoaderEpoch = loader.Position.Epoch,
+            LoaderBatch = loader.Position.Batch,
+            RngState = args.NoSaveRng ? null : Convert.ToBase64String(random.get_rng_state().bytes.ToArray()),
+            SkippedIterations = skipped,
+            Config = ResolvedConfig(modelJson),
+        };
+        string folder = CheckpointStore.Save(args.Save!, iteration, model, processorFolder, state, args.NoSaveOptim ? null : optimizer.save_state_dict);
+        log.WriteLine($"saved checkpoint {folder}");
+        return folder;
+    }
+
+    static ThinkerInputs OnDevice(ThinkerInputs inputs, Device device) => device.type == DeviceType.CPU ? inputs : inputs with
+    {
+        InputIds = inputs.InputIds.to(device),
+        AttentionMask = inputs.AttentionMask?.to(device),
+        PositionIds = inputs.PositionIds?.to(device),
+        PixelValues = inputs.PixelValues?.to(device),
+        PixelValuesVideos = inputs.PixelValuesVideos?.to(device),
+        InputFeatures = inputs.InputFeatures?.to(device),
+        FeatureAttentionMask = inputs.FeatureAttentionMask?.to(device),
+    };
+
+    static double GradientNorm(List<(string Name, Parameter Parameter)> trainable)
+    {
+        double sum = 0;
+        using (no_grad())
+        {
+            foreach (var (_, p) in trainable)
+            {
+                if (p.grad is null) continue;
+                using Tensor g = p.grad.to(ScalarType.Float64);
+                sum += g.pow(2).sum().item<double>();
+            }
+        }
+        return Math.Sqrt(sum);
+    }
+
+    /// <summary>fp32 GEMM rate (GFLOP/s) of this machine, measured once for the MFU column.</summary>
+    static double MeasureGemmRate()
+    {
+        using var scope = NewDisposeScope();
+        var g = new Generator(1);
+        Tensor a = randn([512, 512], generator: g), b = randn([512, 512], generator: g);
+        a.matmul(b);
+        var clock = Stopwatch.StartNew();
+        for (int i = 0; i < 8; i++) a.matmul(b);
+        return 8 * 2.0 * 512 * 512 * 512 / clock.Elapsed.TotalSeconds / 1e9;
+    }
+
+    /// <summary>Model FLOPs per token of a training step of the text decoder (6 × matmul parameters; encoders not counted).</summary>
+    static double FlopsPerToken(Qwen25OmniTextConfig c)
+    {
+        double h = c.HiddenSize, q = (double)c.NumAttentionHeads * c.HeadDim, kv = (double)c.NumKeyValueHeads * c.HeadDim;
+        double perLayer = h * q + 2 * h * kv + q * h + 3 * h * c.IntermediateSize;
+        return 6 * (c.NumHiddenLayers * perLayer + (double)c.VocabSize * h);
+    }
+}
