@@ -66,7 +66,9 @@ public static class MultimodalDemo
         log.WriteLine($"[4/5] reloading {result.ModelFolder} and answering every question (greedy)");
         var processor = Qwen25OmniProcessor.Load(result.ModelFolder!, new ProcessorSettings
         {
-            UseAudioInVideo = true, ImageMaxPixels = 262144, VideoMaxPixels = 16384,
+            UseAudioInVideo = true,
+            ImageMaxPixels = 262144,
+            VideoMaxPixels = 16384,
         });
         var (thinker, _, _) = ThinkerCheckpointLoader.Load(result.ModelFolder!);
         int reproduced = 0;

@@ -56,7 +56,8 @@ public sealed class SupervisedDataLoader : IDisposable
     {
         int[] order = Enumerable.Range(0, count).ToArray();
         if (!shuffle) return order;
-        var random = new Random(HashCode.Combine(seed, epoch, 0x5EED));
+        // A fixed mix of seed and epoch (HashCode.Combine is randomised per process and would break resume).
+        var random = new Random(unchecked((seed * 1_000_003) ^ (epoch * 7919) ^ 0x5EED));
         for (int i = count - 1; i > 0; i--)
         {
             int j = random.Next(i + 1);

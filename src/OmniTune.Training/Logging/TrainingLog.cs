@@ -61,12 +61,13 @@ public sealed class TrainingLog : IDisposable
         jsonl?.Flush();
     }
 
-    /// <summary>Draws the loss curve into a PNG.</summary>
-    public void SavePlot(string path)
+    /// <summary>Draws the loss of every step (iterations <paramref name="firstIteration"/>…) into a PNG.</summary>
+    public static void SavePlot(string path, int firstIteration, IReadOnlyList<double> stepLosses)
     {
-        if (losses.Count == 0) return;
+        if (stepLosses.Count == 0) return;
         var plot = new Plot();
-        plot.Add.Scatter(losses.Select(l => (double)l.Iteration).ToArray(), losses.Select(l => l.Loss).ToArray());
+        var line = plot.Add.Scatter(Enumerable.Range(firstIteration, stepLosses.Count).Select(i => (double)i).ToArray(), stepLosses.ToArray());
+        line.MarkerSize = 0;
         plot.Title("OmniTune training loss");
         plot.XLabel("iteration");
         plot.YLabel("loss");

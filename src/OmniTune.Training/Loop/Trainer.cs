@@ -202,6 +202,7 @@ public sealed class Trainer
                     }
                 }
                 foreach (var group in optimizer.ParamGroups) group.LearningRate = lr;
+                EnsureGradients(trainable);
                 optimizer.step();
                 stepLosses.Add(stepLoss);
                 intervalLoss += stepLoss;
@@ -229,10 +230,10 @@ public sealed class Trainer
         }
         if (args.Save is not null && lastSaved != iteration)
             lastCheckpoint = Save(model, optimizer, loader, iteration, consumed, skipped, processorFolder, modelJson);
-        if (args.Save is not null && training.Losses.Count > 0)
+        if (args.Save is not null && stepLosses.Count > 0)
         {
             string plot = Path.Combine(args.Save, "loss.png");
-            training.SavePlot(plot);
+            TrainingLog.SavePlot(plot, state.Iteration + 1, stepLosses);
             log.WriteLine($"loss curve: {plot}");
         }
         string? modelFolder = lastCheckpoint is null ? null : Path.Combine(lastCheckpoint, CheckpointStore.ModelFolder);
@@ -255,6 +256,19 @@ public sealed class Trainer
         string folder = CheckpointStore.Save(args.Save!, iteration, model, processorFolder, state, args.NoSaveOptim ? null : optimizer.save_state_dict);
         log.WriteLine($"saved checkpoint {folder}");
         return folder;
+    }
+
+    /// <summary>
+    /// Gives every trainable parameter a gradient (zeros when no micro-batch reached it, e.g. the projector in a text-only
+    /// step), so every step updates every trainable parameter as Megatron's gradient buffers do, whether or not the run
+    /// was resumed; otherwise Adam's momentum would move such parameters in a straight run but not after a resume.
+    /// </summary>
+    static void EnsureGradients(List<(string Name, Parameter Parameter)> trainable)
+    {
+        foreach (var (_, p) in trainable)
+        {
+            if (p.grad is null) p.grad = zeros_like(p);
+        }
     }
 
     static ThinkerInputs OnDevice(ThinkerInputs inputs, Device device) => device.type == DeviceType.CPU ? inputs : inputs with

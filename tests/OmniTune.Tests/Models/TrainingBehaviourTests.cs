@@ -3,7 +3,6 @@ using OmniTune.Tests.Testing;
 using OmniTune.Core.Native;
 using OmniTune.Models.Common;
 using OmniTune.Models.Qwen25Omni.Loading;
-using OmniTune.Tests.Testing;
 using TorchSharp;
 using static TorchSharp.torch;
 

@@ -14,7 +14,7 @@ namespace OmniTune.Tests.Testing;
 /// <param name="FinalLoss">Loss at the last step.</param>
 /// <param name="Expected">The trained answer.</param>
 /// <param name="Generated">What greedy decoding produced after training.</param>
-public sealed record DemoResult(float InitialLoss, float FinalLoss, string Expected, string Generated)
+public sealed record TextDemoResult(float InitialLoss, float FinalLoss, string Expected, string Generated)
 {
     /// <summary>Whether the model reproduces the answer exactly.</summary>
     public bool Reproduced => Generated == Expected;
@@ -32,7 +32,7 @@ public static class TextOverfitDemo
     const string Answer = "The circle is red.";
 
     /// <summary>Runs the demo in <paramref name="folder"/>, writing progress lines to <paramref name="log"/>.</summary>
-    public static DemoResult Run(string folder, int steps, int seed, TextWriter log, Device? device = null)
+    public static TextDemoResult Run(string folder, int steps, int seed, TextWriter log, Device? device = null)
     {
         string modelFolder = Path.Combine(folder, "tiny-model");
         var config = TinyQwen25Omni.Write(modelFolder, seed);
@@ -76,7 +76,7 @@ public static class TextOverfitDemo
             }
             string generated = GreedyAnswer(model, prompt, t.EosTokenId, answer.Count + 4);
             log.WriteLine($"[4/4] greedy answer: \"{generated}\" (expected \"{Answer}\")");
-            return new DemoResult(initial, final, Answer, generated);
+            return new TextDemoResult(initial, final, Answer, generated);
         }
     }
 

@@ -1,0 +1,132 @@
+using OmniTune.Core.Safetensors;
+using OmniTune.Tests.Testing;
+using OmniTune.Training.Arguments;
+using OmniTune.Training.Checkpointing;
+using OmniTune.Training.Loop;
+using OmniTune.Training.Optimization;
+
+namespace OmniTune.Tests.Training;
+
+public sealed class TrainingTests : IClassFixture<TrainingFixture>
+{
+    readonly TrainingFixture fixture;
+
+    public TrainingTests(TrainingFixture fixture) => this.fixture = fixture;
+
+    static Dictionary<string, byte[]> Weights(string modelFolder)
+    {
+        using var checkpoint = SafetensorsCheckpoint.Open(modelFolder);
+        return checkpoint.Keys.ToDictionary(k => k, k => checkpoint.Read(k).bytes.ToArray());
+    }
+
+    [Fact]
+    public void The_schedule_follows_megatrons_sample_based_formulas()
+    {
+        var cosine = new LearningRateSchedule(1e-5, 0, 0, "cosine", WarmupSamples: 192_000, DecaySamples: 1_920_000);
+        Assert.Equal(0, cosine.ForIteration(1, 192));                              // iteration 1 trains with lr 0
+        Assert.Equal(1e-5 * 500 / 1000, cosine.ForIteration(501, 192), 15);
+        Assert.Equal(1e-5, cosine.ForIteration(1001, 192), 15);
+        double mid = 192_000 + (1_920_000 - 192_000) / 2.0;
+        Assert.Equal(0.5e-5, cosine.At((long)mid), 12);
+        Assert.Equal(0, cosine.At(2_000_000));
+        var linear = new LearningRateSchedule(1.0, 0.1, 0, "linear", 0, 100);
+        Assert.Equal(1.0, linear.At(0));
+        Assert.Equal(0.1 + 0.9 * 0.75, linear.At(25), 12);
+        Assert.Equal(0.1, linear.At(150));
+        Assert.Equal(3.0, new LearningRateSchedule(3.0, 0, 0, "constant", 0, 10).At(99));
+        var fromArgs = LearningRateSchedule.For(fixture.Args("--lr-warmup-fraction", "0.1", "--lr-decay-style", "cosine", "--train-iters", "10000", "--global-batch-size", "1"));
+        Assert.Equal((1000L, 10000L), (fromArgs.WarmupSamples, fromArgs.DecaySamples));
+    }
+
+    [Fact]
+    public void Flags_are_validated_with_clear_messages()
+    {
+        Assert.Contains("did you mean --micro-batch-size", Assert.Throws<ArgumentException>(() => MegatronFlags.Parse(["--micro-batch-sise", "1"])).Message);
+        Assert.Contains("parallel training is not built yet", Assert.Throws<NotSupportedException>(() => fixture.Args("--tensor-model-parallel-size", "2")).Message);
+        Assert.Contains("LoRA is not built yet", Assert.Throws<NotSupportedException>(() => fixture.Args("--lora-target-modules", "linear_qkv", "linear_proj")).Message);
+        Assert.Contains("multiple of --micro-batch-size", Assert.Throws<ArgumentException>(() => fixture.Args("--micro-batch-size", "3", "--global-batch-size", "4")).Message);
+        var args = fixture.Args("--use-flash-attn", "--no-masked-softmax-fusion", "--distributed-backend", "nccl", "--calculate-per-token-loss");
+        Assert.Equal(["--use-flash-attn", "--no-masked-softmax-fusion", "--distributed-backend"], args.IgnoredFlags);
+        Assert.Equal(LossMode.PerToken, args.LossMode);
+    }
+
+    [Fact]
+    public void Accumulating_four_micro_batches_of_one_equals_one_micro_batch_of_four_with_per_token_loss()
+    {
+        var oneByFour = Trainer.Run(fixture.Args("--micro-batch-size", "4", "--global-batch-size", "4", "--calculate-per-token-loss", "--no-shuffle", "--train-iters", "3"), TextWriter.Null);
+        var fourByOne = Trainer.Run(fixture.Args("--micro-batch-size", "1", "--global-batch-size", "4", "--calculate-per-token-loss", "--no-shuffle", "--train-iters", "3"), TextWriter.Null);
+        Assert.Equal(3, fourByOne.StepLosses.Count);
+        for (int i = 0; i < 3; i++) Assert.Equal(oneByFour.StepLosses[i], fourByOne.StepLosses[i], 4);
+    }
+
+    [Fact]
+    public void Resuming_from_a_checkpoint_reproduces_the_straight_run_bit_for_bit()
+    {
+        using var dir = new TempFolder();
+        string straight = Path.Combine(dir.Path, "straight"), first = Path.Combine(dir.Path, "first"), second = Path.Combine(dir.Path, "second");
+        var whole = Trainer.Run(fixture.Args("--train-iters", "6", "--micro-batch-size", "1", "--global-batch-size", "2", "--save", straight), TextWriter.Null);
+        var head = Trainer.Run(fixture.Args("--train-iters", "3", "--micro-batch-size", "1", "--global-batch-size", "2", "--save", first), TextWriter.Null);
+        var log = new StringWriter();
+        var tail = Trainer.Run(fixture.Args("--train-iters", "6", "--micro-batch-size", "1", "--global-batch-size", "2", "--load", first, "--save", second), log);
+        Assert.Contains("resuming after iteration 3", log.ToString());
+        Assert.Equal(whole.StepLosses, head.StepLosses.Concat(tail.StepLosses));
+        var a = Weights(whole.ModelFolder!);
+        var b = Weights(tail.ModelFolder!);
+        Assert.All(a, kv => Assert.True(kv.Value.AsSpan().SequenceEqual(b[kv.Key]), $"{kv.Key} differs after resume"));
+        Assert.Equal("6", File.ReadAllText(Path.Combine(second, CheckpointStore.Tracker)));
+        Assert.True(File.Exists(Path.Combine(second, "metrics.jsonl")));
+        Assert.True(File.Exists(Path.Combine(second, "loss.png")));
+    }
+
+    [Fact]
+    public void Frozen_towers_are_not_updated_and_trainable_ones_are()
+    {
+        using var dir = new TempFolder();
+        var before = Weights(fixture.Model);
+        // Four steps of two samples cover the whole epoch, so the image sample (and the projector) take part.
+        var result = Trainer.Run(fixture.Args("--train-iters", "4", "--global-batch-size", "2", "--weight-decay", "0", "--save", dir.Path), TextWriter.Null);
+        var after = Weights(result.ModelFolder!);
+        foreach (var (key, value) in before)
+        {
+            bool frozen = key.StartsWith("thinker.visual.blocks.", StringComparison.Ordinal) || key.StartsWith("thinker.visual.patch_embed.", StringComparison.Ordinal)
+                          || key.StartsWith("thinker.audio_tower.", StringComparison.Ordinal);
+            if (frozen) Assert.True(value.AsSpan().SequenceEqual(after[key]), $"frozen {key} changed");
+        }
+        Assert.False(before["thinker.visual.merger.mlp.2.weight"].AsSpan().SequenceEqual(after["thinker.visual.merger.mlp.2.weight"]), "the projector should train");
+        Assert.False(before["thinker.model.layers.0.mlp.up_proj.weight"].AsSpan().SequenceEqual(after["thinker.model.layers.0.mlp.up_proj.weight"]), "the LLM should train");
+    }
+
+    [Fact]
+    public void Bad_starting_points_fail_before_any_compute_and_say_what_and_where()
+    {
+        string missing = Path.Combine(fixture.Folder, "no-such-checkpoint");
+        Assert.Contains(missing, Assert.Throws<DirectoryNotFoundException>(() => Trainer.Run(fixture.Args("--load", missing), TextWriter.Null)).Message);
+        string wrongShape = fixture.WriteModelJson("wrong.json", """{"text_decoder":{"num_layers":28}}""");
+        var args = fixture.Args() with { ModelJson = wrongShape };
+        Assert.Contains("text_decoder.num_layers is 28 but the checkpoint's config.json has 2", Assert.Throws<InvalidDataException>(() => Trainer.Run(args, TextWriter.Null)).Message);
+        string pipeline = fixture.WriteModelJson("pp.json", """{"text_decoder":{"pipeline_num_layers":[1,2]}}""");
+        Assert.Contains("sums to 3", Assert.Throws<InvalidDataException>(() => Trainer.Run(fixture.Args() with { ModelJson = pipeline }, TextWriter.Null)).Message);
+        string allFrozen = fixture.WriteModelJson("frozen.json", """{"image_encoder":{"vision_projector":{"freeze":true}},"text_decoder":{"freeze":true}}""");
+        Assert.Contains("nothing to train", Assert.Throws<ArgumentException>(() => Trainer.Run(fixture.Args() with { ModelJson = allFrozen }, TextWriter.Null)).Message);
+    }
+
+    [Fact]
+    public void Step_lines_keep_the_substrings_mindspeed_users_grep_for()
+    {
+        var log = new StringWriter();
+        Trainer.Run(fixture.Args("--train-iters", "2", "--log-tps"), log);
+        string text = log.ToString();
+        Assert.Contains("elapsed time per iteration (ms):", text);
+        Assert.Contains("tokens per sample:", text);
+        Assert.Contains("iteration        2/       2", text);
+        Assert.Contains("learning rate: 2.000000E-003", text);
+    }
+
+    [Fact]
+    public void A_divergent_run_is_stopped_after_the_allowed_non_finite_steps()
+    {
+        var error = Assert.Throws<InvalidOperationException>(() =>
+            Trainer.Run(fixture.Args("--lr", "1e20", "--clip-grad", "0", "--train-iters", "30", "--max-nan-steps", "2"), TextWriter.Null));
+        Assert.Contains("non-finite steps in a row", error.Message);
+    }
+}
