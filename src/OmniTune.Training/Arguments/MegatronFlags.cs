@@ -93,7 +93,7 @@ public sealed class MegatronFlags
         "distributed-backend", "distributed-timeout-minutes", "make-vocab-size-divisible-by", "tokenizer-type", "normalization",
         "ckpt-format", "max-position-embeddings", "num-layers", "hidden-size", "num-attention-heads", "context-parallel-algo",
         "attention-softmax-in-fp32", "position-embedding-type", "num-query-groups", "vocab-size", "eval-interval", "eval-iters",
-        "mm-tool",
+        "mm-tool", "recompute-granularity", "recompute-method", "recompute-num-layers",
     };
 
     readonly Dictionary<string, string> values = new(StringComparer.Ordinal);

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using OmniTune.Models.Common;
 using OmniTune.Models.Qwen25Omni.Config;
 
 namespace OmniTune.Training.Arguments;
@@ -25,6 +26,15 @@ public sealed record ModelJsonConfig
 
     /// <summary>Token id whose positions receive the vision features (recorded; OmniTune fills images and videos by their own ids).</summary>
     public int? ImgContextTokenId { get; init; }
+
+    /// <summary>Recompute of the ViT blocks.</summary>
+    public RecomputeSettings? VisionRecompute { get; init; }
+
+    /// <summary>Recompute of the audio layers.</summary>
+    public RecomputeSettings? AudioRecompute { get; init; }
+
+    /// <summary>Recompute of the decoder layers.</summary>
+    public RecomputeSettings? TextRecompute { get; init; }
 
     /// <summary>The raw document, stored in checkpoints.</summary>
     public JsonObject Raw { get; init; } = [];
@@ -67,11 +77,7 @@ public sealed record ModelJsonConfig
         CheckPipeline(path, vision, "image_encoder.vision_encoder", thinker.Vision.Depth);
         CheckPipeline(path, audio, "audio_encoder.audio_encoder", thinker.Audio.EncoderLayers);
         CheckPipeline(path, text, "text_decoder", thinker.Text.NumHiddenLayers);
-        foreach (var (section, name) in new[] { (vision, "image_encoder.vision_encoder"), (audio, "audio_encoder.audio_encoder"), (text, "text_decoder") })
-        {
-            if (section?["recompute_granularity"] is JsonValue g && g.GetValueKind() == JsonValueKind.String)
-                throw new NotSupportedException($"{path}: {name}.recompute_granularity: activation recompute is not built yet (issue 6, item 5)");
-        }
+
         int? context = root["img_context_token_id"] is JsonValue c && c.TryGetValue(out int id) ? id : null;
         if (context is int ctx && ctx != thinker.ImageTokenId && ctx != thinker.VideoTokenId)
             throw new InvalidDataException($"{path}: img_context_token_id {ctx} is neither the image ({thinker.ImageTokenId}) nor the video ({thinker.VideoTokenId}) token id");
@@ -83,8 +89,26 @@ public sealed record ModelJsonConfig
             FreezeAudioEncoder = Freeze(audio, true),
             FreezeTextDecoder = Freeze(text, false),
             ImgContextTokenId = context,
+            VisionRecompute = Recompute(path, vision, "image_encoder.vision_encoder"),
+            AudioRecompute = Recompute(path, audio, "audio_encoder.audio_encoder"),
+            TextRecompute = Recompute(path, text, "text_decoder"),
             Raw = root,
         };
+    }
+
+    static RecomputeSettings? Recompute(string path, JsonObject? section, string name)
+    {
+        string? granularity = section?["recompute_granularity"] is JsonValue g && g.GetValueKind() == JsonValueKind.String ? g.GetValue<string>() : null;
+        if (granularity is null) return null;
+        if (granularity == "selective")
+            throw new NotSupportedException($"{path}: {name}.recompute_granularity 'selective' is not built; use 'full' with recompute_method uniform or block");
+        if (granularity != "full") throw new InvalidDataException($"{path}: {name}.recompute_granularity '{granularity}' must be full or selective");
+        string method = section?["recompute_method"] is JsonValue m && m.GetValueKind() == JsonValueKind.String ? m.GetValue<string>() : "";
+        if (method is not ("uniform" or "block")) throw new InvalidDataException($"{path}: {name}.recompute_method '{method}' must be uniform or block with full recompute");
+        int layers = section?["recompute_num_layers"] is JsonValue n && n.TryGetValue(out int count) ? count
+            : throw new InvalidDataException($"{path}: {name}: full recompute needs recompute_num_layers");
+        if (layers < 1) throw new InvalidDataException($"{path}: {name}.recompute_num_layers must be at least 1");
+        return new RecomputeSettings(method, layers);
     }
 
     static void CheckPipeline(string path, JsonObject? section, string name, int layers)

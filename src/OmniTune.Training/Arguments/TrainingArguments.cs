@@ -127,8 +127,6 @@ public sealed record TrainingArguments
             if (f.Has(flag)) throw new NotSupportedException($"--{flag}: not built yet (it arrives with multi-process training)");
         }
         if (f.Given("lora-target-modules")) throw new NotSupportedException("--lora-target-modules: LoRA is not built yet");
-        if (f.Given("recompute-granularity") || f.Given("recompute-method") || f.Given("recompute-num-layers"))
-            throw new NotSupportedException("--recompute-*: activation recompute is not built yet (and, as in MindSpeed-MM, it belongs in model.json)");
         if (f.Given("virtual-pipeline-model-parallel-size")) throw new NotSupportedException("--virtual-pipeline-model-parallel-size: pipeline parallel is not built yet");
         if (f.Has("calculate-per-sample-loss") && f.Has("calculate-per-token-loss"))
             throw new ArgumentException("--calculate-per-sample-loss and --calculate-per-token-loss exclude each other");

@@ -72,6 +72,9 @@ public sealed class Trainer
         {
             log.WriteLine($"model: {report.Describe()} from {start.ModelFolder} on {device}");
             var trainable = TrainableParameters.Apply(model, modelJson);
+            model.Visual.Recompute = modelJson.VisionRecompute;
+            model.AudioTower.Recompute = modelJson.AudioRecompute;
+            model.TextModel.Recompute = modelJson.TextRecompute;
             if (trainable.Count == 0) throw new ArgumentException($"{args.ModelJson}: every tower is frozen; there is nothing to train");
             log.WriteLine($"trainable: {trainable.Sum(p => p.Parameter.numel()):N0} parameters in {trainable.Count} tensors " +
                           $"({string.Join(", ", trainable.Select(p => TrainableParameters.TowerOf(p.Name)).Distinct())})");

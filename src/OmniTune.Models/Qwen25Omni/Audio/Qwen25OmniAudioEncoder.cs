@@ -38,6 +38,9 @@ public sealed class Qwen25OmniAudioEncoder : nn.Module
         RegisterComponents();
     }
 
+    /// <summary>Activation recompute of the encoder layers while training (none when null).</summary>
+    public RecomputeSettings? Recompute { get; set; }
+
     /// <summary>Chunk lengths (mel frames) of an audio: full chunks of 2·n_window and the remainder.</summary>
     public static int[] ChunkLengths(int frames, int nWindow)
     {
@@ -74,7 +77,7 @@ public sealed class Qwen25OmniAudioEncoder : nn.Module
         int[] afterConv = chunks.Select(AudioLengths.AfterConv).ToArray();
         Tensor keep = tensor(afterConv.SelectMany(c => Enumerable.Range(0, (int)h.shape[1]).Select(i => i < c)).ToArray(), device: h.device);
         Tensor x = h.reshape(-1, h.shape[2]).index_select(0, keep.nonzero().squeeze(1));   // [T, D]
-        foreach (Qwen25OmniAudioEncoderLayer layer in layers) x = layer.Forward(x, afterConv);
+        x = RecomputeSettings.Run(Recompute, layers.Count, x, [], (i, h, _) => layers[i].Forward(h, afterConv));
 
         var outputs = new List<Tensor>();
         long offset = 0;

@@ -14,6 +14,12 @@ public sealed class AttentionMask : IDisposable
     /// <summary>The boolean mask, or null for plain causal attention.</summary>
     public Tensor? Mask { get; }
 
+    /// <summary>The mask as one tensor (an empty tensor for plain causal attention), to hand to recompute.</summary>
+    public Tensor AsTensor() => Mask ?? empty(0, ScalarType.Bool);
+
+    /// <summary>A mask from <see cref="AsTensor"/>'s form; the caller keeps ownership of the tensor.</summary>
+    public static AttentionMask FromTensor(Tensor mask) => new(mask.numel() == 0 ? null : mask.alias());
+
     /// <summary>Causal mask for a batch without padding.</summary>
     public static AttentionMask Causal() => new(null);
 

@@ -26,6 +26,9 @@ public sealed class Qwen25OmniThinkerTextModel : nn.Module
         RegisterComponents();
     }
 
+    /// <summary>Activation recompute of the decoder layers while training (none when null).</summary>
+    public RecomputeSettings? Recompute { get; set; }
+
     /// <summary>The decoder's configuration.</summary>
     public Qwen25OmniTextConfig Config { get; }
 
@@ -43,8 +46,11 @@ public sealed class Qwen25OmniThinkerTextModel : nn.Module
         using var scope = NewDisposeScope();
         var (cos, sin) = rotary.Compute(positionIds, inputsEmbeds.dtype);
         using var mask = AttentionMask.FromPadding(paddingMask);
-        Tensor h = inputsEmbeds;
-        foreach (Qwen25OmniDecoderLayer layer in layers) h = layer.Forward(h, cos, sin, mask);
+        Tensor h = RecomputeSettings.Run(Recompute, layers.Count, inputsEmbeds, [cos, sin, mask.AsTensor()], (i, x, c) =>
+        {
+            using var m = AttentionMask.FromTensor(c[2]);
+            return layers[i].Forward(x, c[0], c[1], m);
+        });
         return norm.Forward(h).MoveToOuterDisposeScope();
     }
 

@@ -31,6 +31,9 @@ public sealed class Qwen25OmniVisionEncoder : nn.Module
         RegisterComponents();
     }
 
+    /// <summary>Activation recompute of the blocks while training (none when null).</summary>
+    public Common.RecomputeSettings? Recompute { get; set; }
+
     /// <summary>pixel rows [N, C·T·P·P] with their grids → merged tokens [N/m², out] in placeholder order.</summary>
     public Tensor Forward(Tensor pixelValues, IReadOnlyList<GridThw> grids)
     {
@@ -49,8 +52,8 @@ public sealed class Qwen25OmniVisionEncoder : nn.Module
         Tensor emb = cat([angles, angles], -1).unsqueeze(1);   // [N, 1, hd]
         Tensor cos = emb.cos(), sin = emb.sin();
 
-        for (int i = 0; i < blocks.Count; i++)
-            x = blocks[i].Forward(x, cos, sin, fullAttention.Contains(i) ? windows.FullSegments : windows.WindowSegments);
+        x = Common.RecomputeSettings.Run(Recompute, blocks.Count, x, [cos, sin],
+            (i, h, c) => blocks[i].Forward(h, c[0], c[1], fullAttention.Contains(i) ? windows.FullSegments : windows.WindowSegments));
         Tensor merged = merger.Forward(x);
         Tensor inverse = order.argsort();
         return merged.index_select(0, inverse).MoveToOuterDisposeScope();

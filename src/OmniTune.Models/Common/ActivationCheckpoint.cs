@@ -1,0 +1,61 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace OmniTune.Models.Common;
+
+/// <summary>
+/// Reentrant activation checkpointing (TorchSharp has none): the forward pass of a segment runs without keeping
+/// activations; backward re-runs it with gradients enabled (CPU RNG state replayed) and back-propagates through the
+/// recomputed graph, so parameter gradients accumulate as usual and the input's gradient is returned.
+/// </summary>
+public sealed class ActivationCheckpoint : autograd.SingleTensorFunction<ActivationCheckpoint>
+{
+    const string SegmentKey = "segment", RngKey = "rng", RequiresGradKey = "input_requires_grad";
+
+    /// <inheritdoc/>
+    public override string Name => "OmniTuneActivationCheckpoint";
+
+    /// <summary>
+    /// Runs <paramref name="segment"/> on <paramref name="input"/> and the constant <paramref name="context"/> tensors
+    /// (rotary tables, masks), recomputing it in backward. The segment must use only the tensors it is given: the
+    /// caller's handles are gone by then.
+    /// </summary>
+    public static Tensor Run(Func<Tensor, Tensor[], Tensor> segment, Tensor input, Tensor[] context) => apply(input, segment, context);
+
+    /// <inheritdoc/>
+    public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
+    {
+        var input = (Tensor)vars[0];
+        var context = (Tensor[])vars[2];
+        ctx.save_for_backward([input.detach(), .. context]);
+        ctx.save_data(SegmentKey, vars[1]);
+        ctx.save_data(RngKey, random.get_rng_state().bytes.ToArray());
+        ctx.save_data(RequiresGradKey, input.requires_grad);
+        using var noGrad = no_grad();
+        return ((Func<Tensor, Tensor[], Tensor>)vars[1])(input, context);
+    }
+
+    /// <inheritdoc/>
+    public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad_output)
+    {
+        var segment = (Func<Tensor, Tensor[], Tensor>)ctx.get_data(SegmentKey);
+        bool inputRequiresGrad = (bool)ctx.get_data(RequiresGradKey);
+        var variables = ctx.get_saved_variables();
+        Tensor saved = variables[0];
+        Tensor[] context = variables.Skip(1).ToArray();
+        byte[] state = random.get_rng_state().bytes.ToArray();
+        random.set_rng_state(tensor((byte[])ctx.get_data(RngKey), ScalarType.Byte));
+        try
+        {
+            using var enable = enable_grad();
+            Tensor input = saved.detach().requires_grad_(inputRequiresGrad);
+            Tensor output = segment(input, context);
+            autograd.backward([output], [grad_output]);
+            return [inputRequiresGrad ? input.grad! : zeros_like(saved), null!, null!];
+        }
+        finally
+        {
+            random.set_rng_state(tensor(state, ScalarType.Byte));
+        }
+    }
+}
