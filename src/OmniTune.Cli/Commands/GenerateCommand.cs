@@ -5,6 +5,7 @@ using OmniTune.Data.Text;
 using OmniTune.Models.Qwen25Omni.Loading;
 using OmniTune.Training.Checkpointing;
 using OmniTune.Training.Generation;
+using OmniTune.Training.Lora;
 
 namespace OmniTune.Cli.Commands;
 
@@ -24,9 +25,10 @@ static class GenerateCommand
         var topP = new Option<double>("--top-p") { DefaultValueFactory = _ => 1.0 };
         var seed = new Option<int>("--seed") { DefaultValueFactory = _ => 0 };
         var system = new Option<string?>("--system") { Description = "System prompt (default: You are a helpful assistant.)" };
+        var adapter = new Option<string?>("--adapter") { Description = "LoRA adapters (a folder with adapter_model.safetensors, or a LoRA checkpoint root) on top of --model" };
         var command = new Command("generate", "Answer a prompt with optional image, audio and video inputs")
         {
-            model, prompt, images, audios, videos, audioInVideo, maxTokens, temperature, topP, seed, system,
+            model, prompt, images, audios, videos, audioInVideo, maxTokens, temperature, topP, seed, system, adapter,
         };
         command.SetAction(parse => CommandErrors.Run(() =>
         {
@@ -41,6 +43,13 @@ static class GenerateCommand
             var (thinker, _, _) = ThinkerCheckpointLoader.Load(folder);
             using (thinker)
             {
+                if (parse.GetValue(adapter) is string adapterPath)
+                {
+                    string adapterFolder = ResolveModelFolder(adapterPath);
+                    using var adapters = LoraAdapters.Attach(thinker, LoraAdapters.ReadSettings(adapterFolder), _ => true);
+                    adapters.Load(adapterFolder);
+                    adapters.MergeInto(thinker);
+                }
                 var ids = ThinkerGenerator.Generate(thinker, inputs, processor.Template.StopTokenIds.ToHashSet(),
                     new GenerationOptions(parse.GetValue(maxTokens), parse.GetValue(temperature), parse.GetValue(topP), parse.GetValue(seed)));
                 Console.WriteLine(processor.Tokenizer.Decode(ids, skipSpecial: true));

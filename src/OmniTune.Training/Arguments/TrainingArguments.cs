@@ -108,6 +108,12 @@ public sealed record TrainingArguments
     /// <summary>Shuffle the data every epoch.</summary>
     public bool Shuffle { get; init; } = true;
 
+    /// <summary>LoRA settings; null for full fine-tuning.</summary>
+    public OmniTune.Training.Lora.LoraSettings? Lora { get; init; }
+
+    /// <summary>Base weights under a LoRA checkpoint (default: data.json's model_name_or_path).</summary>
+    public string? LoadBaseModel { get; init; }
+
     /// <summary>Flags accepted without effect.</summary>
     public IReadOnlyList<string> IgnoredFlags { get; init; } = [];
 
@@ -126,7 +132,6 @@ public sealed record TrainingArguments
         {
             if (f.Has(flag)) throw new NotSupportedException($"--{flag}: not built yet (it arrives with multi-process training)");
         }
-        if (f.Given("lora-target-modules")) throw new NotSupportedException("--lora-target-modules: LoRA is not built yet");
         if (f.Given("virtual-pipeline-model-parallel-size")) throw new NotSupportedException("--virtual-pipeline-model-parallel-size: pipeline parallel is not built yet");
         if (f.Has("calculate-per-sample-loss") && f.Has("calculate-per-token-loss"))
             throw new ArgumentException("--calculate-per-sample-loss and --calculate-per-token-loss exclude each other");
@@ -173,7 +178,17 @@ public sealed record TrainingArguments
             MaxNanSteps = f.Int("max-nan-steps")!.Value,
             Shuffle = !f.Has("no-shuffle"),
             IgnoredFlags = f.IgnoredGiven,
+            LoadBaseModel = f.Text("load-base-model"),
+            Lora = f.Given("lora-target-modules")
+                ? new OmniTune.Training.Lora.LoraSettings(OmniTune.Training.Lora.LoraAdapters.ParseTargets(f.Text("lora-target-modules")!), f.Int("lora-r")!.Value, f.Double("lora-alpha")!.Value,
+                    f.Double("lora-dropout")!.Value, f.Has("lora-save-full-weight"))
+                : null,
         };
+        if (args.Lora is { } lora)
+        {
+            foreach (string target in lora.TargetModules) _ = OmniTune.Training.Lora.LoraSettings.HuggingFaceNames(target);
+            if (lora.Rank < 1) throw new ArgumentException("--lora-r must be at least 1");
+        }
         if (args.Lr < 0 || args.MinLr < 0 || args.MinLr > args.Lr) throw new ArgumentException($"--min-lr {args.MinLr} must be between 0 and --lr {args.Lr}");
         if (args.LrWarmupFraction is double w && (w < 0 || w > 1)) throw new ArgumentException($"--lr-warmup-fraction {w} must be in [0, 1]");
         if (args.LrWarmupFraction is not null && f.Given("lr-warmup-iters")) throw new ArgumentException("--lr-warmup-fraction and --lr-warmup-iters exclude each other");

@@ -53,7 +53,7 @@ public static class CheckpointStore
 
     /// <summary>Writes a checkpoint atomically; <paramref name="writeOptimizer"/> (when given) writes optimizer.bin.</summary>
     public static string Save(string root, int iteration, Qwen25OmniThinkerForConditionalGeneration model, string baseModelFolder,
-        TrainerState state, Action<string>? writeOptimizer)
+        TrainerState state, Action<string>? writeOptimizer, Action<string>? writeAdapters = null, bool writeWeights = true)
     {
         Directory.CreateDirectory(root);
         string final = IterationFolder(root, iteration);
@@ -68,11 +68,15 @@ public static class CheckpointStore
                 string source = Path.Combine(baseModelFolder, name);
                 if (File.Exists(source)) File.Copy(source, Path.Combine(modelFolder, name));
             }
-            var tensors = model.HuggingFaceParameters()
-                .Select(p => TensorToWrite.Of(ThinkerWeightLayout.Prefix + p.Key, p.Parameter.detach()))
-                .ToList();
-            SafetensorsWriter.WriteFile(Path.Combine(modelFolder, SafetensorsCheckpoint.SingleFileName), tensors,
-                new Dictionary<string, string> { ["format"] = "pt", ["iteration"] = iteration.ToString(CultureInfo.InvariantCulture) });
+            if (writeWeights)
+            {
+                var tensors = model.HuggingFaceParameters()
+                    .Select(p => TensorToWrite.Of(ThinkerWeightLayout.Prefix + p.Key, p.Parameter.detach()))
+                    .ToList();
+                SafetensorsWriter.WriteFile(Path.Combine(modelFolder, SafetensorsCheckpoint.SingleFileName), tensors,
+                    new Dictionary<string, string> { ["format"] = "pt", ["iteration"] = iteration.ToString(CultureInfo.InvariantCulture) });
+            }
+            writeAdapters?.Invoke(modelFolder);
             writeOptimizer?.Invoke(Path.Combine(temporary, OptimizerFile));
             File.WriteAllText(Path.Combine(temporary, StateFile), JsonSerializer.Serialize(state, Indented));
             if (Directory.Exists(final)) Directory.Delete(final, recursive: true);

@@ -11,6 +11,7 @@ using OmniTune.Models.Qwen25Omni.Thinker;
 using OmniTune.Training.Arguments;
 using OmniTune.Training.Checkpointing;
 using OmniTune.Training.Logging;
+using OmniTune.Training.Lora;
 using OmniTune.Training.Optimization;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -72,6 +73,14 @@ public sealed class Trainer
         {
             log.WriteLine($"model: {report.Describe()} from {start.ModelFolder} on {device}");
             var trainable = TrainableParameters.Apply(model, modelJson);
+            using LoraAdapters? adapters = args.Lora is null ? null : LoraAdapters.Attach(model, args.Lora, tower => trainable.Any(p => TrainableParameters.TowerOf(p.Name) == tower));
+            if (adapters is not null)
+            {
+                foreach (var (_, p) in trainable) p.requires_grad = false;
+                trainable = adapters.Parameters().Select(p => ("lora:" + p.Key, p.Parameter)).ToList();
+                if (start.AdapterFolder is not null) adapters.Load(start.AdapterFolder);
+                log.WriteLine($"{adapters}{(start.AdapterFolder is null ? "" : $", adapters loaded from {start.AdapterFolder}")}");
+            }
             model.Visual.Recompute = modelJson.VisionRecompute;
             model.AudioTower.Recompute = modelJson.AudioRecompute;
             model.TextModel.Recompute = modelJson.TextRecompute;
@@ -110,11 +119,11 @@ public sealed class Trainer
             var collator = new BatchCollator(processor.Settings, RopeIndexSettings.From(config.Thinker), config.Thinker.PadTokenId);
             using var loader = new SupervisedDataLoader(dataset.Samples, collator, args.MicroBatchSize, args.Seed, args.Shuffle, args.NumWorkers,
                 start: new LoaderPosition(state.LoaderEpoch, state.LoaderBatch));
-            return Loop(model, trainable, optimizer, loader, state, scheduleOffset, processorFolder, modelJson, device);
+            return Loop(model, trainable, optimizer, loader, state, scheduleOffset, processorFolder, modelJson, device, adapters);
         }
     }
 
-    sealed record Start(string ModelFolder, string? IterationFolder, TrainerState? State);
+    sealed record Start(string ModelFolder, string? IterationFolder, TrainerState? State, string? AdapterFolder = null);
 
     Start ResolveStart(DataJsonConfig data)
     {
@@ -124,7 +133,23 @@ public sealed class Trainer
             {
                 int iteration = CheckpointStore.ResolveIteration(load, args.LoadIteration);
                 string folder = CheckpointStore.IterationFolder(load, iteration);
-                return new Start(Path.Combine(folder, CheckpointStore.ModelFolder), folder, CheckpointStore.ReadState(folder));
+                string modelFolder = Path.Combine(folder, CheckpointStore.ModelFolder);
+                bool hasAdapters = File.Exists(Path.Combine(modelFolder, LoraAdapters.WeightsFile));
+                bool hasWeights = File.Exists(Path.Combine(modelFolder, OmniTune.Core.Safetensors.SafetensorsCheckpoint.SingleFileName));
+                if (hasAdapters && args.Lora is not null)
+                {
+                    string baseModel = args.LoadBaseModel ?? data.DatasetParam.PreprocessParameters.ModelNameOrPath
+                        ?? throw new ArgumentException($"{modelFolder} holds LoRA adapters: pass --load-base-model with the base weights");
+                    return new Start(baseModel, folder, CheckpointStore.ReadState(folder), modelFolder);
+                }
+                if (!hasWeights)
+                    throw new ArgumentException($"{modelFolder} holds only LoRA adapters: pass the run's --lora-* flags (and --load-base-model) to continue it");
+                if (args.Lora is not null)
+                {
+                    log.WriteLine($"note: {modelFolder} has no adapters; LoRA starts afresh on its weights");
+                    return new Start(modelFolder, null, null);
+                }
+                return new Start(modelFolder, folder, CheckpointStore.ReadState(folder));
             }
             if (File.Exists(Path.Combine(load, "config.json"))) return new Start(load, null, null);
             throw new DirectoryNotFoundException($"--load {load}: neither a checkpoint root ({CheckpointStore.Tracker}) nor a Hugging Face folder (config.json)");
@@ -144,7 +169,8 @@ public sealed class Trainer
     }
 
     TrainingResult Loop(Qwen25OmniThinkerForConditionalGeneration model, List<(string Name, Parameter Parameter)> trainable, OptimizerHelper optimizer,
-        SupervisedDataLoader loader, TrainerState state, int scheduleOffset, string processorFolder, ModelJsonConfig modelJson, Device device)
+        SupervisedDataLoader loader, TrainerState state, int scheduleOffset, string processorFolder, ModelJsonConfig modelJson, Device device,
+        LoraAdapters? adapters)
     {
         var schedule = LearningRateSchedule.For(args);
         int microBatches = args.GradientAccumulation;
@@ -159,6 +185,7 @@ public sealed class Trainer
         double intervalLoss = 0, intervalMs = 0, intervalTokens = 0, intervalPadded = 0, lastNorm = 0, lastLr = 0;
         int intervalSteps = 0, intervalMicro = 0, intervalIterations = 0;
         model.train();
+        adapters?.Train(true);
         while (iteration < args.TrainIters)
         {
             var clock = Stopwatch.StartNew();
@@ -227,12 +254,12 @@ public sealed class Trainer
             }
             if (args.Save is not null && args.SaveInterval is int every && iteration % every == 0)
             {
-                lastCheckpoint = Save(model, optimizer, loader, iteration, consumed, skipped, processorFolder, modelJson);
+                lastCheckpoint = Save(model, optimizer, loader, iteration, consumed, skipped, processorFolder, modelJson, adapters);
                 lastSaved = iteration;
             }
         }
         if (args.Save is not null && lastSaved != iteration)
-            lastCheckpoint = Save(model, optimizer, loader, iteration, consumed, skipped, processorFolder, modelJson);
+            lastCheckpoint = Save(model, optimizer, loader, iteration, consumed, skipped, processorFolder, modelJson, adapters);
         if (args.Save is not null && stepLosses.Count > 0)
         {
             string plot = Path.Combine(args.Save, "loss.png");
@@ -240,11 +267,12 @@ public sealed class Trainer
             log.WriteLine($"loss curve: {plot}");
         }
         string? modelFolder = lastCheckpoint is null ? null : Path.Combine(lastCheckpoint, CheckpointStore.ModelFolder);
+        if (adapters is not null && !adapters.Settings.SaveFullWeight) modelFolder = null;   // adapters only: not a standalone model
         return new TrainingResult(iteration, stepLosses, lastCheckpoint, modelFolder);
     }
 
     string Save(Qwen25OmniThinkerForConditionalGeneration model, OptimizerHelper optimizer, SupervisedDataLoader loader, int iteration, long consumed,
-        int skipped, string processorFolder, ModelJsonConfig modelJson)
+        int skipped, string processorFolder, ModelJsonConfig modelJson, LoraAdapters? adapters)
     {
         var state = new TrainerState
         {
@@ -256,7 +284,13 @@ public sealed class Trainer
             SkippedIterations = skipped,
             Config = ResolvedConfig(modelJson),
         };
-        string folder = CheckpointStore.Save(args.Save!, iteration, model, processorFolder, state, args.NoSaveOptim ? null : optimizer.save_state_dict);
+        Action<string>? writeAdapters = adapters is null ? null : modelFolder =>
+        {
+            adapters.Save(modelFolder);
+            if (adapters.Settings.SaveFullWeight) adapters.SaveMerged(model, modelFolder);
+        };
+        string folder = CheckpointStore.Save(args.Save!, iteration, model, processorFolder, state, args.NoSaveOptim ? null : optimizer.save_state_dict,
+            writeAdapters, writeWeights: adapters is null);
         log.WriteLine($"saved checkpoint {folder}");
         return folder;
     }

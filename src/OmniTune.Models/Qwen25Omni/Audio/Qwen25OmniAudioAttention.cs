@@ -30,8 +30,8 @@ public sealed class Qwen25OmniAudioAttention : nn.Module
         using var scope = NewDisposeScope();
         long n = x.shape[0];
         // [T, D] -> [T, heads, hd]
-        Tensor attended = SegmentAttention.Forward(q_proj.forward(x).view(n, -1, headDim), k_proj.forward(x).view(n, -1, headDim),
-            v_proj.forward(x).view(n, -1, headDim), chunks);
-        return out_proj.forward(attended.reshape(n, -1)).MoveToOuterDisposeScope();
+        Tensor attended = SegmentAttention.Forward(q_proj.call(x).view(n, -1, headDim), k_proj.call(x).view(n, -1, headDim),
+            v_proj.call(x).view(n, -1, headDim), chunks);
+        return out_proj.call(attended.reshape(n, -1)).MoveToOuterDisposeScope();
     }
 }

@@ -87,7 +87,7 @@ public sealed class Qwen25OmniAudioEncoder : nn.Module
             int pooled = length / 2;
             // average pool by 2 over time (a trailing odd frame is dropped)
             Tensor audio = x.narrow(0, offset, pooled * 2).reshape(pooled, 2, -1).mean([1]);
-            outputs.Add(proj.forward(ln_post.forward(audio)));
+            outputs.Add(proj.call(ln_post.forward(audio)));
             offset += length;
         }
         return cat(outputs, 0).MoveToOuterDisposeScope();

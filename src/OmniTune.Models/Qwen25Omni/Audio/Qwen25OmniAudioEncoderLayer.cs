@@ -31,6 +31,6 @@ public sealed class Qwen25OmniAudioEncoderLayer : nn.Module
     {
         using var scope = NewDisposeScope();
         Tensor h = x + self_attn.Forward(self_attn_layer_norm.forward(x), chunks);
-        return (h + fc2.forward(activation(fc1.forward(final_layer_norm.forward(h))))).MoveToOuterDisposeScope();
+        return (h + fc2.call(activation(fc1.call(final_layer_norm.forward(h))))).MoveToOuterDisposeScope();
     }
 }

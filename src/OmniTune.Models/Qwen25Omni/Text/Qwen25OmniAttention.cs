@@ -32,9 +32,9 @@ public sealed class Qwen25OmniAttention : nn.Module
         using var scope = NewDisposeScope();
         long b = x.shape[0], s = x.shape[1];
         // [B, S, nh·hd] -> [B, S, nh, hd] -> [B, nh, S, hd]
-        Tensor q = q_proj.forward(x).view(b, s, -1, headDim).transpose(1, 2);
-        Tensor k = k_proj.forward(x).view(b, s, -1, headDim).transpose(1, 2);
-        Tensor v = v_proj.forward(x).view(b, s, -1, headDim).transpose(1, 2);
+        Tensor q = q_proj.call(x).view(b, s, -1, headDim).transpose(1, 2);
+        Tensor k = k_proj.call(x).view(b, s, -1, headDim).transpose(1, 2);
+        Tensor v = v_proj.call(x).view(b, s, -1, headDim).transpose(1, 2);
         q = MultimodalRotaryEmbedding.Apply(q, cos, sin);
         k = MultimodalRotaryEmbedding.Apply(k, cos, sin);
         long groups = q.shape[1] / k.shape[1];
@@ -49,6 +49,6 @@ public sealed class Qwen25OmniAttention : nn.Module
             : nn.functional.scaled_dot_product_attention(q, k, v, mask.Mask);
         // [B, nh, S, hd] -> [B, S, nh·hd]
         Tensor merged = attended.transpose(1, 2).reshape(b, s, -1);
-        return o_proj.forward(merged).MoveToOuterDisposeScope();
+        return o_proj.call(merged).MoveToOuterDisposeScope();
     }
 }

@@ -24,7 +24,7 @@ public sealed class Qwen25OmniMlp : nn.Module
     public Tensor Forward(Tensor x)
     {
         using var scope = NewDisposeScope();
-        Tensor gated = nn.functional.silu(gate_proj.forward(x)) * up_proj.forward(x);
-        return down_proj.forward(gated).MoveToOuterDisposeScope();
+        Tensor gated = nn.functional.silu(gate_proj.call(x)) * up_proj.call(x);
+        return down_proj.call(gated).MoveToOuterDisposeScope();
     }
 }

@@ -30,10 +30,10 @@ public sealed class Qwen25OmniVisionAttention : nn.Module
         using var scope = NewDisposeScope();
         long n = x.shape[0];
         // [N, D] -> [N, heads, hd]
-        Tensor qs = VisionRotaryEmbedding.Apply(q.forward(x).view(n, -1, headDim), cos, sin);
-        Tensor ks = VisionRotaryEmbedding.Apply(k.forward(x).view(n, -1, headDim), cos, sin);
-        Tensor vs = v.forward(x).view(n, -1, headDim);
+        Tensor qs = VisionRotaryEmbedding.Apply(q.call(x).view(n, -1, headDim), cos, sin);
+        Tensor ks = VisionRotaryEmbedding.Apply(k.call(x).view(n, -1, headDim), cos, sin);
+        Tensor vs = v.call(x).view(n, -1, headDim);
         Tensor attended = SegmentAttention.Forward(qs, ks, vs, segments).reshape(n, -1);
-        return proj.forward(attended).MoveToOuterDisposeScope();
+        return proj.call(attended).MoveToOuterDisposeScope();
     }
 }

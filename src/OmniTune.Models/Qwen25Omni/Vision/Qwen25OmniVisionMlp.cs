@@ -26,6 +26,6 @@ public sealed class Qwen25OmniVisionMlp : nn.Module
     public Tensor Forward(Tensor x)
     {
         using var scope = NewDisposeScope();
-        return down_proj.forward(activation(gate_proj.forward(x)) * up_proj.forward(x)).MoveToOuterDisposeScope();
+        return down_proj.call(activation(gate_proj.call(x)) * up_proj.call(x)).MoveToOuterDisposeScope();
     }
 }

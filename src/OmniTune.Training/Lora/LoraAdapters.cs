@@ -1,0 +1,205 @@
+using System.Globalization;
+using System.Text.Json;
+using OmniTune.Core.Safetensors;
+using OmniTune.Models.Qwen25Omni.Thinker;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace OmniTune.Training.Lora;
+
+/// <summary>One adapter: y = base(x) + B(A(dropout(x))) · α/r, A Kaiming-uniform, B zeros.</summary>
+public sealed class LoraLayer : nn.Module
+{
+    readonly Linear lora_A, lora_B;
+    readonly double scaling, dropout;
+
+    /// <summary>Creates an adapter for a linear layer of <paramref name="inFeatures"/> → <paramref name="outFeatures"/>.</summary>
+    public LoraLayer(long inFeatures, long outFeatures, LoraSettings settings, Device? device, ScalarType dtype) : base("lora")
+    {
+        lora_A = nn.Linear(inFeatures, settings.Rank, hasBias: false, device: device, dtype: dtype);
+        lora_B = nn.Linear(settings.Rank, outFeatures, hasBias: false, device: device, dtype: dtype);
+        using (no_grad()) lora_B.weight!.zero_();
+        scaling = settings.Scaling;
+        dropout = settings.Dropout;
+        RegisterComponents();
+    }
+
+    /// <summary>The adapter's contribution for input x.</summary>
+    public Tensor Delta(Tensor x)
+    {
+        Tensor input = dropout > 0 ? nn.functional.dropout(x, dropout, training) : x;
+        return lora_B.forward(lora_A.forward(input)) * scaling;
+    }
+
+    /// <summary>B·A·scale, the update a merge adds to the base weight.</summary>
+    public Tensor WeightDelta() => lora_B.weight!.matmul(lora_A.weight!) * scaling;
+}
+
+/// <summary>
+/// LoRA applied from outside the model (like a parallel plan): forward hooks on the chosen linear layers of trainable
+/// towers add the adapter output; only adapter weights train. Adapters save in PEFT's layout
+/// (<c>adapter_model.safetensors</c> with <c>…lora_A.weight</c> keys, <c>adapter_config.json</c>), merge into the base
+/// weights, and load back to continue training.
+/// </summary>
+public sealed class LoraAdapters : IDisposable
+{
+    /// <summary>Adapter weights file.</summary>
+    public const string WeightsFile = "adapter_model.safetensors";
+
+    /// <summary>Adapter config file.</summary>
+    public const string ConfigFile = "adapter_config.json";
+
+    readonly Dictionary<string, LoraLayer> layers;
+    readonly List<Action> hooks;
+
+    LoraAdapters(LoraSettings settings, Dictionary<string, LoraLayer> layers, List<Action> hooks)
+    {
+        Settings = settings;
+        this.layers = layers;
+        this.hooks = hooks;
+    }
+
+    /// <summary>The hyper-parameters.</summary>
+    public LoraSettings Settings { get; }
+
+    /// <summary>Adapted modules by Hugging Face path (e.g. model.layers.0.self_attn.q_proj).</summary>
+    public IReadOnlyDictionary<string, LoraLayer> Layers => layers;
+
+    /// <summary>Attaches adapters to every target linear of the towers <paramref name="trainableTower"/> accepts.</summary>
+    public static LoraAdapters Attach(Qwen25OmniThinkerForConditionalGeneration model, LoraSettings settings, Func<string, bool> trainableTower)
+    {
+        var names = settings.TargetModules.SelectMany(LoraSettings.HuggingFaceNames).ToHashSet(StringComparer.Ordinal);
+        var layers = new Dictionary<string, LoraLayer>(StringComparer.Ordinal);
+        var hooks = new List<Action>();
+        Parameter first = model.parameters().First();
+        foreach (var (path, module) in model.named_modules())
+        {
+            if (module is not Linear linear || !names.Contains(path.Split('.')[^1]) || path.StartsWith("visual.merger.", StringComparison.Ordinal)) continue;
+            if (!trainableTower(Optimization.TrainableParameters.TowerOf(path + ".weight"))) continue;
+            var adapter = new LoraLayer(linear.in_features, linear.out_features, settings, first.device, first.dtype);
+            layers[path] = adapter;
+            var remover = linear.register_forward_hook((_, input, output) => output + adapter.Delta(input));
+            hooks.Add(remover.remove);
+        }
+        if (layers.Count == 0)
+            throw new ArgumentException($"--lora-target-modules {string.Join(",", settings.TargetModules)} matched no linear layer of a trainable tower");
+        return new LoraAdapters(settings, layers, hooks);
+    }
+
+    /// <summary>Adapter parameters by PEFT-style key (<c>model.layers.0.self_attn.q_proj.lora_A.weight</c>).</summary>
+    public IEnumerable<(string Key, Parameter Parameter)> Parameters() =>
+        layers.SelectMany(l => l.Value.named_parameters().Select(p => ($"{l.Key}.{p.name}", p.parameter)));
+
+    /// <summary>Puts the adapters in training or evaluation mode (dropout).</summary>
+    public void Train(bool on)
+    {
+        foreach (LoraLayer layer in layers.Values) layer.train(on);
+    }
+
+    /// <summary>Writes adapter_model.safetensors and adapter_config.json into <paramref name="folder"/>.</summary>
+    public void Save(string folder)
+    {
+        Directory.CreateDirectory(folder);
+        SafetensorsWriter.WriteFile(Path.Combine(folder, WeightsFile),
+            Parameters().Select(p => TensorToWrite.Of(ThinkerWeightLayout.Prefix + p.Key, p.Parameter.detach())).ToList(),
+            new Dictionary<string, string> { ["format"] = "pt" });
+        var config = new Dictionary<string, object>
+        {
+            ["peft_type"] = "LORA",
+            ["r"] = Settings.Rank,
+            ["lora_alpha"] = Settings.Alpha,
+            ["lora_dropout"] = Settings.Dropout,
+            ["target_modules"] = Settings.TargetModules,
+            ["bias"] = "none",
+            ["task_type"] = "CAUSAL_LM",
+        };
+        File.WriteAllText(Path.Combine(folder, ConfigFile), JsonSerializer.Serialize(config));
+    }
+
+    /// <summary>Writes the base weights with every adapter merged in as model.safetensors (the model itself is not changed).</summary>
+    public void SaveMerged(Qwen25OmniThinkerForConditionalGeneration model, string folder)
+    {
+        var tensors = model.HuggingFaceParameters().Select(p =>
+        {
+            string module = p.Key.EndsWith(".weight", StringComparison.Ordinal) ? p.Key[..^".weight".Length] : "";
+            return layers.TryGetValue(module, out LoraLayer? adapter)
+                ? new TensorToWrite(ThinkerWeightLayout.Prefix + p.Key, p.Parameter.dtype, p.Parameter.shape, () =>
+                {
+                    using var noGrad = no_grad();
+                    return p.Parameter.detach() + adapter.WeightDelta().to(p.Parameter.dtype);
+                })
+                : TensorToWrite.Of(ThinkerWeightLayout.Prefix + p.Key, p.Parameter.detach());
+        }).ToList();
+        SafetensorsWriter.WriteFile(Path.Combine(folder, SafetensorsCheckpoint.SingleFileName), tensors, new Dictionary<string, string> { ["format"] = "pt", ["lora"] = "merged" });
+    }
+
+    /// <summary>Reads adapter_config.json's settings.</summary>
+    public static LoraSettings ReadSettings(string folder)
+    {
+        string path = Path.Combine(folder, ConfigFile);
+        if (!File.Exists(path)) throw new FileNotFoundException($"{path}: no LoRA adapter config", path);
+        using var document = JsonDocument.Parse(File.ReadAllText(path));
+        JsonElement root = document.RootElement;
+        return new LoraSettings(root.GetProperty("target_modules").EnumerateArray().Select(e => e.GetString()!).ToList(),
+            root.GetProperty("r").GetInt32(), root.GetProperty("lora_alpha").GetDouble(), root.GetProperty("lora_dropout").GetDouble());
+    }
+
+    /// <summary>Copies saved adapter weights in; every adapter must be present with its shape.</summary>
+    public void Load(string folder)
+    {
+        string path = Path.Combine(folder, WeightsFile);
+        using var checkpoint = SafetensorsCheckpoint.Open(path);
+        var expected = Parameters().ToDictionary(p => ThinkerWeightLayout.Prefix + p.Key, p => p.Parameter);
+        var missing = expected.Keys.Where(k => !checkpoint.Contains(k)).ToList();
+        var unexpected = checkpoint.Keys.Where(k => !expected.ContainsKey(k)).ToList();
+        if (missing.Count + unexpected.Count > 0)
+            throw new InvalidDataException($"{path}: adapters do not match: {missing.Count} missing (e.g. {missing.FirstOrDefault()}), {unexpected.Count} unexpected (e.g. {unexpected.FirstOrDefault()})");
+        using (no_grad())
+        {
+            foreach (var (key, parameter) in expected)
+            {
+                using Tensor stored = checkpoint.Read(key);
+                if (!stored.shape.SequenceEqual(parameter.shape))
+                    throw new InvalidDataException($"{path}: {key} has shape [{string.Join(", ", stored.shape)}], the adapter [{string.Join(", ", parameter.shape)}]");
+                parameter.copy_(stored);
+            }
+        }
+    }
+
+    /// <summary>Adds B·A·α/r into the base weights and removes the hooks: the model then computes the same without adapters.</summary>
+    public void MergeInto(Qwen25OmniThinkerForConditionalGeneration model)
+    {
+        var linears = model.named_modules().Where(m => layers.ContainsKey(m.name)).ToDictionary(m => m.name, m => (Linear)m.module);
+        using (no_grad())
+        {
+            foreach (var (path, adapter) in layers)
+            {
+                using Tensor delta = adapter.WeightDelta();
+                linears[path].weight!.add_(delta.to(linears[path].weight!.dtype));
+            }
+        }
+        DetachHooks();
+    }
+
+    void DetachHooks()
+    {
+        foreach (Action remove in hooks) remove();
+        hooks.Clear();
+    }
+
+    /// <inheritdoc/>
+    public void Dispose()
+    {
+        DetachHooks();
+        foreach (LoraLayer layer in layers.Values) layer.Dispose();
+    }
+
+    /// <summary>Parses --lora-target-modules (space- or comma-separated).</summary>
+    public static List<string> ParseTargets(string text) =>
+        text.Split([',', ' '], StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).ToList();
+
+    /// <summary>Formats settings for a log line.</summary>
+    public override string ToString() =>
+        $"LoRA r={Settings.Rank} alpha={Settings.Alpha.ToString(CultureInfo.InvariantCulture)} on {layers.Count} linear layers ({string.Join(",", Settings.TargetModules)})";
+}

@@ -1,0 +1,65 @@
+using OmniTune.Core.Safetensors;
+using OmniTune.Models.Qwen25Omni.Loading;
+using OmniTune.Tests.Models;
+using OmniTune.Tests.Testing;
+using OmniTune.Training.Checkpointing;
+using OmniTune.Training.Loop;
+using OmniTune.Training.Lora;
+using static TorchSharp.torch;
+
+namespace OmniTune.Tests.Training;
+
+public sealed class LoraTests : IClassFixture<TrainingFixture>
+{
+    readonly TrainingFixture fixture;
+
+    public LoraTests(TrainingFixture fixture) => this.fixture = fixture;
+
+    [Fact]
+    public void Merged_weights_compute_what_the_adapters_compute()
+    {
+        var config = TinyThinker.Config();
+        using var model = TinyThinker.Create(config, seed: 4);
+        var sample = MultimodalSample.Build(config, seed: 5);
+        using var adapters = LoraAdapters.Attach(model, new LoraSettings(["linear_qkv", "linear_proj", "linear_fc1", "linear_fc2"], Rank: 4, Alpha: 8), tower => tower == "text_decoder");
+        Assert.Equal(config.Text.NumHiddenLayers * 7, adapters.Layers.Count);
+        using (no_grad())
+        {
+            Tensor plain = model.Forward(sample.Inputs);
+            foreach (var (key, p) in adapters.Parameters()) p.normal_(0, 0.05);   // B starts at zero: make the adapters do something
+            Tensor adapted = model.Forward(sample.Inputs);
+            Assert.True((adapted - plain).abs().max().item<float>() > 1e-3, "the adapters should change the output");
+            adapters.MergeInto(model);
+            TensorAssert.Close(adapted, model.Forward(sample.Inputs), 2e-5);
+        }
+    }
+
+    [Fact]
+    public void Lora_training_updates_only_adapters_saves_them_with_merged_weights_and_resumes_exactly()
+    {
+        using var dir = new TempFolder();
+        string[] lora = ["--lora-target-modules", "linear_qkv", "linear_fc2", "--lora-r", "4", "--lora-alpha", "8", "--lora-save-full-weight",
+                         "--micro-batch-size", "1", "--global-batch-size", "2", "--lr", "5e-3"];
+        string straight = Path.Combine(dir.Path, "straight"), first = Path.Combine(dir.Path, "first"), second = Path.Combine(dir.Path, "second");
+        var whole = Trainer.Run(fixture.Args([.. lora, "--train-iters", "4", "--save", straight]), TextWriter.Null);
+        var head = Trainer.Run(fixture.Args([.. lora, "--train-iters", "2", "--save", first]), TextWriter.Null);
+        var tail = Trainer.Run(fixture.Args([.. lora, "--train-iters", "4", "--load", first, "--save", second]), TextWriter.Null);
+        Assert.Equal(whole.StepLosses, head.StepLosses.Concat(tail.StepLosses));
+
+        string modelFolder = Path.Combine(CheckpointStore.IterationFolder(straight, 4), CheckpointStore.ModelFolder);
+        Assert.True(File.Exists(Path.Combine(modelFolder, LoraAdapters.WeightsFile)));
+        Assert.Equal(["linear_qkv", "linear_fc2"], LoraAdapters.ReadSettings(modelFolder).TargetModules);
+        using (var adapterFile = SafetensorsCheckpoint.Open(Path.Combine(modelFolder, LoraAdapters.WeightsFile)))
+        {
+            Assert.Contains("thinker.model.layers.0.self_attn.q_proj.lora_A.weight", adapterFile.Keys);
+            Assert.DoesNotContain(adapterFile.Keys, k => k.Contains("o_proj", StringComparison.Ordinal));
+        }
+        // The merged checkpoint differs from the base only in adapted weights, and loads as a plain model.
+        using var merged = SafetensorsCheckpoint.Open(modelFolder);
+        using var baseModel = SafetensorsCheckpoint.Open(fixture.Model);
+        Assert.True(merged.Read("thinker.model.layers.1.mlp.gate_proj.weight").bytes.SequenceEqual(baseModel.Read("thinker.model.layers.1.mlp.gate_proj.weight").bytes));
+        Assert.False(merged.Read("thinker.model.layers.1.mlp.down_proj.weight").bytes.SequenceEqual(baseModel.Read("thinker.model.layers.1.mlp.down_proj.weight").bytes));
+        var (loaded, _, _) = ThinkerCheckpointLoader.Load(modelFolder);
+        loaded.Dispose();
+    }
+}
