@@ -1,3 +1,4 @@
+using OmniTune.Models.Qwen25Omni.Text;
 using OmniTune.Models.Qwen25Omni.Thinker;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -9,12 +10,13 @@ namespace OmniTune.Training.Generation;
 /// <param name="Temperature">0 for greedy; otherwise softmax temperature.</param>
 /// <param name="TopP">Nucleus sampling mass (1 = off).</param>
 /// <param name="Seed">Sampling seed.</param>
-public sealed record GenerationOptions(int MaxNewTokens = 64, double Temperature = 0, double TopP = 1.0, int Seed = 0);
+/// <param name="UseCache">Decode with a KV cache (the prompt runs once); false recomputes the whole sequence each step.</param>
+public sealed record GenerationOptions(int MaxNewTokens = 64, double Temperature = 0, double TopP = 1.0, int Seed = 0, bool UseCache = true);
 
 /// <summary>
 /// Text generation from a multimodal prompt. The prompt's TMRoPE positions come from get_rope_index; each generated
-/// token is placed at (prompt length + rope delta + k) on all three rows, Hugging Face's decoding rule. This version
-/// recomputes the whole sequence every step (no KV cache yet), which is exact but slower for long outputs.
+/// token is placed at (prompt length + rope delta + k) on all three rows, Hugging Face's decoding rule. With the KV
+/// cache the prompt (and its media) runs once and each step processes one token.
 /// </summary>
 public static class ThinkerGenerator
 {
@@ -24,6 +26,7 @@ public static class ThinkerGenerator
         using var noGrad = no_grad();
         model.eval();
         var (promptPositions, deltas) = model.PositionIds(prompt);
+        if (options.UseCache) return GenerateCached(model, prompt, promptPositions, deltas[0], stopIds, options);
         long promptLength = prompt.InputIds.shape[1];
         var generated = new List<int>();
         var generator = new Generator((ulong)options.Seed);
@@ -40,6 +43,32 @@ public static class ThinkerGenerator
             Tensor nextPosition = full(3, 1, 1, promptLength + deltas[0] + k, ScalarType.Int64, ids.device);
             ids = cat([ids, nextId], 1).DetachFromDisposeScope();
             positions = cat([positions, nextPosition], 2).DetachFromDisposeScope();
+        }
+        return generated;
+    }
+
+    static List<int> GenerateCached(Qwen25OmniThinkerForConditionalGeneration model, ThinkerInputs prompt, Tensor promptPositions, long delta,
+        IReadOnlyCollection<int> stopIds, GenerationOptions options)
+    {
+        using var cache = new KvCache(model.TextModel.LayerCount);
+        var generator = new Generator((ulong)options.Seed);
+        var generated = new List<int>();
+        long promptLength = prompt.InputIds.shape[1];
+        Tensor logits = model.ForwardWithCache(prompt with { AttentionMask = null, PositionIds = promptPositions }, cache)[0, -1];
+        for (int k = 0; k < options.MaxNewTokens; k++)
+        {
+            using var scope = NewDisposeScope();
+            int next = options.Temperature <= 0 ? (int)logits.argmax().item<long>() : Sample(logits, options, generator);
+            logits.Dispose();
+            if (stopIds.Contains(next)) return generated;
+            generated.Add(next);
+            if (k + 1 == options.MaxNewTokens) break;
+            var step = new ThinkerInputs
+            {
+                InputIds = tensor(new long[] { next }, device: prompt.InputIds.device).reshape(1, 1),
+                PositionIds = full(3, 1, 1, promptLength + delta + k, ScalarType.Int64, prompt.InputIds.device),
+            };
+            logits = model.ForwardWithCache(step, cache)[0, -1].MoveToOuterDisposeScope();
         }
         return generated;
     }

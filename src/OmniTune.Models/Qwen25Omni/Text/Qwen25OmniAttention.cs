@@ -26,8 +26,12 @@ public sealed class Qwen25OmniAttention : nn.Module
         RegisterComponents();
     }
 
-    /// <summary>x [B, S, H] → [B, S, H].</summary>
-    public Tensor Forward(Tensor x, Tensor cos, Tensor sin, AttentionMask mask)
+    /// <summary>Causal mask of <paramref name="newTokens"/> queries that follow the cached keys: query i sees keys up to cached + i.</summary>
+    static Tensor CachedMask(long newTokens, long totalKeys, Device device) =>
+        ones(newTokens, totalKeys, ScalarType.Bool, device).tril(totalKeys - newTokens);
+
+    /// <summary>x [B, S, H] → [B, S, H]; with a cache, k and v are appended to it and attention covers every cached position.</summary>
+    public Tensor Forward(Tensor x, Tensor cos, Tensor sin, AttentionMask mask, KvCache? cache = null, int layer = 0)
     {
         using var scope = NewDisposeScope();
         long b = x.shape[0], s = x.shape[1];
@@ -37,6 +41,8 @@ public sealed class Qwen25OmniAttention : nn.Module
         Tensor v = v_proj.call(x).view(b, s, -1, headDim).transpose(1, 2);
         q = MultimodalRotaryEmbedding.Apply(q, cos, sin);
         k = MultimodalRotaryEmbedding.Apply(k, cos, sin);
+        bool decoding = cache is not null && cache.Length > 0;
+        if (cache is not null) (k, v) = cache.Append(layer, k, v);
         long groups = q.shape[1] / k.shape[1];
         if (groups > 1)
         {
@@ -44,9 +50,11 @@ public sealed class Qwen25OmniAttention : nn.Module
             k = k.repeat_interleave(groups, 1);
             v = v.repeat_interleave(groups, 1);
         }
-        Tensor attended = mask.Mask is null
-            ? nn.functional.scaled_dot_product_attention(q, k, v, is_casual: true)
-            : nn.functional.scaled_dot_product_attention(q, k, v, mask.Mask);
+        Tensor attended = decoding
+            ? nn.functional.scaled_dot_product_attention(q, k, v, CachedMask(q.shape[2], k.shape[2], q.device))
+            : mask.Mask is null
+                ? nn.functional.scaled_dot_product_attention(q, k, v, is_casual: true)
+                : nn.functional.scaled_dot_product_attention(q, k, v, mask.Mask);
         // [B, nh, S, hd] -> [B, S, nh·hd]
         Tensor merged = attended.transpose(1, 2).reshape(b, s, -1);
         return o_proj.call(merged).MoveToOuterDisposeScope();

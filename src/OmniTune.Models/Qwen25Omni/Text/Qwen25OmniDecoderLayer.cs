@@ -23,10 +23,10 @@ public sealed class Qwen25OmniDecoderLayer : nn.Module
     }
 
     /// <summary>x [B, S, H] → [B, S, H].</summary>
-    public Tensor Forward(Tensor x, Tensor cos, Tensor sin, AttentionMask mask)
+    public Tensor Forward(Tensor x, Tensor cos, Tensor sin, AttentionMask mask, KvCache? cache = null, int layer = 0)
     {
         using var scope = NewDisposeScope();
-        Tensor h = x + self_attn.Forward(input_layernorm.Forward(x), cos, sin, mask);
+        Tensor h = x + self_attn.Forward(input_layernorm.Forward(x), cos, sin, mask, cache, layer);
         return (h + mlp.Forward(post_attention_layernorm.Forward(h))).MoveToOuterDisposeScope();
     }
 }

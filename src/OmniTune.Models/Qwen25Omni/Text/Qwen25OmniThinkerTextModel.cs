@@ -38,14 +38,24 @@ public sealed class Qwen25OmniThinkerTextModel : nn.Module
     /// <summary>Looks up token embeddings: ids [B, S] → [B, S, H].</summary>
     public Tensor Embed(Tensor inputIds) => embed_tokens.forward(inputIds);
 
+    /// <summary>Number of decoder layers.</summary>
+    public int LayerCount => layers.Count;
+
     /// <summary>
     /// inputs_embeds [B, S, H], position_ids [3, B, S], padding mask [B, S] (optional) → final-normed hidden states [B, S, H].
+    /// With a cache (batch 1, no padding) the new keys and values are appended and attention covers the cached positions.
     /// </summary>
-    public Tensor Forward(Tensor inputsEmbeds, Tensor positionIds, Tensor? paddingMask)
+    public Tensor Forward(Tensor inputsEmbeds, Tensor positionIds, Tensor? paddingMask, KvCache? cache = null)
     {
         using var scope = NewDisposeScope();
         var (cos, sin) = rotary.Compute(positionIds, inputsEmbeds.dtype);
         using var mask = AttentionMask.FromPadding(paddingMask);
+        if (cache is not null)
+        {
+            Tensor x = inputsEmbeds;
+            for (int i = 0; i < layers.Count; i++) x = layers[i].Forward(x, cos, sin, mask, cache, i);
+            return norm.Forward(x).MoveToOuterDisposeScope();
+        }
         Tensor h = RecomputeSettings.Run(Recompute, layers.Count, inputsEmbeds, [cos, sin, mask.AsTensor()], (i, x, c) =>
         {
             using var m = AttentionMask.FromTensor(c[2]);

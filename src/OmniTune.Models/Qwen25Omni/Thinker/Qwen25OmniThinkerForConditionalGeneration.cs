@@ -69,6 +69,20 @@ public sealed class Qwen25OmniThinkerForConditionalGeneration : nn.Module
         return lm_head.forward(hidden).MoveToOuterDisposeScope();
     }
 
+    /// <summary>
+    /// Prefill (when the cache is empty: the full multimodal prompt) or decode step (new token ids [1, n] with explicit
+    /// position ids [3, 1, n]) with a KV cache → logits of the new positions.
+    /// </summary>
+    public Tensor ForwardWithCache(ThinkerInputs inputs, KvCache cache)
+    {
+        using var scope = NewDisposeScope();
+        if (inputs.InputIds.shape[0] != 1) throw new ArgumentException("cached decoding handles one sequence at a time");
+        Tensor embeddings = cache.Length == 0 ? Embed(inputs) : model.Embed(inputs.InputIds);
+        Tensor positions = inputs.PositionIds ?? PositionIds(inputs).Positions;
+        Tensor hidden = model.Forward(embeddings, positions.to(embeddings.device), null, cache);
+        return lm_head.forward(hidden).MoveToOuterDisposeScope();
+    }
+
     /// <summary>Token embeddings with audio, image and video features written into their placeholders: [B, S, H].</summary>
     public Tensor Embed(ThinkerInputs inputs)
     {
