@@ -4,7 +4,7 @@ using OmniTune.Core.Native;
 using OmniTune.Models.Qwen25Omni.Positions;
 using static TorchSharp.torch;
 
-// Usage: dotnet run --project bench/OmniTune.Bench -c Release -- [--only text|vision|audio|preprocess|data|recompute] [--layers 8] [--seq 1024]
+// Usage: dotnet run --project bench/OmniTune.Bench -c Release -- [--only text|train|vision|audio|preprocess|data|recompute] [--layers 8] [--seq 1024]
 //        [--batch 1] [--steps 3] [--threads N] [--vision-depth 4] [--image 448] [--audio-layers 4] [--audio-seconds 30]
 MallocTuning.Apply();
 var options = ParseOptions(args);
@@ -43,6 +43,14 @@ if (only is "all" or "text")
     var r = TextDecoderBenchmark.Run(config, batch, seq, warmup: 1, steps, Console.Out);
     Console.WriteLine($"RESULT text-decoder: {r.TokensPerSecond:F0} tokens/s, {r.SecondsPerStep * 1000:F0} ms/step, " +
                       $"{r.ModelGflopPerStep:F1} model GFLOP/step, {r.AchievedGflops:F1} GFLOP/s, {Mfu(r.AchievedGflops)}");
+}
+if (only is "train")
+{
+    var config = TextDecoderBenchmark.BenchConfig(Get("layers", 8));
+    int batch = Get("batch", 1), seq = Get("seq", 1024);
+    Console.WriteLine($"text decoder training step (fwd+bwd+AdamW): hidden {config.HiddenSize}, {config.NumHiddenLayers} layers, vocab {config.VocabSize}, batch {batch} × seq {seq}");
+    var r = TextDecoderBenchmark.Run(config, batch, seq, warmup: 1, steps, Console.Out, optimizerStep: true);
+    Console.WriteLine($"RESULT train-step: {r.TokensPerSecond:F0} tokens/s, {r.SecondsPerStep * 1000:F0} ms/step, {r.AchievedGflops:F1} GFLOP/s, {Mfu(r.AchievedGflops)} (AdamW step included in the time, not in the FLOPs)");
 }
 if (only is "all" or "vision")
 {

@@ -37,10 +37,13 @@ static class TextDecoderBenchmark
         return 6 * matmulParams * tokens + 12.0 * seq * q * tokens * c.NumHiddenLayers;
     }
 
-    public static Result Run(Qwen25OmniTextConfig text, int batch, int seq, int warmup, int steps, TextWriter log)
+    public static Result Run(Qwen25OmniTextConfig text, int batch, int seq, int warmup, int steps, TextWriter log, bool optimizerStep = false)
     {
         var thinker = new Qwen25OmniThinkerConfig { Text = text };
         using var model = new Qwen25OmniThinkerForConditionalGeneration(thinker, tiedLmHead: false);
+        var parameters = model.TextModel.parameters().Concat(model.named_parameters().Where(p => p.name == "lm_head.weight").Select(p => p.parameter)).ToList();
+        foreach (var (_, p) in model.named_parameters()) p.requires_grad = parameters.Contains(p);
+        using var optimizer = optimizerStep ? TorchSharp.torch.optim.AdamW(parameters, lr: 1e-5) : null;
         Tensor ids = randint(0, text.VocabSize, [batch, seq], generator: new Generator(2));
         double seconds = 0;
         for (int i = 0; i < warmup + steps; i++)
@@ -50,6 +53,7 @@ static class TextDecoderBenchmark
             Tensor loss = CausalLmLoss.Mean(model.Forward(ids), ids);
             loss.backward();
             float value = loss.item<float>();
+            optimizer?.step();
             model.zero_grad();
             double elapsed = clock.Elapsed.TotalSeconds;
             if (i >= warmup) seconds += elapsed;

@@ -114,6 +114,9 @@ public sealed record TrainingArguments
     /// <summary>Base weights under a LoRA checkpoint (default: data.json's model_name_or_path).</summary>
     public string? LoadBaseModel { get; init; }
 
+    /// <summary>TensorBoard event folder (none when null).</summary>
+    public string? TensorboardDir { get; init; }
+
     /// <summary>Flags accepted without effect.</summary>
     public IReadOnlyList<string> IgnoredFlags { get; init; } = [];
 
@@ -179,6 +182,7 @@ public sealed record TrainingArguments
             Shuffle = !f.Has("no-shuffle"),
             IgnoredFlags = f.IgnoredGiven,
             LoadBaseModel = f.Text("load-base-model"),
+            TensorboardDir = f.Text("tensorboard-dir"),
             Lora = f.Given("lora-target-modules")
                 ? new OmniTune.Training.Lora.LoraSettings(OmniTune.Training.Lora.LoraAdapters.ParseTargets(f.Text("lora-target-modules")!), f.Int("lora-r")!.Value, f.Double("lora-alpha")!.Value,
                     f.Double("lora-dropout")!.Value, f.Has("lora-save-full-weight"))

@@ -22,7 +22,8 @@ public sealed record StepRecord(int Iteration, int TrainIters, long ConsumedSamp
 
 /// <summary>
 /// Step lines in MindSpeed-MM's format (with <c>elapsed time per iteration (ms):</c> and <c>tokens per sample:</c>, so
-/// existing scripts keep working) plus tokens/s and MFU, a JSONL metrics file, and a loss-curve PNG at the end.
+/// existing scripts keep working) plus tokens/s and MFU, a JSONL metrics file, TensorBoard scalars (--tensorboard-dir)
+/// and a loss-curve PNG at the end.
 /// </summary>
 public sealed class TrainingLog : IDisposable
 {
@@ -30,10 +31,16 @@ public sealed class TrainingLog : IDisposable
     readonly StreamWriter? jsonl;
     readonly bool logTps;
     readonly List<(int Iteration, double Loss)> losses = [];
+    readonly TorchSharp.Modules.SummaryWriter? tensorboard;
 
     /// <summary>Creates the log; metrics go to <paramref name="metricsFile"/> when given.</summary>
-    public TrainingLog(TextWriter console, string? metricsFile, bool logTps)
+    public TrainingLog(TextWriter console, string? metricsFile, bool logTps, string? tensorboardDir = null)
     {
+        if (tensorboardDir is not null)
+        {
+            Directory.CreateDirectory(tensorboardDir);
+            tensorboard = TorchSharp.torch.utils.tensorboard.SummaryWriter(tensorboardDir);
+        }
         this.console = console;
         this.logTps = logTps;
         if (metricsFile is not null)
@@ -59,6 +66,13 @@ public sealed class TrainingLog : IDisposable
         console.WriteLine(line);
         jsonl?.WriteLine(JsonSerializer.Serialize(r));
         jsonl?.Flush();
+        if (tensorboard is not null)
+        {
+            tensorboard.add_scalar("lm loss", (float)r.Loss, r.Iteration);
+            tensorboard.add_scalar("learning-rate", (float)r.LearningRate, r.Iteration);
+            tensorboard.add_scalar("grad-norm", (float)r.GradNorm, r.Iteration);
+            tensorboard.add_scalar("tokens-per-second", (float)r.TokensPerSecond, r.Iteration);
+        }
     }
 
     /// <summary>Draws the loss of every step (iterations <paramref name="firstIteration"/>…) into a PNG.</summary>

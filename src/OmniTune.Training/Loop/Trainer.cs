@@ -177,7 +177,7 @@ public sealed class Trainer
         double gemmRate = MeasureGemmRate();
         double flopsPerToken = FlopsPerToken(model.Config.Text);
         string? metrics = args.Save is null ? null : Path.Combine(args.Save, "metrics.jsonl");
-        using var training = new TrainingLog(log, metrics, args.LogTps);
+        using var training = new TrainingLog(log, metrics, args.LogTps, args.TensorboardDir);
         var stepLosses = new List<double>();
         int iteration = state.Iteration, skipped = state.SkippedIterations, nanStreak = 0, lastSaved = state.Iteration;
         long consumed = state.ConsumedSamples;

@@ -43,7 +43,8 @@ public sealed class TrainingTests : IClassFixture<TrainingFixture>
     {
         Assert.Contains("did you mean --micro-batch-size", Assert.Throws<ArgumentException>(() => MegatronFlags.Parse(["--micro-batch-sise", "1"])).Message);
         Assert.Contains("parallel training is not built yet", Assert.Throws<NotSupportedException>(() => fixture.Args("--tensor-model-parallel-size", "2")).Message);
-        Assert.Contains("LoRA is not built yet", Assert.Throws<NotSupportedException>(() => fixture.Args("--lora-target-modules", "linear_qkv", "linear_proj")).Message);
+        Assert.Equal(["linear_qkv", "linear_proj"], fixture.Args("--lora-target-modules", "linear_qkv", "linear_proj").Lora!.TargetModules);
+        Assert.Contains("unknown module 'linear_xyz'", Assert.Throws<ArgumentException>(() => fixture.Args("--lora-target-modules", "linear_xyz")).Message);
         Assert.Contains("multiple of --micro-batch-size", Assert.Throws<ArgumentException>(() => fixture.Args("--micro-batch-size", "3", "--global-batch-size", "4")).Message);
         var args = fixture.Args("--use-flash-attn", "--no-masked-softmax-fusion", "--distributed-backend", "nccl", "--calculate-per-token-loss");
         Assert.Equal(["--use-flash-attn", "--no-masked-softmax-fusion", "--distributed-backend"], args.IgnoredFlags);
@@ -111,15 +112,31 @@ public sealed class TrainingTests : IClassFixture<TrainingFixture>
     }
 
     [Fact]
-    public void Step_lines_keep_the_substrings_mindspeed_users_grep_for()
+    public void Step_lines_keep_the_substrings_mindspeed_users_grep_for_and_tensorboard_gets_events()
     {
+        using var dir = new TempFolder();
         var log = new StringWriter();
-        Trainer.Run(fixture.Args("--train-iters", "2", "--log-tps"), log);
+        Trainer.Run(fixture.Args("--train-iters", "2", "--log-tps", "--tensorboard-dir", dir.Path), log);
+        Assert.NotEmpty(Directory.GetFiles(dir.Path, "*tfevents*", SearchOption.AllDirectories));
         string text = log.ToString();
         Assert.Contains("elapsed time per iteration (ms):", text);
         Assert.Contains("tokens per sample:", text);
         Assert.Contains("iteration        2/       2", text);
         Assert.Contains("learning rate: 2.000000E-003", text);
+    }
+
+    [Fact]
+    public void Per_sample_loss_averages_sample_means_and_per_token_loss_divides_by_the_step_tokens()
+    {
+        // Two samples: one with 1 counted token (loss ln 4), one with 3 (loss ~0). Token mean ≠ sample mean.
+        var logits = TorchSharp.torch.zeros(2, 4, 4);
+        var labels = TorchSharp.torch.tensor(new long[,] { { 0, 1, -100, -100 }, { 0, 2, 2, 2 } });
+        logits[1, TorchSharp.torch.TensorIndex.Slice(0, 3), 2] = TorchSharp.torch.tensor(50f);
+        double ln4 = Math.Log(4);
+        Assert.Equal(ln4 / 4, StepLoss.ForMicroBatch(logits, labels, LossMode.Default, 1, 0).Logged, 5);
+        Assert.Equal(ln4 / 2, StepLoss.ForMicroBatch(logits, labels, LossMode.PerSample, 1, 0).Logged, 5);
+        Assert.Equal(ln4 / 8, StepLoss.ForMicroBatch(logits, labels, LossMode.PerToken, 1, stepTokens: 8).Logged, 5);
+        Assert.Equal(ln4 / 8, StepLoss.ForMicroBatch(logits, labels, LossMode.Default, 2, 0).Logged, 5);
     }
 
     [Fact]
