@@ -48,9 +48,10 @@ public sealed class Trainer
     TrainingResult Run()
     {
         Device device = DeviceSelection.Resolve(args.Device);
-        if (args.Bf16 && device.type == DeviceType.CUDA)
-            throw new NotSupportedException("--bf16 on CUDA needs fp32 master weights, which are not built yet; run without --bf16");
-        if (args.Bf16) log.WriteLine("note: --bf16 ignored on CPU (bf16 matmul is ~150x slower here); training in fp32");
+        // bf16 compute with fp32 masters on GPUs; on CPU only when asked for explicitly (--device cpu): bf16 matmul is ~150x slower there.
+        bool bf16 = args.Bf16 && (device.type == DeviceType.CUDA || args.Device == "cpu");
+        if (args.Bf16 && !bf16) log.WriteLine("note: --bf16 ignored on CPU (bf16 matmul is ~150x slower here; pass --device cpu to force it); training in fp32");
+        ScalarType dtype = bf16 ? ScalarType.BFloat16 : ScalarType.Float32;
         if (args.IgnoredFlags.Count > 0) log.WriteLine($"note: flags without effect here, ignored: {string.Join(" ", args.IgnoredFlags.Distinct())}");
         random.manual_seed(args.Seed);
 
@@ -68,7 +69,7 @@ public sealed class Trainer
         if (dataset.Samples.Count < args.GlobalBatchSize)
             throw new ArgumentException($"the dataset has {dataset.Samples.Count} usable samples, fewer than one global batch of {args.GlobalBatchSize}");
 
-        var (model, _, report) = ThinkerCheckpointLoader.Load(start.ModelFolder, device);
+        var (model, _, report) = ThinkerCheckpointLoader.Load(start.ModelFolder, device, dtype);
         using (model)
         {
             log.WriteLine($"model: {report.Describe()} from {start.ModelFolder} on {device}");
@@ -89,6 +90,12 @@ public sealed class Trainer
                           $"({string.Join(", ", trainable.Select(p => TrainableParameters.TowerOf(p.Name)).Distinct())})");
             log.WriteLine($"configuration: {JsonSerializer.Serialize(ResolvedConfig(modelJson))}");
 
+            using MasterWeights? masters = bf16 ? MasterWeights.Create(trainable) : null;
+            if (masters is not null)
+            {
+                trainable = masters.Masters;
+                log.WriteLine("mixed precision: bf16 model, fp32 master weights and optimizer state");
+            }
             var groups = new List<AdamW.ParamGroup>
             {
                 new(trainable.Where(p => TrainableParameters.Decays(p.Name, p.Parameter)).Select(p => p.Parameter), lr: args.Lr, weight_decay: args.WeightDecay),
@@ -110,6 +117,12 @@ public sealed class Trainer
                 {
                     scheduleOffset = state.Iteration;   // Megatron: without optimizer state the schedule restarts
                 }
+                if (masters is not null)
+                {
+                    string masterFile = Path.Combine(start.IterationFolder!, MasterWeights.FileName);
+                    if (File.Exists(masterFile)) masters.Load(masterFile);
+                    else log.WriteLine($"note: {masterFile} missing; master weights start from the bf16 model");
+                }
                 if (!args.NoLoadRng && state.RngState is not null)
                     random.set_rng_state(tensor(Convert.FromBase64String(state.RngState), ScalarType.Byte));
                 log.WriteLine($"resuming after iteration {state.Iteration} ({state.ConsumedSamples} samples) from {start.IterationFolder}");
@@ -119,7 +132,7 @@ public sealed class Trainer
             var collator = new BatchCollator(processor.Settings, RopeIndexSettings.From(config.Thinker), config.Thinker.PadTokenId);
             using var loader = new SupervisedDataLoader(dataset.Samples, collator, args.MicroBatchSize, args.Seed, args.Shuffle, args.NumWorkers,
                 start: new LoaderPosition(state.LoaderEpoch, state.LoaderBatch));
-            return Loop(model, trainable, optimizer, loader, state, scheduleOffset, processorFolder, modelJson, device, adapters);
+            return Loop(model, trainable, optimizer, loader, state, scheduleOffset, processorFolder, modelJson, device, adapters, masters);
         }
     }
 
@@ -170,7 +183,7 @@ public sealed class Trainer
 
     TrainingResult Loop(Qwen25OmniThinkerForConditionalGeneration model, List<(string Name, Parameter Parameter)> trainable, OptimizerHelper optimizer,
         SupervisedDataLoader loader, TrainerState state, int scheduleOffset, string processorFolder, ModelJsonConfig modelJson, Device device,
-        LoraAdapters? adapters)
+        LoraAdapters? adapters, MasterWeights? masters)
     {
         var schedule = LearningRateSchedule.For(args);
         int microBatches = args.GradientAccumulation;
@@ -208,6 +221,7 @@ public sealed class Trainer
                     intervalMicro++;
                 }
             }
+            masters?.GradientsToMasters();
             double norm = GradientNorm(trainable);
             double lr = schedule.ForIteration(iteration - scheduleOffset, args.GlobalBatchSize);
             consumed += args.GlobalBatchSize;
@@ -234,6 +248,7 @@ public sealed class Trainer
                 foreach (var group in optimizer.ParamGroups) group.LearningRate = lr;
                 EnsureGradients(trainable);
                 optimizer.step();
+                masters?.MastersToModel();
                 stepLosses.Add(stepLoss);
                 intervalLoss += stepLoss;
                 intervalSteps++;
@@ -254,12 +269,12 @@ public sealed class Trainer
             }
             if (args.Save is not null && args.SaveInterval is int every && iteration % every == 0)
             {
-                lastCheckpoint = Save(model, optimizer, loader, iteration, consumed, skipped, processorFolder, modelJson, adapters);
+                lastCheckpoint = Save(model, optimizer, loader, iteration, consumed, skipped, processorFolder, modelJson, adapters, masters);
                 lastSaved = iteration;
             }
         }
         if (args.Save is not null && lastSaved != iteration)
-            lastCheckpoint = Save(model, optimizer, loader, iteration, consumed, skipped, processorFolder, modelJson, adapters);
+            lastCheckpoint = Save(model, optimizer, loader, iteration, consumed, skipped, processorFolder, modelJson, adapters, masters);
         if (args.Save is not null && stepLosses.Count > 0)
         {
             string plot = Path.Combine(args.Save, "loss.png");
@@ -272,7 +287,7 @@ public sealed class Trainer
     }
 
     string Save(Qwen25OmniThinkerForConditionalGeneration model, OptimizerHelper optimizer, SupervisedDataLoader loader, int iteration, long consumed,
-        int skipped, string processorFolder, ModelJsonConfig modelJson, LoraAdapters? adapters)
+        int skipped, string processorFolder, ModelJsonConfig modelJson, LoraAdapters? adapters, MasterWeights? masters)
     {
         var state = new TrainerState
         {
@@ -289,8 +304,12 @@ public sealed class Trainer
             adapters.Save(modelFolder);
             if (adapters.Settings.SaveFullWeight) adapters.SaveMerged(model, modelFolder);
         };
-        string folder = CheckpointStore.Save(args.Save!, iteration, model, processorFolder, state, args.NoSaveOptim ? null : optimizer.save_state_dict,
-            writeAdapters, writeWeights: adapters is null);
+        Action<string>? writeOptimizer = args.NoSaveOptim ? null : path =>
+        {
+            optimizer.save_state_dict(path);
+            masters?.Save(Path.Combine(Path.GetDirectoryName(path)!, MasterWeights.FileName));
+        };
+        string folder = CheckpointStore.Save(args.Save!, iteration, model, processorFolder, state, writeOptimizer, writeAdapters, writeWeights: adapters is null);
         log.WriteLine($"saved checkpoint {folder}");
         return folder;
     }
