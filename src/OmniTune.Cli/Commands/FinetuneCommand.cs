@@ -1,6 +1,7 @@
 using System.CommandLine;
 using OmniTune.Training.Arguments;
 using OmniTune.Training.Loop;
+using Spectre.Console;
 
 namespace OmniTune.Cli.Commands;
 
@@ -20,10 +21,46 @@ static class FinetuneCommand
         command.SetAction(parse => CommandErrors.Run(() =>
         {
             var flags = MegatronFlags.Parse(parse.UnmatchedTokens);
-            var result = Trainer.Run(TrainingArguments.FromFlags(flags), Console.Out);
+            var arguments = TrainingArguments.FromFlags(flags);
+            TrainingResult result;
+            if (!Console.IsOutputRedirected && AnsiConsole.Profile.Capabilities.Interactive)
+            {
+                // On a terminal: a progress bar below the step lines (which go through Spectre so they print above it).
+                result = null!;
+                AnsiConsole.Progress().AutoClear(false).Start(context =>
+                {
+                    var task = context.AddTask("training", maxValue: arguments.TrainIters);
+                    result = Trainer.Run(arguments, new SpectreLineWriter(), new Progress<(int Iteration, int Total)>(p => task.Value = p.Iteration));
+                });
+            }
+            else
+            {
+                result = Trainer.Run(arguments, Console.Out);
+            }
             Console.WriteLine($"finished at iteration {result.Iteration}" + (result.LastCheckpoint is null ? "" : $"; last checkpoint {result.LastCheckpoint}"));
             return 0;
         }));
         return command;
+    }
+
+    /// <summary>Writes whole lines through Spectre.Console so they appear above a live progress bar.</summary>
+    sealed class SpectreLineWriter : TextWriter
+    {
+        readonly System.Text.StringBuilder line = new();
+
+        public override System.Text.Encoding Encoding => System.Text.Encoding.UTF8;
+
+        public override void Write(char value)
+        {
+            if (value == '\n')
+            {
+                AnsiConsole.WriteLine(line.ToString());
+                line.Clear();
+            }
+            else if (value != '\r')
+            {
+                line.Append(value);
+            }
+        }
     }
 }

@@ -35,15 +35,18 @@ public sealed class Trainer
 {
     readonly TrainingArguments args;
     readonly TextWriter log;
+    readonly IProgress<(int Iteration, int Total)>? progress;
 
-    Trainer(TrainingArguments args, TextWriter log)
+    Trainer(TrainingArguments args, TextWriter log, IProgress<(int Iteration, int Total)>? progress)
     {
         this.args = args;
         this.log = log;
+        this.progress = progress;
     }
 
-    /// <summary>Runs training.</summary>
-    public static TrainingResult Run(TrainingArguments args, TextWriter log) => new Trainer(args, log).Run();
+    /// <summary>Runs training; <paramref name="progress"/> hears of every completed iteration.</summary>
+    public static TrainingResult Run(TrainingArguments args, TextWriter log, IProgress<(int Iteration, int Total)>? progress = null) =>
+        new Trainer(args, log, progress).Run();
 
     TrainingResult Run()
     {
@@ -257,6 +260,7 @@ public sealed class Trainer
             lastLr = lr;
             intervalMs += clock.Elapsed.TotalMilliseconds;
             intervalIterations++;
+            progress?.Report((iteration, args.TrainIters));
             bool logNow = iteration % args.LogInterval == 0 || iteration == args.TrainIters;
             if (logNow)
             {
