@@ -1,0 +1,157 @@
+using OmniTune.Core.Safetensors;
+using OmniTune.Models.Qwen25Omni.Config;
+using OmniTune.Models.Qwen25Omni.Thinker;
+using static TorchSharp.torch;
+
+namespace OmniTune.Checkpoints.Conversion;
+
+/// <summary>
+/// hf → mm, mm → hf and mm → mm (reshard) conversions. Every operation streams one tensor at a time (memory bounded by
+/// the largest tensor, not the model), writes into a temporary folder renamed at the end (a failure leaves no partial
+/// output), and validates the layout before writing anything. Progress reports bytes written.
+/// </summary>
+public static class CheckpointConverter
+{
+    /// <summary>Files of a Hugging Face folder copied along with converted weights.</summary>
+    static readonly string[] SideFiles =
+        ["config.json", "generation_config.json", "vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json", "added_tokens.json",
+         "special_tokens_map.json", "preprocessor_config.json", "chat_template.json", "chat_template.jinja", "spk_dict.pt"];
+
+    /// <summary>Writes <paramref name="source"/> in MindSpeed-MM layout <paramref name="layout"/> under <paramref name="mmDir"/> (as "release").</summary>
+    public static void ToMm(IThinkerTensorSource source, ParallelLayout layout, string mmDir, IProgress<long>? progress = null)
+    {
+        var config = source.Config.Thinker;
+        layout.Validate(config);
+        var plan = new PipelinePlan(layout);
+        var map = MmTensorMap.For(config, source.TiedLmHead);
+        WithTemporaryFolder(mmDir, temporary =>
+        {
+            File.Copy(Path.Combine(source.ConfigFolder, "config.json"), Path.Combine(temporary, "config.json"));
+            string release = Path.Combine(temporary, "release");
+            long written = 0;
+            for (int tp = 0; tp < layout.MaxTp; tp++)
+            {
+                for (int stage = 0; stage < layout.PipelineSize; stage++)
+                {
+                    var tensors = new List<TensorToWrite>();
+                    for (int chunk = 0; chunk < layout.VirtualSize; chunk++)
+                    {
+                        int slot = chunk * layout.PipelineSize + stage;
+                        foreach (MmTensor t in map)
+                        {
+                            if (plan.LocalIndex(t, slot) is not int local) continue;
+                            int parts = plan.TpOf(t.Tower), part = tp % parts;
+                            var (dtype, shape) = PartShape(t, source, parts);
+                            tensors.Add(new TensorToWrite(plan.ChunkPrefix(chunk) + t.LocalName(local), dtype, shape, () =>
+                            {
+                                Tensor[] sources = t.Sources.Select(source.Read).ToArray();
+                                return TensorOps.SplitPart(TensorOps.Merge(t, sources), t.Split, part, parts).contiguous();
+                            }));
+                        }
+                    }
+                    string rankFolder = Path.Combine(release, plan.Folder(tp, stage));
+                    Directory.CreateDirectory(rankFolder);
+                    SafetensorsWriter.WriteFile(Path.Combine(rankFolder, MmCheckpoint.FileName), tensors, new Dictionary<string, string>
+                    {
+                        ["format"] = "omnitune-mm", ["parallel_layout"] = layout.ToJson(), ["tp_rank"] = tp.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                        ["pp_stage"] = stage.ToString(System.Globalization.CultureInfo.InvariantCulture), ["tied_lm_head"] = source.TiedLmHead ? "true" : "false",
+                    });
+                    written += tensors.Sum(t => Core.Tensors.TensorMemory.ByteCount(t.DType, t.Shape));
+                    progress?.Report(written);
+                }
+            }
+            File.WriteAllText(Path.Combine(temporary, MmCheckpoint.Tracker), "release");
+        });
+    }
+
+    /// <summary>
+    /// Writes <paramref name="source"/> as a Hugging Face folder: thinker tensors with the <c>thinker.</c> prefix, plus, when
+    /// <paramref name="originalHfDir"/> is given, its talker/token2wav tensors and side files (config, tokenizer, …);
+    /// shards of at most <paramref name="maxShardBytes"/> with an index.
+    /// </summary>
+    public static void ToHf(IThinkerTensorSource source, string saveDir, string? originalHfDir, long maxShardBytes = 5L << 30, IProgress<long>? progress = null)
+    {
+        var config = source.Config.Thinker;
+        HfTensorSource? original = originalHfDir is null ? null : new HfTensorSource(originalHfDir);
+        try
+        {
+            if (original is not null && Qwen25OmniConfigLoader.ToJson(original.Config) != Qwen25OmniConfigLoader.ToJson(source.Config))
+                throw new ArgumentException($"{originalHfDir}: its config.json differs from the checkpoint's; pass the Hugging Face folder the checkpoint came from");
+            WithTemporaryFolder(saveDir, temporary =>
+            {
+                long written = 0;
+                var tensors = ThinkerWeightLayout.For(config, source.TiedLmHead).Select(w =>
+                {
+                    var (dtype, _) = source.Info(w.Key);
+                    return new TensorToWrite(ThinkerWeightLayout.Prefix + w.Key, dtype, w.Shape, () =>
+                    {
+                        Tensor t = source.Read(w.Key);
+                        written += Core.Tensors.TensorMemory.ByteCount(dtype, w.Shape);
+                        progress?.Report(written);
+                        return t;
+                    });
+                }).ToList();
+                if (original is not null)
+                {
+                    foreach (string key in original.OtherKeys)
+                    {
+                        var info = original.InfoRaw(key);
+                        tensors.Add(new TensorToWrite(key, info.DType, info.Shape, () => original.ReadRaw(key)));
+                    }
+                }
+                SafetensorsWriter.WriteSharded(temporary, tensors, maxShardBytes);
+                string sideFolder = originalHfDir ?? source.ConfigFolder;
+                foreach (string name in SideFiles)
+                {
+                    string file = Path.Combine(sideFolder, name);
+                    if (File.Exists(file) && !File.Exists(Path.Combine(temporary, name))) File.Copy(file, Path.Combine(temporary, name));
+                }
+            });
+        }
+        finally
+        {
+            original?.Dispose();
+        }
+    }
+
+    /// <summary>(dtype, shape) of one TP part of an mm tensor, from its sources' shapes.</summary>
+    static (ScalarType DType, long[] Shape) PartShape(MmTensor t, IThinkerTensorSource source, int parts)
+    {
+        var infos = t.Sources.Select(source.Info).ToArray();
+        long[] shape = (long[])infos[0].Shape.Clone();
+        shape[0] = t.Merge switch
+        {
+            MergeKind.Rename => shape[0],
+            MergeKind.UpGate => infos[0].Shape[0] + infos[1].Shape[0],
+            MergeKind.Qkv => infos[0].Shape[0] + infos[1].Shape[0] + infos[2].Shape[0],
+            _ => 2 * infos[0].Shape[0] + infos[1].Shape[0],
+        };
+        if (parts > 1)
+        {
+            if (t.Split is SplitKind.Row or SplitKind.Glu) shape[0] /= parts;
+            else if (t.Split == SplitKind.Column) shape[1] /= parts;
+        }
+        return (infos[0].DType, shape);
+    }
+
+    /// <summary>Runs <paramref name="write"/> into a sibling temporary folder and renames it to <paramref name="target"/>.</summary>
+    static void WithTemporaryFolder(string target, Action<string> write)
+    {
+        string full = Path.GetFullPath(target);
+        if (Directory.Exists(full) && Directory.EnumerateFileSystemEntries(full).Any())
+            throw new IOException($"{target} already exists and is not empty; choose a new folder");
+        string temporary = $"{full.TrimEnd(Path.DirectorySeparatorChar)}.tmp-{Guid.NewGuid():N}";
+        Directory.CreateDirectory(temporary);
+        try
+        {
+            write(temporary);
+            if (Directory.Exists(full)) Directory.Delete(full);
+            Directory.Move(temporary, full);
+        }
+        catch
+        {
+            if (Directory.Exists(temporary)) Directory.Delete(temporary, recursive: true);
+            throw;
+        }
+    }
+}

@@ -1,0 +1,128 @@
+using System.Globalization;
+using OmniTune.Core.Safetensors;
+using OmniTune.Models.Qwen25Omni.Config;
+using static TorchSharp.torch;
+
+namespace OmniTune.Checkpoints.Conversion;
+
+/// <summary>
+/// A MindSpeed-MM-layout checkpoint written by OmniTune: <c>latest_checkpointed_iteration.txt</c> ("release" or an
+/// iteration), <c>release/</c> or <c>iter_XXXXXXX/</c> with <c>mp_rank_XX[_YYY]/model_optim_rng.safetensors</c> (MindSpeed
+/// key names; VPP chunks prefixed <c>model{v}.</c>; the layout in each file's metadata), and config.json at the root.
+/// Read as Hugging Face tensors: parts of each tensor are gathered across TP ranks, merged, and split back into q/k/v or
+/// gate/up.
+/// </summary>
+public sealed class MmCheckpoint : IThinkerTensorSource
+{
+    /// <summary>Weights file inside each rank folder.</summary>
+    public const string FileName = "model_optim_rng.safetensors";
+
+    /// <summary>Tracker file.</summary>
+    public const string Tracker = "latest_checkpointed_iteration.txt";
+
+    readonly Dictionary<string, SafetensorsFile> files = new(StringComparer.Ordinal);
+    readonly Dictionary<string, (MmTensor Tensor, int Index)> bySource;
+    readonly Dictionary<string, long[]> sourceShapes;
+    readonly PipelinePlan plan;
+    readonly string folder;
+    (string Name, Tensor Merged)? cached;
+
+    /// <summary>Opens the checkpoint at <paramref name="root"/>.</summary>
+    public MmCheckpoint(string root)
+    {
+        string tracker = Path.Combine(root, Tracker);
+        if (!File.Exists(tracker)) throw new FileNotFoundException($"{root}: not a MindSpeed-MM checkpoint ({Tracker} missing)", tracker);
+        string text = File.ReadAllText(tracker).Trim();
+        folder = text == "release" ? Path.Combine(root, "release")
+            : int.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out int it) ? Path.Combine(root, $"iter_{it:D7}")
+            : throw new InvalidDataException($"{tracker}: '{text}' is neither release nor an iteration");
+        (Config, _) = Qwen25OmniConfigLoader.Load(root);
+        ConfigFolder = root;
+        string first = Directory.Exists(folder) ? Directory.GetDirectories(folder, "mp_rank_*").Order(StringComparer.Ordinal).FirstOrDefault() ?? "" : "";
+        string firstFile = Path.Combine(first, FileName);
+        if (!File.Exists(firstFile)) throw new FileNotFoundException($"{folder}: no mp_rank_*/{FileName}", firstFile);
+        var probe = SafetensorsFile.Open(firstFile);
+        files[first] = probe;
+        if (!probe.Metadata.TryGetValue("parallel_layout", out string? layoutJson))
+            throw new InvalidDataException($"{firstFile}: no parallel_layout metadata (not written by OmniTune's converter)");
+        Layout = ParallelLayout.FromJson(layoutJson);
+        TiedLmHead = probe.Metadata.TryGetValue("tied_lm_head", out string? tied) && tied == "true";
+        plan = new PipelinePlan(Layout);
+        var map = MmTensorMap.For(Config.Thinker, TiedLmHead);
+        bySource = map.SelectMany(t => t.Sources.Select((s, i) => (s, t, i))).ToDictionary(x => x.s, x => (x.t, x.i), StringComparer.Ordinal);
+        sourceShapes = Models.Qwen25Omni.Thinker.ThinkerWeightLayout.For(Config.Thinker, TiedLmHead).ToDictionary(w => w.Key, w => w.Shape, StringComparer.Ordinal);
+    }
+
+    /// <summary>The layout the checkpoint was written with.</summary>
+    public ParallelLayout Layout { get; }
+
+    /// <inheritdoc/>
+    public Qwen25OmniConfig Config { get; }
+
+    /// <inheritdoc/>
+    public string ConfigFolder { get; }
+
+    /// <inheritdoc/>
+    public bool TiedLmHead { get; }
+
+    /// <summary>Whether <paramref name="root"/> looks like a checkpoint this class reads.</summary>
+    public static bool IsMmCheckpoint(string root)
+    {
+        string tracker = Path.Combine(root, Tracker);
+        if (!File.Exists(tracker)) return false;
+        string text = File.ReadAllText(tracker).Trim();
+        string dir = text == "release" ? Path.Combine(root, "release") : Path.Combine(root, $"iter_{(int.TryParse(text, out int i) ? i : -1):D7}");
+        return Directory.Exists(dir) && Directory.GetDirectories(dir, "mp_rank_*").Any(d => File.Exists(Path.Combine(d, FileName)));
+    }
+
+    SafetensorsFile File_(int tp, int stage)
+    {
+        string dir = Path.Combine(folder, plan.Folder(tp, stage));
+        if (!files.TryGetValue(dir, out SafetensorsFile? file))
+        {
+            string path = Path.Combine(dir, FileName);
+            if (!File.Exists(path)) throw new FileNotFoundException($"{path}: missing rank file for the layout {Layout.ToJson()}", path);
+            file = SafetensorsFile.Open(path);
+            files[dir] = file;
+        }
+        return file;
+    }
+
+    /// <inheritdoc/>
+    public (ScalarType DType, long[] Shape) Info(string key)
+    {
+        var (t, _) = Lookup(key);
+        int slot = plan.HomeSlot(t);
+        var info = File_(0, slot % Layout.PipelineSize).Info(plan.ChunkPrefix(slot / Layout.PipelineSize) + t.LocalName(plan.LocalIndex(t, slot)!.Value));
+        return (info.DType, sourceShapes[key]);
+    }
+
+    (MmTensor Tensor, int Index) Lookup(string key) =>
+        bySource.TryGetValue(key, out var found) ? found : throw new KeyNotFoundException($"{ConfigFolder}: {key} is not a thinker tensor");
+
+    /// <inheritdoc/>
+    public Tensor Read(string key)
+    {
+        var (t, index) = Lookup(key);
+        if (cached is not { } c || c.Name != t.Name)
+        {
+            cached?.Merged.Dispose();
+            int slot = plan.HomeSlot(t);
+            string name = plan.ChunkPrefix(slot / Layout.PipelineSize) + t.LocalName(plan.LocalIndex(t, slot)!.Value);
+            int parts = plan.TpOf(t.Tower);
+            var pieces = Enumerable.Range(0, parts).Select(r => File_(r, slot % Layout.PipelineSize).Read(name)).ToList();
+            Tensor merged = TensorOps.MergeParts(pieces, t.Split).contiguous();
+            foreach (Tensor p in pieces) p.Dispose();
+            cached = (t.Name, merged.DetachFromDisposeScope());
+        }
+        long[][] shapes = t.Sources.Select(s => sourceShapes[s]).ToArray();
+        return TensorOps.Unmerge(t, cached.Value.Merged, index, shapes).contiguous();
+    }
+
+    /// <inheritdoc/>
+    public void Dispose()
+    {
+        cached?.Merged.Dispose();
+        foreach (SafetensorsFile f in files.Values) f.Dispose();
+    }
+}

@@ -1,0 +1,153 @@
+using OmniTune.Checkpoints.Conversion;
+using OmniTune.Core.Safetensors;
+using OmniTune.Models.Qwen25Omni.Config;
+using OmniTune.Models.Qwen25Omni.Thinker;
+using OmniTune.Models.Qwen25Omni.Tiny;
+using OmniTune.Tests.Testing;
+using static TorchSharp.torch;
+
+namespace OmniTune.Tests.Checkpoints;
+
+/// <summary>A tiny model wide enough for TP 4 (8/4 text heads, 4 ViT and audio heads) with uneven layer counts.</summary>
+public sealed class ConversionFixture : IDisposable
+{
+    readonly TempFolder folder = new();
+
+    public ConversionFixture()
+    {
+        var tokenizer = TinyTokenizerBuilder.Build();
+        var baseConfig = TinyQwen25Omni.Config(tokenizer);
+        var t = baseConfig.Thinker;
+        Config = baseConfig with
+        {
+            Thinker = t with
+            {
+                Text = t.Text with { NumAttentionHeads = 8, NumKeyValueHeads = 4, NumHiddenLayers = 4, RopeScaling = new RopeScalingConfig { MropeSection = [1, 1, 2] } },
+                Vision = t.Vision with { NumHeads = 4, Depth = 3, FullAttBlockIndexes = [2] },
+                Audio = t.Audio with { EncoderAttentionHeads = 4, EncoderLayers = 3 },
+            },
+            TorchDtype = "bfloat16",
+        };
+        Hf = Path.Combine(folder.Path, "hf");
+        Directory.CreateDirectory(Hf);
+        Qwen25OmniConfigLoader.Save(Config, Hf);
+        TinyTokenizerBuilder.Write(tokenizer, Hf);
+        TinyQwen25Omni.WriteRandomWeights(Path.Combine(Hf, "model.safetensors"), Config.Thinker, seed: 3, ScalarType.BFloat16);
+    }
+
+    public Qwen25OmniConfig Config { get; }
+
+    public string Hf { get; }
+
+    public string NewFolder(string name) => Path.Combine(folder.Path, name + "-" + Guid.NewGuid().ToString("N")[..6]);
+
+    public void Dispose() => folder.Dispose();
+}
+
+public sealed class ConversionTests : IClassFixture<ConversionFixture>
+{
+    readonly ConversionFixture fixture;
+
+    public ConversionTests(ConversionFixture fixture) => this.fixture = fixture;
+
+    static void AssertSameWeights(string expectedFolder, string actualFolder)
+    {
+        using var a = SafetensorsCheckpoint.Open(expectedFolder);
+        using var b = SafetensorsCheckpoint.Open(actualFolder);
+        Assert.Equal(a.Keys, b.Keys);
+        foreach (string key in a.Keys)
+        {
+            using Tensor x = a.Read(key), y = b.Read(key);
+            Assert.Equal(x.dtype, y.dtype);
+            Assert.True(x.bytes.SequenceEqual(y.bytes), $"{key} differs");
+        }
+    }
+
+    [Fact]
+    public void The_map_covers_every_thinker_tensor_exactly_once()
+    {
+        foreach (bool tied in new[] { false, true })
+        {
+            var sources = MmTensorMap.For(fixture.Config.Thinker, tied).SelectMany(t => t.Sources).ToList();
+            var keys = ThinkerWeightLayout.For(fixture.Config.Thinker, tied).Select(w => w.Key).ToList();
+            Assert.Equal(keys.Order(StringComparer.Ordinal), sources.Order(StringComparer.Ordinal));
+        }
+    }
+
+    [Fact]
+    public void Merge_and_split_operators_match_mindspeeds_unit_tests()
+    {
+        Assert.Equal([1f, 4, 7, 2, 5, 8, 3, 6, 9], TensorOps.Interleave(tensor(new float[] { 1, 2, 3 }), tensor(new float[] { 4, 5, 6 }), tensor(new float[] { 7, 8, 9 }), 3).data<float>().ToArray());
+        Tensor glu = arange(8).to(ScalarType.Float32);
+        Assert.Equal([0f, 1, 4, 5], TensorOps.SplitPart(glu, SplitKind.Glu, 0, 2).data<float>().ToArray());
+        Assert.Equal([2f, 3, 6, 7], TensorOps.SplitPart(glu, SplitKind.Glu, 1, 2).data<float>().ToArray());
+        Assert.Equal(glu.data<float>().ToArray(), TensorOps.MergeParts([TensorOps.SplitPart(glu, SplitKind.Glu, 0, 2), TensorOps.SplitPart(glu, SplitKind.Glu, 1, 2)], SplitKind.Glu).data<float>().ToArray());
+        Assert.Equal([4L, 3], TensorOps.SplitPart(zeros(4, 6), SplitKind.Column, 1, 2).shape);
+        Assert.Equal([2L, 6], TensorOps.SplitPart(zeros(4, 6), SplitKind.Row, 1, 2).shape);
+    }
+
+    public static TheoryData<string, string, string, int, int, int> Layouts => new()
+    {
+        { "[[4]]", "[[3]]", "[[3]]", 1, 0, 0 },
+        { "[[1,3]]", "[[3,0]]", "[[3,0]]", 2, 0, 0 },
+        { "[[0,4]]", "[[3,0]]", "[[0,3]]", 4, 2, 1 },
+        { "[[1,1],[2,0]]", "[[2,1],[0,0]]", "[[1,0],[1,1]]", 2, 1, 2 },
+        { "[[2,2]]", "[[3]]", "[[3]]", 1, 0, 0 },
+    };
+
+    [Theory]
+    [MemberData(nameof(Layouts))]
+    public void Hf_to_mm_to_hf_is_bit_exact(string llm, string vit, string audio, int tp, int vitTp, int audioTp)
+    {
+        var layout = new ParallelLayout(ParallelLayout.ParseLayers(llm, "llm"), ParallelLayout.ParseLayers(vit, "vit"), ParallelLayout.ParseLayers(audio, "audio"), tp, vitTp, audioTp);
+        string mm = fixture.NewFolder("mm"), back = fixture.NewFolder("back");
+        using (var source = new HfTensorSource(fixture.Hf)) CheckpointConverter.ToMm(source, layout, mm);
+        Assert.Equal("release", File.ReadAllText(Path.Combine(mm, MmCheckpoint.Tracker)));
+        Assert.Equal(layout.MaxTp * layout.PipelineSize, Directory.GetDirectories(Path.Combine(mm, "release")).Length);
+        using (var checkpoint = new MmCheckpoint(mm)) CheckpointConverter.ToHf(checkpoint, back, fixture.Hf);
+        AssertSameWeights(fixture.Hf, back);
+        Assert.True(File.Exists(Path.Combine(back, "vocab.json")));
+    }
+
+    [Fact]
+    public void Mm_layouts_hold_megatron_names_local_layer_indices_and_tp_shards()
+    {
+        var layout = new ParallelLayout([[1, 3]], [[3, 0]], [[3, 0]], TpSize: 2);
+        string mm = fixture.NewFolder("mm");
+        using (var source = new HfTensorSource(fixture.Hf)) CheckpointConverter.ToMm(source, layout, mm);
+        using var stage0 = SafetensorsFile.Open(Path.Combine(mm, "release", "mp_rank_00_000", MmCheckpoint.FileName));
+        using var stage1 = SafetensorsFile.Open(Path.Combine(mm, "release", "mp_rank_01_001", MmCheckpoint.FileName));
+        Assert.Contains("text_decoder.embedding.word_embeddings.weight", stage0.Tensors.Keys);
+        Assert.Contains("image_encoder.encoder.blocks.layers.2.self_attention.linear_qkv.weight", stage0.Tensors.Keys);
+        Assert.Contains("audio_encoder.encoder.proj.weight", stage0.Tensors.Keys);
+        Assert.DoesNotContain("text_decoder.decoder.layers.1.input_layernorm.weight", stage0.Tensors.Keys);
+        Assert.Contains("text_decoder.decoder.layers.2.mlp.linear_fc1.weight", stage1.Tensors.Keys);   // global layer 3 → local 2
+        Assert.DoesNotContain("text_decoder.decoder.layers.3.mlp.linear_fc1.weight", stage1.Tensors.Keys);
+        Assert.Contains("text_decoder.output_layer.weight", stage1.Tensors.Keys);
+        var t = fixture.Config.Thinker.Text;
+        Assert.Equal([(long)(t.NumAttentionHeads + 2 * t.NumKeyValueHeads) * t.HeadDim / 2, t.HiddenSize], stage1.Info("text_decoder.decoder.layers.0.self_attention.linear_qkv.weight").Shape);
+        Assert.Equal([(long)t.VocabSize / 2, t.HiddenSize], stage1.Info("text_decoder.output_layer.weight").Shape);
+    }
+
+    [Fact]
+    public void Resharding_mm_to_mm_then_to_hf_is_bit_exact()
+    {
+        string first = fixture.NewFolder("mm1"), second = fixture.NewFolder("mm2"), back = fixture.NewFolder("back");
+        using (var source = new HfTensorSource(fixture.Hf)) CheckpointConverter.ToMm(source, new ParallelLayout([[1, 3]], [[3, 0]], [[3, 0]], 2), first);
+        using (var mm = new MmCheckpoint(first)) CheckpointConverter.ToMm(mm, new ParallelLayout([[2, 1, 1]], [[3, 0, 0]], [[1, 1, 1]], 4, 2, 4), second);
+        using (var mm = new MmCheckpoint(second)) CheckpointConverter.ToHf(mm, back, fixture.Hf);
+        AssertSameWeights(fixture.Hf, back);
+    }
+
+    [Fact]
+    public void Bad_layouts_fail_before_anything_is_written()
+    {
+        string mm = fixture.NewFolder("bad");
+        using var source = new HfTensorSource(fixture.Hf);
+        Assert.Contains("sums to 5", Assert.Throws<ArgumentException>(() => CheckpointConverter.ToMm(source, new ParallelLayout([[2, 3]], [[3, 0]], [[3, 0]]), mm)).Message);
+        Assert.Contains("does not divide the 4 key/value heads", Assert.Throws<ArgumentException>(() => CheckpointConverter.ToMm(source, new ParallelLayout([[4]], [[3]], [[3]], 8), mm)).Message);
+        Assert.Contains("must have 2 stages", Assert.Throws<ArgumentException>(() => CheckpointConverter.ToMm(source, new ParallelLayout([[2, 2], [0]], [[3, 0]], [[3, 0]]), mm)).Message);
+        Assert.False(Directory.Exists(mm));
+        Assert.Empty(Directory.GetDirectories(Path.GetDirectoryName(mm)!, Path.GetFileName(mm) + "*"));
+    }
+}
