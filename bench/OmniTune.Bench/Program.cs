@@ -4,7 +4,7 @@ using OmniTune.Core.Native;
 using OmniTune.Models.Qwen25Omni.Positions;
 using static TorchSharp.torch;
 
-// Usage: dotnet run --project bench/OmniTune.Bench -c Release -- [--only text|train|vision|audio|preprocess|data|recompute] [--layers 8] [--seq 1024]
+// Usage: dotnet run --project bench/OmniTune.Bench -c Release -- [--only text|train|vision|audio|preprocess|data|recompute|convert] [--layers 8] [--seq 1024]
 //        [--batch 1] [--steps 3] [--threads N] [--vision-depth 4] [--image 448] [--audio-layers 4] [--audio-seconds 30]
 MallocTuning.Apply();
 var options = ParseOptions(args);
@@ -22,6 +22,11 @@ if (only == "preprocess")
 if (only == "recompute")
 {
     RecomputeBenchmark.Run(Get("layers", 8), Get("seq", 1024), Console.Out);
+    return 0;
+}
+if (only == "convert")
+{
+    ConversionBenchmark.Run(Get("layers", 2), Console.Out);
     return 0;
 }
 if (only == "data")

@@ -18,6 +18,8 @@ public static class Program
             DataCommand.Create(),
             FinetuneCommand.Create(),
             GenerateCommand.Create(),
+            ConvertCommand.Create(),
+            ConvertCommand.CreateMmConvertAlias(),
             DemoCommand.Create(),
         };
         return root.Parse(args).Invoke();

@@ -25,6 +25,9 @@ public sealed class HfTensorSource : IThinkerTensorSource
             .Concat(layout.Where(w => checkpoint.Contains(prefix + w.Key) && !checkpoint.Info(prefix + w.Key).Shape.SequenceEqual(w.Shape))
                 .Select(w => $"{prefix}{w.Key} has shape [{string.Join(", ", checkpoint.Info(prefix + w.Key).Shape)}], config.json says [{string.Join(", ", w.Shape)}]"))
             .ToList();
+        var known = layout.Select(w => prefix + w.Key).ToHashSet(StringComparer.Ordinal);
+        problems.AddRange(checkpoint.Keys.Where(k => (prefix.Length > 0 ? k.StartsWith(prefix, StringComparison.Ordinal) : !k.StartsWith("talker.", StringComparison.Ordinal) && !k.StartsWith("token2wav.", StringComparison.Ordinal))
+            && !known.Contains(k)).Select(k => $"unexpected {k}"));
         if (problems.Count > 0)
         {
             checkpoint.Dispose();

@@ -145,6 +145,15 @@ public sealed class Trainer
     {
         if (args.Load is string load)
         {
+            if (OmniTune.Checkpoints.Conversion.MmCheckpoint.IsMmCheckpoint(load))
+            {
+                // A MindSpeed-MM-layout checkpoint (any TP/PP/VPP): reassemble it once into a Hugging Face folder.
+                string converted = Path.Combine(args.Save ?? Path.GetTempPath(), $"loaded-mm-{Guid.NewGuid():N}");
+                using (var mm = new OmniTune.Checkpoints.Conversion.MmCheckpoint(load))
+                    OmniTune.Checkpoints.Conversion.CheckpointConverter.ToHf(mm, converted, data.DatasetParam.PreprocessParameters.ModelNameOrPath);
+                log.WriteLine($"converted the MindSpeed-MM checkpoint {load} into {converted}");
+                return new Start(converted, null, null);
+            }
             if (CheckpointStore.IsCheckpointRoot(load))
             {
                 int iteration = CheckpointStore.ResolveIteration(load, args.LoadIteration);
