@@ -53,8 +53,11 @@ public static class CheckpointConverter
                     Directory.CreateDirectory(rankFolder);
                     SafetensorsWriter.WriteFile(Path.Combine(rankFolder, MmCheckpoint.FileName), tensors, new Dictionary<string, string>
                     {
-                        ["format"] = "omnitune-mm", ["parallel_layout"] = layout.ToJson(), ["tp_rank"] = tp.ToString(System.Globalization.CultureInfo.InvariantCulture),
-                        ["pp_stage"] = stage.ToString(System.Globalization.CultureInfo.InvariantCulture), ["tied_lm_head"] = source.TiedLmHead ? "true" : "false",
+                        ["format"] = "omnitune-mm",
+                        ["parallel_layout"] = layout.ToJson(),
+                        ["tp_rank"] = tp.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                        ["pp_stage"] = stage.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                        ["tied_lm_head"] = source.TiedLmHead ? "true" : "false",
                     });
                     written += tensors.Sum(t => Core.Tensors.TensorMemory.ByteCount(t.DType, t.Shape));
                     progress?.Report(written);

@@ -71,7 +71,7 @@ static class ConvertCommand
         var layout = LayoutOptions.Add(command);
         command.SetAction(parse => CommandErrors.Run(() =>
         {
-            using IThinkerTensorSource source = OpenMm(parse.GetValue(mm)!);
+            using IThinkerTensorSource source = OpenMm(parse.GetValue(mm)!, parse.GetValue(hf));
             if (source is MmCheckpoint checkpoint && (parse.GetValue(layout.Llm) is not null || parse.GetValue(layout.Tp) != 1))
             {
                 var given = layout.Read(parse, source.Config.Thinker);
@@ -103,11 +103,20 @@ static class ConvertCommand
     }
 
     /// <summary>A MindSpeed-MM-layout root, or a training checkpoint root (whose iteration holds a Hugging Face folder).</summary>
-    static IThinkerTensorSource OpenMm(string root)
+    static IThinkerTensorSource OpenMm(string root, string? baseHf = null)
     {
         if (MmCheckpoint.IsMmCheckpoint(root)) return new MmCheckpoint(root);
         if (OmniTune.Training.Checkpointing.CheckpointStore.IsCheckpointRoot(root))
-            return new HfTensorSource(GenerateCommand.ResolveModelFolder(root));
+        {
+            string folder = GenerateCommand.ResolveModelFolder(root);
+            bool weights = File.Exists(Path.Combine(folder, "model.safetensors"));
+            if (weights) return new HfTensorSource(folder);
+            if (!File.Exists(Path.Combine(folder, "adapter_model.safetensors"))) throw new FileNotFoundException($"{folder}: neither weights nor LoRA adapters");
+            if (baseHf is null) throw new ArgumentException($"{folder} holds LoRA adapters only: pass --hf-dir with the base model to merge them into");
+            var merged = new LoraMergedSource(new HfTensorSource(baseHf), folder);
+            Console.WriteLine($"merging {merged.AdapterCount} LoRA adapters from {folder} into {baseHf}");
+            return merged;
+        }
         throw new DirectoryNotFoundException($"{root}: neither a MindSpeed-MM checkpoint nor an OmniTune training checkpoint");
     }
 

@@ -61,5 +61,28 @@ public sealed class LoraTests : IClassFixture<TrainingFixture>
         Assert.False(merged.Read("thinker.model.layers.1.mlp.down_proj.weight").bytes.SequenceEqual(baseModel.Read("thinker.model.layers.1.mlp.down_proj.weight").bytes));
         var (loaded, _, _) = ThinkerCheckpointLoader.Load(modelFolder);
         loaded.Dispose();
+
+        // A checkpoint with adapters only converts to a Hugging Face folder with the adapters merged: equal to the trainer's merge.
+        string adaptersOnly = Path.Combine(dir.Path, "adapters-only");
+        Trainer.Run(fixture.Args(["--lora-target-modules", "linear_qkv", "linear_fc2", "--lora-r", "4", "--lora-alpha", "8", "--micro-batch-size", "1",
+            "--global-batch-size", "2", "--lr", "5e-3", "--train-iters", "4", "--save", adaptersOnly]), TextWriter.Null);
+        string converted = Path.Combine(dir.Path, "converted");
+        var (o, e) = (Console.Out, Console.Error);
+        Console.SetOut(TextWriter.Null);
+        Console.SetError(TextWriter.Null);
+        int code;
+        try
+        {
+            code = OmniTune.Cli.Program.Main(["convert", "mm-to-hf", "--mm-dir", adaptersOnly, "--save-hf-dir", converted, "--hf-dir", fixture.Model]);
+        }
+        finally
+        {
+            Console.SetOut(o);
+            Console.SetError(e);
+        }
+        Assert.Equal(0, code);
+        using var fromConverter = SafetensorsCheckpoint.Open(converted);
+        foreach (string key in new[] { "thinker.model.layers.1.mlp.down_proj.weight", "thinker.model.layers.0.self_attn.k_proj.weight", "thinker.model.layers.0.mlp.up_proj.weight" })
+            TensorAssert.Close(merged.Read(key), fromConverter.Read(key), 1e-6);
     }
 }
