@@ -1,4 +1,4 @@
-using System.IO.MemoryMappedFiles;
+using Microsoft.Win32.SafeHandles;
 using OmniTune.Core.Tensors;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -6,29 +6,21 @@ using static TorchSharp.torch;
 namespace OmniTune.Core.Safetensors;
 
 /// <summary>
-/// One safetensors file, memory-mapped: opening reads only the header; each tensor or slice is copied out of the
-/// mapping when asked for, so a reader's memory is bounded by what it holds, not by the file.
+/// One safetensors file read lazily: opening reads only the header; each tensor or slice is read with positional reads
+/// (pread) straight into the tensor's memory when asked for, so a reader's memory is bounded by what it holds, not by
+/// the file. (A memory mapping would do the same work but count every touched page of the file in the process's RSS.)
 /// </summary>
 public sealed unsafe class SafetensorsFile : IDisposable
 {
-    readonly MemoryMappedFile? mapping;
-    readonly MemoryMappedViewAccessor? view;
-    readonly byte* basePointer;
+    readonly SafeFileHandle handle;
     readonly SafetensorsHeader header;
     bool disposed;
 
-    SafetensorsFile(string path, SafetensorsHeader header, MemoryMappedFile? mapping, MemoryMappedViewAccessor? view)
+    SafetensorsFile(string path, SafetensorsHeader header, SafeFileHandle handle)
     {
         Path = path;
         this.header = header;
-        this.mapping = mapping;
-        this.view = view;
-        if (view != null)
-        {
-            byte* p = null;
-            view.SafeMemoryMappedViewHandle.AcquirePointer(ref p);
-            basePointer = p + view.PointerOffset;
-        }
+        this.handle = handle;
     }
 
     /// <summary>The file's path.</summary>
@@ -50,10 +42,7 @@ public sealed unsafe class SafetensorsFile : IDisposable
         {
             header = SafetensorsHeader.Read(path, stream, length);
         }
-        if (length == header.DataStart) return new SafetensorsFile(path, header, null, null);
-        var mapping = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
-        var view = mapping.CreateViewAccessor(0, length, MemoryMappedFileAccess.Read);
-        return new SafetensorsFile(path, header, mapping, view);
+        return new SafetensorsFile(path, header, File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read, FileOptions.RandomAccess));
     }
 
     /// <summary>The header entry of <paramref name="name"/>; an error naming the file when absent.</summary>
@@ -99,8 +88,17 @@ public sealed unsafe class SafetensorsFile : IDisposable
     void Copy(long fileOffset, IntPtr destination, long byteCount)
     {
         if (byteCount == 0) return;
-        ObjectDisposedException.ThrowIf(disposed || view == null, this);
-        Buffer.MemoryCopy(basePointer + fileOffset, (void*)destination, byteCount, byteCount);
+        ObjectDisposedException.ThrowIf(disposed, this);
+        byte* target = (byte*)destination;
+        while (byteCount > 0)
+        {
+            int chunk = (int)Math.Min(byteCount, 1 << 30);
+            int read = RandomAccess.Read(handle, new Span<byte>(target, chunk), fileOffset);
+            if (read <= 0) throw new SafetensorsFormatException(Path, $"unexpected end of file at byte {fileOffset}: the file is truncated");
+            target += read;
+            fileOffset += read;
+            byteCount -= read;
+        }
     }
 
     static Tensor ToDevice(Tensor cpu, Device? device)
@@ -114,11 +112,6 @@ public sealed unsafe class SafetensorsFile : IDisposable
     {
         if (disposed) return;
         disposed = true;
-        if (view != null)
-        {
-            view.SafeMemoryMappedViewHandle.ReleasePointer();
-            view.Dispose();
-        }
-        mapping?.Dispose();
+        handle.Dispose();
     }
 }
