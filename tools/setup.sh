@@ -3,6 +3,7 @@
 set -euo pipefail
 needed=()
 command -v ffmpeg >/dev/null 2>&1 || needed+=(ffmpeg)
+command -v mpirun >/dev/null 2>&1 || needed+=(openmpi-bin libopenmpi-dev)
 if [ ${#needed[@]} -gt 0 ]; then
   echo "setup: installing ${needed[*]} from apt"
   sudo_cmd=""

@@ -19,6 +19,7 @@ public static class Program
             FinetuneCommand.Create(),
             GenerateCommand.Create(),
             ConvertCommand.Create(),
+            LaunchCommand.Create(),
             ConvertCommand.CreateMmConvertAlias(),
             DemoCommand.Create(),
         };

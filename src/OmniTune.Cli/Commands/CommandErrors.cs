@@ -8,6 +8,19 @@ namespace OmniTune.Cli.Commands;
 /// <summary>Runs a command body and turns expected failures into one clear message and exit code 1.</summary>
 static class CommandErrors
 {
+    /// <summary>"[rank r/N] " under mpirun, so every rank's error says where it happened.</summary>
+    static string RankPrefix() => OmniTune.Distributed.OpenMpi.WorldSizeFromEnvironment > 1
+        ? $"[rank {Environment.GetEnvironmentVariable("OMPI_COMM_WORLD_RANK")}/{OmniTune.Distributed.OpenMpi.WorldSizeFromEnvironment}] "
+        : "";
+
+    /// <summary>A failed rank ends the whole job at once instead of leaving the others waiting in a collective.</summary>
+    static void AbortOtherRanks()
+    {
+        if (OmniTune.Distributed.OpenMpi.WorldSizeFromEnvironment <= 1) return;
+        Console.Error.Flush();
+        OmniTune.Distributed.MpiProcessGroup.World().Abort(1);
+    }
+
     public static int Run(Func<int> body)
     {
         try
@@ -19,7 +32,8 @@ static class CommandErrors
                                        or NotSupportedException or KeyNotFoundException or MediaException
                                        or InvalidSampleException or IOException)
         {
-            Console.Error.WriteLine($"error: {e.Message}");
+            Console.Error.WriteLine($"error: {RankPrefix()}{e.Message}");
+            AbortOtherRanks();
             return 1;
         }
     }

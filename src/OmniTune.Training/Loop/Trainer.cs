@@ -4,6 +4,7 @@ using System.Text.Json.Nodes;
 using OmniTune.Core.Tensors;
 using OmniTune.Data.Datasets;
 using OmniTune.Data.Processing;
+using OmniTune.Distributed;
 using OmniTune.Models.Qwen25Omni.Config;
 using OmniTune.Models.Qwen25Omni.Loading;
 using OmniTune.Models.Qwen25Omni.Positions;
@@ -50,6 +51,21 @@ public sealed class Trainer
 
     TrainingResult Run()
     {
+        using IProcessGroup world = ProcessGroups.World();
+        if (world.Size > 1)
+        {
+            set_num_threads(Math.Max(1, Environment.ProcessorCount / world.Size));
+            if (world.Rank != 0) return new Trainer(args, TextWriter.Null, null).RunOn(world);
+        }
+        return RunOn(world);
+    }
+
+    TrainingResult RunOn(IProcessGroup world)
+    {
+        var dp = world;   // data parallel over every rank (TP = PP = CP = 1)
+        if (args.GlobalBatchSize % (args.MicroBatchSize * dp.Size) != 0)
+            throw new ArgumentException($"--global-batch-size {args.GlobalBatchSize} is not a multiple of --micro-batch-size {args.MicroBatchSize} × data-parallel size {dp.Size}");
+        if (dp.Size > 1) log.WriteLine($"data parallel over {dp.Size} ranks (group '{dp.Name}'), {args.GlobalBatchSize / (args.MicroBatchSize * dp.Size)} micro-batches per rank and step");
         Device device = DeviceSelection.Resolve(args.Device);
         // bf16 compute with fp32 masters on GPUs; on CPU only when asked for explicitly (--device cpu): bf16 matmul is ~150x slower there.
         bool bf16 = args.Bf16 && (device.type == DeviceType.CUDA || args.Device == "cpu");
@@ -134,8 +150,9 @@ public sealed class Trainer
 
             var collator = new BatchCollator(processor.Settings, RopeIndexSettings.From(config.Thinker), config.Thinker.PadTokenId);
             using var loader = new SupervisedDataLoader(dataset.Samples, collator, args.MicroBatchSize, args.Seed, args.Shuffle, args.NumWorkers,
-                start: new LoaderPosition(state.LoaderEpoch, state.LoaderBatch));
-            return Loop(model, trainable, optimizer, loader, state, scheduleOffset, processorFolder, modelJson, device, adapters, masters);
+                dp.Rank, dp.Size, new LoaderPosition(state.LoaderEpoch, state.LoaderBatch));
+            CheckReplicasAgree(trainable, dp);
+            return Loop(model, trainable, optimizer, loader, state, scheduleOffset, processorFolder, modelJson, device, adapters, masters, dp);
         }
     }
 
@@ -195,10 +212,10 @@ public sealed class Trainer
 
     TrainingResult Loop(Qwen25OmniThinkerForConditionalGeneration model, List<(string Name, Parameter Parameter)> trainable, OptimizerHelper optimizer,
         SupervisedDataLoader loader, TrainerState state, int scheduleOffset, string processorFolder, ModelJsonConfig modelJson, Device device,
-        LoraAdapters? adapters, MasterWeights? masters)
+        LoraAdapters? adapters, MasterWeights? masters, IProcessGroup dp)
     {
         var schedule = LearningRateSchedule.For(args);
-        int microBatches = args.GradientAccumulation;
+        int microBatches = args.GlobalBatchSize / (args.MicroBatchSize * dp.Size);
         double gemmRate = MeasureGemmRate();
         double flopsPerToken = FlopsPerToken(model.Config.Text);
         string? metrics = args.Save is null ? null : Path.Combine(args.Save, "metrics.jsonl");
@@ -217,7 +234,7 @@ public sealed class Trainer
             iteration++;
             var batches = Enumerable.Range(0, microBatches).Select(_ => loader.Next()).ToList();
             double stepLoss = 0;
-            long stepTokens = args.LossMode == LossMode.PerToken ? batches.Sum(b => StepLoss.CountedTokens(b.Labels)) : 0;
+            long stepTokens = args.LossMode == LossMode.PerToken ? SumOver(dp, batches.Sum(b => StepLoss.CountedTokens(b.Labels))) : 0;
             optimizer.zero_grad();
             foreach (TrainingBatch batch in batches)
             {
@@ -233,6 +250,8 @@ public sealed class Trainer
                     intervalMicro++;
                 }
             }
+            SynchronizeGradients(trainable, dp);
+            stepLoss = args.LossMode == LossMode.PerToken ? SumOver(dp, stepLoss) : SumOver(dp, stepLoss) / dp.Size;
             masters?.GradientsToMasters();
             double norm = GradientNorm(trainable);
             double lr = schedule.ForIteration(iteration - scheduleOffset, args.GlobalBatchSize);
@@ -273,6 +292,7 @@ public sealed class Trainer
             bool logNow = iteration % args.LogInterval == 0 || iteration == args.TrainIters;
             if (logNow)
             {
+                intervalTokens = SumOver(dp, intervalTokens);
                 int steps = Math.Max(1, intervalSteps);
                 double seconds = intervalMs / 1000;
                 training.Step(new StepRecord(iteration, args.TrainIters, consumed, intervalMs / intervalIterations,
@@ -282,13 +302,13 @@ public sealed class Trainer
             }
             if (args.Save is not null && args.SaveInterval is int every && iteration % every == 0)
             {
-                lastCheckpoint = Save(model, optimizer, loader, iteration, consumed, skipped, processorFolder, modelJson, adapters, masters);
+                lastCheckpoint = SaveOnRankZero(dp, () => Save(model, optimizer, loader, iteration, consumed, skipped, processorFolder, modelJson, adapters, masters));
                 lastSaved = iteration;
             }
         }
         if (args.Save is not null && lastSaved != iteration)
-            lastCheckpoint = Save(model, optimizer, loader, iteration, consumed, skipped, processorFolder, modelJson, adapters, masters);
-        if (args.Save is not null && stepLosses.Count > 0)
+            lastCheckpoint = SaveOnRankZero(dp, () => Save(model, optimizer, loader, iteration, consumed, skipped, processorFolder, modelJson, adapters, masters));
+        if (args.Save is not null && stepLosses.Count > 0 && dp.Rank == 0)
         {
             string plot = Path.Combine(args.Save, "loss.png");
             TrainingLog.SavePlot(plot, state.Iteration + 1, stepLosses);
@@ -325,6 +345,72 @@ public sealed class Trainer
         string folder = CheckpointStore.Save(args.Save!, iteration, model, processorFolder, state, writeOptimizer, writeAdapters, writeWeights: adapters is null);
         log.WriteLine($"saved checkpoint {folder}");
         return folder;
+    }
+
+    /// <summary>Checkpoints are written once, by rank 0 (data-parallel replicas are identical); the others wait for it.</summary>
+    static string? SaveOnRankZero(IProcessGroup dp, Func<string> save)
+    {
+        string? folder = dp.Rank == 0 ? save() : null;
+        dp.Barrier();
+        return folder;
+    }
+
+    /// <summary>Sum of a scalar over the group.</summary>
+    static double SumOver(IProcessGroup dp, double value)
+    {
+        if (dp.Size == 1) return value;
+        using Tensor t = tensor(new[] { value });
+        dp.AllReduce(t);
+        return t.item<double>();
+    }
+
+    static long SumOver(IProcessGroup dp, long value) => (long)SumOver(dp, (double)value);
+
+    /// <summary>
+    /// Data-parallel gradient synchronisation: every trainable gradient (zeros where none) goes into one flat bucket,
+    /// which is summed across ranks and averaged (default and per-sample modes; per-token losses are already divided by
+    /// the global token count, so their gradients are only summed).
+    /// </summary>
+    void SynchronizeGradients(List<(string Name, Parameter Parameter)> trainable, IProcessGroup dp)
+    {
+        if (dp.Size == 1) return;
+        using var scope = NewDisposeScope();
+        using (no_grad())
+        {
+            var grads = trainable.Select(p => p.Parameter.grad ?? zeros_like(p.Parameter)).ToList();
+            Tensor bucket = cat(grads.Select(g => g.to(ScalarType.Float32).reshape(-1)).ToArray());
+            dp.AllReduce(bucket);
+            if (args.LossMode != LossMode.PerToken) bucket.div_(dp.Size);
+            long offset = 0;
+            foreach (var (_, p) in trainable)
+            {
+                long n = p.numel();
+                Tensor slice = bucket.narrow(0, offset, n).view(p.shape).to(p.dtype);
+                if (p.grad is null) p.grad = slice.clone().DetachFromDisposeScope();
+                else p.grad.copy_(slice);
+                offset += n;
+            }
+        }
+    }
+
+    /// <summary>Fails fast, naming the group, when data-parallel replicas do not start from identical parameters.</summary>
+    static void CheckReplicasAgree(List<(string Name, Parameter Parameter)> trainable, IProcessGroup dp)
+    {
+        if (dp.Size == 1) return;
+        double checksum = 0;
+        using (no_grad())
+        {
+            foreach (var (_, p) in trainable)
+            {
+                using Tensor d = p.to(ScalarType.Float64);
+                checksum += d.sum().item<double>() + d.abs().sum().item<double>() * 1e-3;
+            }
+        }
+        using Tensor max = tensor(new[] { checksum }), min = tensor(new[] { -checksum });
+        dp.AllReduce(max, ReduceOp.Max);
+        dp.AllReduce(min, ReduceOp.Max);
+        if (max.item<double>() != checksum || -min.item<double>() != checksum)
+            throw new InvalidOperationException($"group '{dp.Name}': rank {dp.Rank}'s parameters differ from another replica's (checksum {checksum:R}); every rank must load the same weights");
     }
 
     /// <summary>

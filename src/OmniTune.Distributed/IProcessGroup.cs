@@ -1,0 +1,45 @@
+using static TorchSharp.torch;
+
+namespace OmniTune.Distributed;
+
+/// <summary>Reductions a collective can apply.</summary>
+public enum ReduceOp
+{
+    /// <summary>Element-wise sum.</summary>
+    Sum,
+
+    /// <summary>Element-wise maximum.</summary>
+    Max,
+}
+
+/// <summary>
+/// A group of processes and its collectives on contiguous tensors (in place where it makes sense). The only type that
+/// knows a transport; groups are passed to what needs them, never looked up. A group of one makes every collective an
+/// identity, so single-process code takes the same path.
+/// </summary>
+public interface IProcessGroup : IDisposable
+{
+    /// <summary>Owner and axis, e.g. "decoder.dp"; errors name it.</summary>
+    string Name { get; }
+
+    /// <summary>This process's rank in the group.</summary>
+    int Rank { get; }
+
+    /// <summary>Processes in the group.</summary>
+    int Size { get; }
+
+    /// <summary>Reduces <paramref name="tensor"/> across the group, in place.</summary>
+    void AllReduce(Tensor tensor, ReduceOp op = ReduceOp.Sum);
+
+    /// <summary>Copies <paramref name="tensor"/> from <paramref name="root"/> to every rank, in place.</summary>
+    void Broadcast(Tensor tensor, int root = 0);
+
+    /// <summary>Concatenates every rank's <paramref name="tensor"/> along dim 0 (rank order).</summary>
+    Tensor AllGather(Tensor tensor);
+
+    /// <summary>Sums across ranks and returns this rank's 1/Size slice of dim 0.</summary>
+    Tensor ReduceScatter(Tensor tensor);
+
+    /// <summary>Waits for every rank.</summary>
+    void Barrier();
+}

@@ -1,0 +1,70 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.RegularExpressions;
+using OmniTune.Tests.Testing;
+using OmniTune.Tests.Training;
+using OmniTune.Training.Loop;
+
+namespace OmniTune.Tests.Distributed;
+
+/// <summary>Data-parallel training under mpirun (Open MPI) against the single-process run with the same global batch.</summary>
+public sealed partial class DataParallelTests : IClassFixture<TrainingFixture>
+{
+    readonly TrainingFixture fixture;
+
+    public DataParallelTests(TrainingFixture fixture) => this.fixture = fixture;
+
+    static bool HasMpirun => (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':').Any(d => File.Exists(Path.Combine(d, "mpirun")));
+
+    [GeneratedRegex(@"iteration\s+(\d+)/.*? loss: ([0-9.E+-]+)")]
+    private static partial Regex StepLine();
+
+    static (int Code, string Output, double Seconds) Mpirun(string arguments)
+    {
+        string cli = Path.Combine(AppContext.BaseDirectory, "omnitune.dll");
+        var start = new ProcessStartInfo("mpirun") { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (string a in $"--allow-run-as-root --oversubscribe -x TERM=dumb -x OMP_NUM_THREADS=1 {arguments}".Split(' ', StringSplitOptions.RemoveEmptyEntries))
+            start.ArgumentList.Add(a.Replace("{cli}", cli, StringComparison.Ordinal));
+        var clock = Stopwatch.StartNew();
+        using var process = Process.Start(start)!;
+        var error = process.StandardError.ReadToEndAsync();
+        string output = process.StandardOutput.ReadToEnd();
+        if (!process.WaitForExit(180_000))
+        {
+            process.Kill(entireProcessTree: true);
+            return (-1, output + error.Result, clock.Elapsed.TotalSeconds);
+        }
+        return (process.ExitCode, output + error.Result, clock.Elapsed.TotalSeconds);
+    }
+
+    string Flags(string extra) =>
+        $"finetune --mm-model {fixture.ModelJson} --mm-data {fixture.DataJson} --seq-length 256 --lr 2e-3 --lr-decay-style constant --weight-decay 0.01 " +
+        $"--clip-grad 1.0 --log-interval 1 --num-workers 0 --seed 5 --micro-batch-size 1 --global-batch-size 4 --train-iters 4 {extra}";
+
+    [Theory]
+    [InlineData(2, "")]
+    [InlineData(4, "")]
+    [InlineData(2, "--calculate-per-token-loss")]
+    public void Data_parallel_losses_equal_the_single_process_run_with_the_same_global_batch(int ranks, string mode)
+    {
+        Assert.True(HasMpirun, "mpirun is required (apt-get install openmpi-bin; bash tools/setup.sh does it)");
+        var single = Trainer.Run(fixture.Args([.. $"--micro-batch-size 1 --global-batch-size 4 --train-iters 4 {mode}".Split(' ', StringSplitOptions.RemoveEmptyEntries)]), TextWriter.Null);
+        var (code, output, _) = Mpirun($"-np {ranks} dotnet {{cli}} {Flags(mode)}");
+        Assert.True(code == 0, output);
+        Assert.Contains($"data parallel over {ranks} ranks", output);
+        var losses = StepLine().Matches(output).Select(m => double.Parse(m.Groups[2].Value, CultureInfo.InvariantCulture)).ToList();
+        Assert.Equal(4, losses.Count);   // step lines come from rank 0 only
+        for (int i = 0; i < 4; i++) Assert.Equal(single.StepLosses[i], losses[i], single.StepLosses[i] * 2e-5);
+    }
+
+    [Fact]
+    public void A_rank_that_fails_ends_the_whole_job_quickly_with_its_rank_named()
+    {
+        Assert.True(HasMpirun, "mpirun is required (apt-get install openmpi-bin; bash tools/setup.sh does it)");
+        var (code, output, seconds) = Mpirun($"-np 1 dotnet {{cli}} {Flags("--train-iters 200")} : -np 1 dotnet {{cli}} {Flags("--load /nonexistent-checkpoint")}");
+        Assert.NotEqual(0, code);
+        Assert.Contains("[rank 1/2]", output);
+        Assert.Contains("/nonexistent-checkpoint", output);
+        Assert.True(seconds < 60, $"the job took {seconds:F0} s to end");
+    }
+}
