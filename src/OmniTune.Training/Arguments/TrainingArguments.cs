@@ -114,6 +114,9 @@ public sealed record TrainingArguments
     /// <summary>Base weights under a LoRA checkpoint (default: data.json's model_name_or_path).</summary>
     public string? LoadBaseModel { get; init; }
 
+    /// <summary>ZeRO-1: optimizer state sharded over the data-parallel ranks.</summary>
+    public bool UseDistributedOptimizer { get; init; }
+
     /// <summary>TensorBoard event folder (none when null).</summary>
     public string? TensorboardDir { get; init; }
 
@@ -131,7 +134,7 @@ public sealed record TrainingArguments
             if (f.Int(axis) is int size && size != 1)
                 throw new NotSupportedException($"--{axis} {size}: parallel training is not built yet (it arrives with multi-process training); use 1");
         }
-        foreach (string flag in new[] { "use-distributed-optimizer", "hetero-parallel", "sequence-parallel", "enable-dummy-optimizer" })
+        foreach (string flag in new[] { "hetero-parallel", "sequence-parallel", "enable-dummy-optimizer" })
         {
             if (f.Has(flag)) throw new NotSupportedException($"--{flag}: not built yet (it arrives with multi-process training)");
         }
@@ -183,6 +186,7 @@ public sealed record TrainingArguments
             IgnoredFlags = f.IgnoredGiven,
             LoadBaseModel = f.Text("load-base-model"),
             TensorboardDir = f.Text("tensorboard-dir"),
+            UseDistributedOptimizer = f.Has("use-distributed-optimizer"),
             Lora = f.Given("lora-target-modules")
                 ? new OmniTune.Training.Lora.LoraSettings(OmniTune.Training.Lora.LoraAdapters.ParseTargets(f.Text("lora-target-modules")!), f.Int("lora-r")!.Value, f.Double("lora-alpha")!.Value,
                     f.Double("lora-dropout")!.Value, f.Has("lora-save-full-weight"))

@@ -17,6 +17,9 @@ public sealed record TrainerState
     /// <summary>Micro-batch index of the next micro-batch within its epoch.</summary>
     public int LoaderBatch { get; init; }
 
+    /// <summary>Data-parallel size the loader position refers to.</summary>
+    public int DataParallelSize { get; init; } = 1;
+
     /// <summary>torch CPU generator state (base64), when saved.</summary>
     public string? RngState { get; init; }
 

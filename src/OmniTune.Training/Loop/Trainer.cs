@@ -109,7 +109,11 @@ public sealed class Trainer
                           $"({string.Join(", ", trainable.Select(p => TrainableParameters.TowerOf(p.Name)).Distinct())})");
             log.WriteLine($"configuration: {JsonSerializer.Serialize(ResolvedConfig(modelJson))}");
 
-            using MasterWeights? masters = bf16 ? MasterWeights.Create(trainable) : null;
+            using MasterWeights? masters = bf16 && !args.UseDistributedOptimizer ? MasterWeights.Create(trainable) : null;
+            using DistributedAdamW? distributed = args.UseDistributedOptimizer
+                ? new DistributedAdamW(trainable, dp, args.AdamBeta1, args.AdamBeta2, args.AdamEps, args.WeightDecay)
+                : null;
+            if (distributed is not null) log.WriteLine($"distributed optimizer: {distributed.ShardSize:N0} parameters of optimizer state per rank (ZeRO-1 over '{dp.Name}')");
             if (masters is not null)
             {
                 trainable = masters.Masters;
@@ -127,9 +131,15 @@ public sealed class Trainer
             if (start.State is not null)
             {
                 string optimizerFile = Path.Combine(start.IterationFolder!, CheckpointStore.OptimizerFile);
-                if (!args.NoLoadOptim)
+                if (!args.NoLoadOptim && distributed is not null)
                 {
-                    if (!File.Exists(optimizerFile)) throw new FileNotFoundException($"{optimizerFile}: no optimizer state in the checkpoint (pass --no-load-optim to start the optimizer afresh)");
+                    string file = Path.Combine(start.IterationFolder!, DistributedAdamW.FileName);
+                    if (!File.Exists(file)) throw new FileNotFoundException($"{file}: no distributed optimizer state in the checkpoint (it was saved without --use-distributed-optimizer; pass --no-load-optim)");
+                    distributed.Load(file);
+                }
+                else if (!args.NoLoadOptim)
+                {
+                    if (!File.Exists(optimizerFile)) throw new FileNotFoundException($"{optimizerFile}: no optimizer state in the checkpoint (pass --no-load-optim to start the optimizer afresh, or --use-distributed-optimizer if it was saved with it)");
                     optimizer.load_state_dict(optimizerFile);
                 }
                 else
@@ -149,10 +159,19 @@ public sealed class Trainer
             if (state.Iteration >= args.TrainIters) log.WriteLine($"nothing to do: the checkpoint is at iteration {state.Iteration}, --train-iters is {args.TrainIters}");
 
             var collator = new BatchCollator(processor.Settings, RopeIndexSettings.From(config.Thinker), config.Thinker.PadTokenId);
+            int batch = state.LoaderBatch;
+            if (state.DataParallelSize != dp.Size)
+            {
+                long samplesInEpoch = (long)state.LoaderBatch * args.MicroBatchSize * state.DataParallelSize;
+                if (samplesInEpoch % (args.MicroBatchSize * dp.Size) != 0)
+                    throw new ArgumentException($"the checkpoint stopped {samplesInEpoch} samples into an epoch, which is not a whole number of micro-batches at data-parallel size {dp.Size}");
+                batch = (int)(samplesInEpoch / (args.MicroBatchSize * dp.Size));
+                log.WriteLine($"resuming a data-parallel-{state.DataParallelSize} run at data-parallel size {dp.Size}");
+            }
             using var loader = new SupervisedDataLoader(dataset.Samples, collator, args.MicroBatchSize, args.Seed, args.Shuffle, args.NumWorkers,
-                dp.Rank, dp.Size, new LoaderPosition(state.LoaderEpoch, state.LoaderBatch));
+                dp.Rank, dp.Size, new LoaderPosition(state.LoaderEpoch, batch));
             CheckReplicasAgree(trainable, dp);
-            return Loop(model, trainable, optimizer, loader, state, scheduleOffset, processorFolder, modelJson, device, adapters, masters, dp);
+            return Loop(model, trainable, optimizer, loader, state, scheduleOffset, processorFolder, modelJson, device, adapters, masters, dp, distributed);
         }
     }
 
@@ -212,7 +231,7 @@ public sealed class Trainer
 
     TrainingResult Loop(Qwen25OmniThinkerForConditionalGeneration model, List<(string Name, Parameter Parameter)> trainable, OptimizerHelper optimizer,
         SupervisedDataLoader loader, TrainerState state, int scheduleOffset, string processorFolder, ModelJsonConfig modelJson, Device device,
-        LoraAdapters? adapters, MasterWeights? masters, IProcessGroup dp)
+        LoraAdapters? adapters, MasterWeights? masters, IProcessGroup dp, DistributedAdamW? distributed)
     {
         var schedule = LearningRateSchedule.For(args);
         int microBatches = args.GlobalBatchSize / (args.MicroBatchSize * dp.Size);
@@ -250,10 +269,12 @@ public sealed class Trainer
                     intervalMicro++;
                 }
             }
-            SynchronizeGradients(trainable, dp);
+            if (distributed is null) SynchronizeGradients(trainable, dp);
             stepLoss = args.LossMode == LossMode.PerToken ? SumOver(dp, stepLoss) : SumOver(dp, stepLoss) / dp.Size;
             masters?.GradientsToMasters();
-            double norm = GradientNorm(trainable);
+            double lrNow = schedule.ForIteration(iteration - scheduleOffset, args.GlobalBatchSize);
+            double norm = distributed is null ? GradientNorm(trainable)
+                : double.IsFinite(stepLoss) ? distributed.Step(lrNow, args.ClipGrad, average: args.LossMode != LossMode.PerToken) : double.NaN;
             double lr = schedule.ForIteration(iteration - scheduleOffset, args.GlobalBatchSize);
             consumed += args.GlobalBatchSize;
             if (!double.IsFinite(stepLoss) || !double.IsFinite(norm))
@@ -264,6 +285,13 @@ public sealed class Trainer
                 log.WriteLine($"warning: iteration {iteration} has a non-finite {(double.IsFinite(stepLoss) ? "gradient norm" : "loss")}; the step is skipped ({nanStreak} in a row)");
                 if (nanStreak >= args.MaxNanSteps)
                     throw new InvalidOperationException($"{nanStreak} non-finite steps in a row (--max-nan-steps {args.MaxNanSteps}); stopping. Lower --lr or check the data around iteration {iteration}.");
+            }
+            else if (distributed is not null)
+            {
+                nanStreak = 0;   // the distributed optimizer already clipped, stepped and gathered
+                stepLosses.Add(stepLoss);
+                intervalLoss += stepLoss;
+                intervalSteps++;
             }
             else
             {
@@ -302,12 +330,12 @@ public sealed class Trainer
             }
             if (args.Save is not null && args.SaveInterval is int every && iteration % every == 0)
             {
-                lastCheckpoint = SaveOnRankZero(dp, () => Save(model, optimizer, loader, iteration, consumed, skipped, processorFolder, modelJson, adapters, masters));
+                lastCheckpoint = SaveOnRankZero(dp, distributed, iteration, () => Save(model, optimizer, loader, iteration, consumed, skipped, processorFolder, modelJson, adapters, masters, dp, distributed));
                 lastSaved = iteration;
             }
         }
         if (args.Save is not null && lastSaved != iteration)
-            lastCheckpoint = SaveOnRankZero(dp, () => Save(model, optimizer, loader, iteration, consumed, skipped, processorFolder, modelJson, adapters, masters));
+            lastCheckpoint = SaveOnRankZero(dp, distributed, iteration, () => Save(model, optimizer, loader, iteration, consumed, skipped, processorFolder, modelJson, adapters, masters, dp, distributed));
         if (args.Save is not null && stepLosses.Count > 0 && dp.Rank == 0)
         {
             string plot = Path.Combine(args.Save, "loss.png");
@@ -320,7 +348,8 @@ public sealed class Trainer
     }
 
     string Save(Qwen25OmniThinkerForConditionalGeneration model, OptimizerHelper optimizer, SupervisedDataLoader loader, int iteration, long consumed,
-        int skipped, string processorFolder, ModelJsonConfig modelJson, LoraAdapters? adapters, MasterWeights? masters)
+        int skipped, string processorFolder, ModelJsonConfig modelJson, LoraAdapters? adapters, MasterWeights? masters, IProcessGroup dp,
+        DistributedAdamW? distributed)
     {
         var state = new TrainerState
         {
@@ -330,6 +359,7 @@ public sealed class Trainer
             LoaderBatch = loader.Position.Batch,
             RngState = args.NoSaveRng ? null : Convert.ToBase64String(random.get_rng_state().bytes.ToArray()),
             SkippedIterations = skipped,
+            DataParallelSize = dp.Size,
             Config = ResolvedConfig(modelJson),
         };
         Action<string>? writeAdapters = adapters is null ? null : modelFolder =>
@@ -339,6 +369,11 @@ public sealed class Trainer
         };
         Action<string>? writeOptimizer = args.NoSaveOptim ? null : path =>
         {
+            if (distributed is not null)
+            {
+                File.Move(Path.Combine(args.Save!, $".distrib_optim-{iteration}.staging"), Path.Combine(Path.GetDirectoryName(path)!, DistributedAdamW.FileName));
+                return;
+            }
             optimizer.save_state_dict(path);
             masters?.Save(Path.Combine(Path.GetDirectoryName(path)!, MasterWeights.FileName));
         };
@@ -348,8 +383,14 @@ public sealed class Trainer
     }
 
     /// <summary>Checkpoints are written once, by rank 0 (data-parallel replicas are identical); the others wait for it.</summary>
-    static string? SaveOnRankZero(IProcessGroup dp, Func<string> save)
+    string? SaveOnRankZero(IProcessGroup dp, DistributedAdamW? distributed, int iteration, Func<string> save)
     {
+        // The sharded optimizer state is gathered by every rank into a staging file first (rank 0 writes it).
+        if (distributed is not null && !args.NoSaveOptim)
+        {
+            Directory.CreateDirectory(args.Save!);
+            distributed.Save(Path.Combine(args.Save!, $".distrib_optim-{iteration}.staging"));
+        }
         string? folder = dp.Rank == 0 ? save() : null;
         dp.Barrier();
         return folder;

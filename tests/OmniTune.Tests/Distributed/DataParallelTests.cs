@@ -57,6 +57,36 @@ public sealed partial class DataParallelTests : IClassFixture<TrainingFixture>
         for (int i = 0; i < 4; i++) Assert.Equal(single.StepLosses[i], losses[i], single.StepLosses[i] * 2e-5);
     }
 
+    static List<double> Losses(string output) =>
+        StepLine().Matches(output).Select(m => double.Parse(m.Groups[2].Value, CultureInfo.InvariantCulture)).ToList();
+
+    [Fact]
+    public void The_distributed_optimizer_matches_the_plain_one_and_resumes_at_another_data_parallel_size()
+    {
+        Assert.True(HasMpirun, "mpirun is required (apt-get install openmpi-bin; bash tools/setup.sh does it)");
+        using var dir = new TempFolder();
+        var plain = Mpirun($"-np 2 dotnet {{cli}} {Flags("")}");
+        var sharded = Mpirun($"-np 2 dotnet {{cli}} {Flags("--use-distributed-optimizer")}");
+        Assert.True(sharded.Code == 0, sharded.Output);
+        Assert.Contains("distributed optimizer:", sharded.Output);
+        var (a, b) = (Losses(plain.Output), Losses(sharded.Output));
+        Assert.Equal(4, b.Count);
+        for (int i = 0; i < 4; i++) Assert.Equal(a[i], b[i], Math.Abs(a[i]) * 2e-5);
+
+        string first = Path.Combine(dir.Path, "dp4");
+        var straight = Mpirun($"-np 4 dotnet {{cli}} {Flags("--use-distributed-optimizer")}");
+        var head = Mpirun($"-np 4 dotnet {{cli}} {Flags($"--use-distributed-optimizer --train-iters 2 --save {first}")}");
+        Assert.True(head.Code == 0, head.Output);
+        Assert.True(File.Exists(Path.Combine(first, "iter_0000002", "distrib_optim.safetensors")));
+        var tail = Mpirun($"-np 2 dotnet {{cli}} {Flags($"--use-distributed-optimizer --load {first}")}");
+        Assert.True(tail.Code == 0, tail.Output);
+        Assert.Contains("resuming a data-parallel-4 run at data-parallel size 2", tail.Output);
+        var expected = Losses(straight.Output);
+        var resumed = Losses(head.Output).Concat(Losses(tail.Output)).ToList();
+        Assert.Equal(4, resumed.Count);
+        for (int i = 0; i < 4; i++) Assert.Equal(expected[i], resumed[i], Math.Abs(expected[i]) * 2e-5);
+    }
+
     [Fact]
     public void A_rank_that_fails_ends_the_whole_job_quickly_with_its_rank_named()
     {

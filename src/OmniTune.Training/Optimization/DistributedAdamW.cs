@@ -1,0 +1,143 @@
+using OmniTune.Core.Safetensors;
+using OmniTune.Distributed;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace OmniTune.Training.Optimization;
+
+/// <summary>
+/// ZeRO-1 AdamW (Megatron's --use-distributed-optimizer): the trainable parameters are laid end to end in one flat
+/// fp32 space cut into equal contiguous shards, one per data-parallel rank. Each rank keeps the fp32 master values and
+/// Adam moments of its shard only; gradients are reduce-scattered into shards, the shard is updated (same formulas as
+/// torch's AdamW: decoupled weight decay, bias-corrected moments), and the shards are all-gathered back into the model.
+/// The optimizer state is saved gathered and by parameter name, so it resumes at any data-parallel size.
+/// </summary>
+public sealed class DistributedAdamW : IDisposable
+{
+    /// <summary>File of the optimizer state in a checkpoint folder.</summary>
+    public const string FileName = "distrib_optim.safetensors";
+
+    readonly List<(string Name, Parameter Parameter)> parameters;
+    readonly IProcessGroup group;
+    readonly long total, padded, shardSize, shardStart;
+    readonly Tensor master, expAvg, expAvgSq, decayMask;
+    readonly double beta1, beta2, eps, weightDecay;
+    long step;
+
+    /// <summary>Creates the optimizer over <paramref name="trainable"/> for <paramref name="dataParallel"/>.</summary>
+    public DistributedAdamW(List<(string Name, Parameter Parameter)> trainable, IProcessGroup dataParallel, double beta1, double beta2, double eps, double weightDecay)
+    {
+        parameters = trainable;
+        group = dataParallel;
+        (this.beta1, this.beta2, this.eps, this.weightDecay) = (beta1, beta2, eps, weightDecay);
+        total = trainable.Sum(p => p.Parameter.numel());
+        padded = (total + group.Size - 1) / group.Size * group.Size;
+        shardSize = padded / group.Size;
+        shardStart = group.Rank * shardSize;
+        using var scope = NewDisposeScope();
+        Tensor flat = Flatten(p => p.detach().to(ScalarType.Float32));
+        master = flat.narrow(0, shardStart, shardSize).clone().DetachFromDisposeScope();
+        expAvg = zeros(shardSize).DetachFromDisposeScope();
+        expAvgSq = zeros(shardSize).DetachFromDisposeScope();
+        Tensor mask = Flatten(p => full_like(p.detach().to(ScalarType.Float32), TrainableParameters.Decays(parameters.First(x => ReferenceEquals(x.Parameter, p)).Name, p) ? 1.0 : 0.0));
+        decayMask = mask.narrow(0, shardStart, shardSize).clone().DetachFromDisposeScope();
+    }
+
+    /// <summary>Elements owned by this rank.</summary>
+    public long ShardSize => shardSize;
+
+    Tensor Flatten(Func<Parameter, Tensor> part)
+    {
+        var pieces = parameters.Select(p => part(p.Parameter).reshape(-1)).ToList();
+        if (padded > total) pieces.Add(zeros(padded - total));
+        return cat(pieces.ToArray());
+    }
+
+    /// <summary>
+    /// Reduce-scatters the gradients (averaged over ranks unless <paramref name="average"/> is false), returns the global
+    /// gradient norm, clips to <paramref name="clip"/> (0 = no clipping), updates this rank's shard with
+    /// <paramref name="lr"/> and all-gathers the new parameters into the model. A non-finite norm skips the update.
+    /// </summary>
+    public double Step(double lr, double clip, bool average)
+    {
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        Tensor grads = Flatten(p => p.grad is null ? zeros_like(p, dtype: ScalarType.Float32) : p.grad.to(ScalarType.Float32));
+        Tensor shard = group.ReduceScatter(grads);
+        if (average) shard.div_(group.Size);
+        using Tensor squares = tensor(new[] { shard.to(ScalarType.Float64).pow(2).sum().item<double>() });
+        group.AllReduce(squares);
+        double norm = Math.Sqrt(squares.item<double>());
+        if (!double.IsFinite(norm)) return norm;
+        if (clip > 0 && norm > clip) shard.mul_(clip / (norm + 1e-6));
+        step++;
+        master.sub_(master * decayMask * (lr * weightDecay));
+        expAvg.mul_(beta1).add_(shard, alpha: 1 - beta1);
+        expAvgSq.mul_(beta2).addcmul_(shard, shard, value: 1 - beta2);
+        double correction1 = 1 - Math.Pow(beta1, step), correction2 = 1 - Math.Pow(beta2, step);
+        Tensor denominator = (expAvgSq.sqrt() / Math.Sqrt(correction2)).add_(eps);
+        master.addcdiv_(expAvg, denominator, value: -lr / correction1);
+        Tensor full = group.AllGather(master);
+        long offset = 0;
+        foreach (var (_, p) in parameters)
+        {
+            long n = p.numel();
+            p.copy_(full.narrow(0, offset, n).view(p.shape).to(p.dtype));
+            p.grad = null;
+            offset += n;
+        }
+        return norm;
+    }
+
+    /// <summary>Writes the gathered optimizer state by parameter name (rank 0 writes; every rank takes part).</summary>
+    public void Save(string path)
+    {
+        using var scope = NewDisposeScope();
+        Tensor m = group.AllGather(expAvg), v = group.AllGather(expAvgSq);
+        if (group.Rank != 0) return;
+        var tensors = new List<TensorToWrite>();
+        long offset = 0;
+        foreach (var (name, p) in parameters)
+        {
+            long n = p.numel();
+            tensors.Add(TensorToWrite.Of("exp_avg." + name, m.narrow(0, offset, n).view(p.shape).contiguous()));
+            tensors.Add(TensorToWrite.Of("exp_avg_sq." + name, v.narrow(0, offset, n).view(p.shape).contiguous()));
+            offset += n;
+        }
+        tensors.Add(TensorToWrite.Of("step", tensor(new[] { step })));
+        SafetensorsWriter.WriteFile(path, tensors);
+    }
+
+    /// <summary>Loads a state written by <see cref="Save"/> at any data-parallel size; the masters come from the model.</summary>
+    public void Load(string path)
+    {
+        using var file = SafetensorsFile.Open(path);
+        using var scope = NewDisposeScope();
+        Tensor Gather(string prefix)
+        {
+            var pieces = parameters.Select(p =>
+            {
+                string key = prefix + p.Name;
+                if (!file.Tensors.ContainsKey(key)) throw new InvalidDataException($"{path}: no {key}; the checkpoint was trained with other parameters");
+                return file.Read(key).reshape(-1);
+            }).ToList();
+            if (padded > total) pieces.Add(zeros(padded - total));
+            return cat(pieces.ToArray());
+        }
+        expAvg.copy_(Gather("exp_avg.").narrow(0, shardStart, shardSize));
+        expAvgSq.copy_(Gather("exp_avg_sq.").narrow(0, shardStart, shardSize));
+        step = file.Read("step").item<long>();
+        using var noGrad = no_grad();
+        master.copy_(Flatten(p => p.detach().to(ScalarType.Float32)).narrow(0, shardStart, shardSize));
+    }
+
+    /// <inheritdoc/>
+    public void Dispose()
+    {
+        master.Dispose();
+        expAvg.Dispose();
+        expAvgSq.Dispose();
+        decayMask.Dispose();
+    }
+}
