@@ -1,0 +1,44 @@
+using OmniTune.Distributed;
+
+namespace OmniTune.Tests.Distributed;
+
+public sealed class ParallelDimsTests
+{
+    [Fact]
+    public void Ranks_are_laid_out_in_megatron_order_with_tensor_parallel_fastest()
+    {
+        var dims = new ParallelDims(world: 16, tp: 2, cp: 1, pp: 2);
+        Assert.Equal(4, dims.Dp);
+        Assert.Equal(new ParallelCoordinates(1, 0, 0, 0), dims.Of(1));
+        Assert.Equal(new ParallelCoordinates(0, 0, 1, 0), dims.Of(2));
+        Assert.Equal(new ParallelCoordinates(1, 0, 3, 1), dims.Of(15));
+        Assert.Equal([0, 1], dims.GroupOf("tp", 0));
+        Assert.Equal([1, 3, 5, 7], dims.GroupOf("dp", 3));
+        Assert.Equal([3, 11], dims.GroupOf("pp", 3));
+        for (int r = 0; r < 16; r++) Assert.Equal(r, dims.RankOf(dims.Of(r)));
+    }
+
+    [Fact]
+    public void Sizes_that_do_not_divide_the_world_are_rejected()
+    {
+        Assert.Contains("not divisible by TP 3", Assert.Throws<ArgumentException>(() => new ParallelDims(8, tp: 3)).Message);
+        Assert.Throws<ArgumentException>(() => new ParallelDims(8, tp: 2).GroupOf("ep", 0));
+    }
+
+    [Fact]
+    public void A_single_rank_group_makes_collectives_identities()
+    {
+        using var group = new SingleRankGroup("decoder.dp");
+        using var t = TorchSharp.torch.ones(3);
+        group.AllReduce(t);
+        Assert.Equal([1f, 1, 1], t.data<float>().ToArray());
+        Assert.Equal((0, 1), (group.Rank, group.Size));
+    }
+
+    [Fact]
+    public void Nccl_without_the_library_says_how_to_get_it()
+    {
+        if (File.Exists("/usr/lib/x86_64-linux-gnu/libnccl.so.2")) return;   // a GPU machine: nothing to check here
+        Assert.Contains("libnccl.so.2 not found", Assert.Throws<DllNotFoundException>(NcclLibrary.Load).Message);
+    }
+}
