@@ -31,32 +31,20 @@ static class ConversionBenchmark
         long bytes = new FileInfo(Path.Combine(hf, "model.safetensors")).Length;
         log.WriteLine($"synthesized a 7B-shaped thinker with {textLayers} text, 2 ViT, 2 audio layers: {bytes / 1e9:F2} GB bf16 in {clock.Elapsed.TotalSeconds:F0} s");
         GC.Collect();
-        ResetPeak();
-        long before = Field("VmRSS:");
+        ProcessMemory.ResetPeak();
+        long before = ProcessMemory.Rss();
         clock.Restart();
         using (var source = new HfTensorSource(hf))
             CheckpointConverter.ToMm(source, new ParallelLayout([[textLayers - 1, 1]], [[2, 0]], [[2, 0]], TpSize: 2), mm);
         double toMm = clock.Elapsed.TotalSeconds;
-        long peakToMm = Field("VmHWM:") - before;
-        ResetPeak();
+        long peakToMm = ProcessMemory.Peak() - before;
+        ProcessMemory.ResetPeak();
         clock.Restart();
         using (var source = new MmCheckpoint(mm)) CheckpointConverter.ToHf(source, back, hf);
         double toHf = clock.Elapsed.TotalSeconds;
-        long peakToHf = Field("VmHWM:") - before;
+        long peakToHf = ProcessMemory.Peak() - before;
         log.WriteLine($"RESULT convert hf→mm (TP 2, PP 2): {bytes / 1e6 / toMm:F0} MB/s, peak RSS +{peakToMm >> 20} MiB for a {bytes >> 20} MiB checkpoint");
         log.WriteLine($"RESULT convert mm→hf: {bytes / 1e6 / toHf:F0} MB/s, peak RSS +{peakToHf >> 20} MiB (largest tensor: the 152064×3584 embedding, {152064L * 3584 * 2 >> 20} MiB)");
         Directory.Delete(dir, recursive: true);
     }
-
-    static long Field(string name)
-    {
-        foreach (string line in File.ReadLines("/proc/self/status"))
-        {
-            if (line.StartsWith(name, StringComparison.Ordinal))
-                return long.Parse(line.Split([' ', '\t'], StringSplitOptions.RemoveEmptyEntries)[1], System.Globalization.CultureInfo.InvariantCulture) * 1024;
-        }
-        return 0;
-    }
-
-    static void ResetPeak() => File.WriteAllText("/proc/self/clear_refs", "5");
 }

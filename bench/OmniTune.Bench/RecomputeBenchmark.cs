@@ -18,8 +18,8 @@ static class RecomputeBenchmark
         {
             model.TextModel.Recompute = settings;
             GC.Collect();
-            long before = Rss();
-            ResetPeak();
+            long before = ProcessMemory.Rss();
+            ProcessMemory.ResetPeak();
             var clock = Stopwatch.StartNew();
             using (var scope = NewDisposeScope())
             {
@@ -27,24 +27,9 @@ static class RecomputeBenchmark
                 model.zero_grad();
             }
             double ms = clock.Elapsed.TotalMilliseconds;
-            long peak = Peak();
+            long peak = ProcessMemory.Peak();
             log.WriteLine($"RESULT recompute {(settings is null ? "off" : "uniform/1")}: step {ms:F0} ms, peak RSS above the pre-step level {(peak - before) / (1 << 20)} MiB " +
                           $"(text decoder, {layers} layers, hidden {text.HiddenSize}, seq {seq}, vocab {text.VocabSize})");
         }
     }
-
-    static long Field(string name)
-    {
-        foreach (string line in File.ReadLines("/proc/self/status"))
-        {
-            if (line.StartsWith(name, StringComparison.Ordinal)) return long.Parse(line.Split([' ', '\t'], StringSplitOptions.RemoveEmptyEntries)[1], System.Globalization.CultureInfo.InvariantCulture) * 1024;
-        }
-        return 0;
-    }
-
-    static long Rss() => Field("VmRSS:");
-
-    static long Peak() => Field("VmHWM:");
-
-    static void ResetPeak() => File.WriteAllText("/proc/self/clear_refs", "5");
 }
