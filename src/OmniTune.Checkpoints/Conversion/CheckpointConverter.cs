@@ -26,7 +26,11 @@ public static class CheckpointConverter
         var map = MmTensorMap.For(config, source.TiedLmHead);
         WithTemporaryFolder(mmDir, temporary =>
         {
-            File.Copy(Path.Combine(source.ConfigFolder, "config.json"), Path.Combine(temporary, "config.json"));
+            foreach (string name in SideFiles)
+            {
+                string file = Path.Combine(source.ConfigFolder, name);
+                if (File.Exists(file)) File.Copy(file, Path.Combine(temporary, name));
+            }
             string release = Path.Combine(temporary, "release");
             long written = 0;
             for (int tp = 0; tp < layout.MaxTp; tp++)

@@ -51,7 +51,7 @@ static class GenerateCommand
                     adapters.MergeInto(thinker);
                 }
                 var ids = ThinkerGenerator.Generate(thinker, inputs, processor.Template.StopTokenIds.ToHashSet(),
-                    new GenerationOptions(parse.GetValue(maxTokens), parse.GetValue(temperature), parse.GetValue(topP), parse.GetValue(seed)));
+                    new GenerationOptions(parse.GetValue(maxTokens), parse.GetValue(temperature), parse.GetValue(topP), parse.GetValue(seed), TokenLimit: processor.Tokenizer.Count));
                 Console.WriteLine(processor.Tokenizer.Decode(ids, skipSpecial: true));
             }
             return 0;
@@ -59,8 +59,21 @@ static class GenerateCommand
         return command;
     }
 
-    /// <summary>A Hugging Face folder as is, or the model folder of a checkpoint root's latest iteration.</summary>
-    public static string ResolveModelFolder(string path) => CheckpointStore.IsCheckpointRoot(path)
-        ? Path.Combine(CheckpointStore.IterationFolder(path, CheckpointStore.ResolveIteration(path, null)), CheckpointStore.ModelFolder)
-        : path;
+    /// <summary>
+    /// A Hugging Face folder as is; the model folder of a training checkpoint root's latest iteration; or, for a
+    /// MindSpeed-MM-layout checkpoint, a Hugging Face folder reassembled from it (under the system temp folder).
+    /// </summary>
+    public static string ResolveModelFolder(string path)
+    {
+        if (OmniTune.Checkpoints.Conversion.MmCheckpoint.IsMmCheckpoint(path))
+        {
+            string converted = Path.Combine(Path.GetTempPath(), $"omnitune-mm-{Guid.NewGuid():N}");
+            using var mm = new OmniTune.Checkpoints.Conversion.MmCheckpoint(path);
+            OmniTune.Checkpoints.Conversion.CheckpointConverter.ToHf(mm, converted, null);
+            return converted;
+        }
+        return CheckpointStore.IsCheckpointRoot(path)
+            ? Path.Combine(CheckpointStore.IterationFolder(path, CheckpointStore.ResolveIteration(path, null)), CheckpointStore.ModelFolder)
+            : path;
+    }
 }

@@ -81,7 +81,7 @@ public static class MultimodalDemo
                 var prompt = processor.EncodePrompt([new ChatMessage(ChatRole.User, s.Question)], media);
                 var (inputs, _) = ThinkerInputsBuilder.FromConversation(prompt, useAudioInVideo: true);
                 string answer = processor.Tokenizer.Decode(ThinkerGenerator.Generate(thinker, inputs, processor.Template.StopTokenIds.ToHashSet(),
-                    new GenerationOptions(MaxNewTokens: 64)), skipSpecial: true);
+                    new GenerationOptions(MaxNewTokens: 64, TokenLimit: processor.Tokenizer.Count)), skipSpecial: true);
                 bool same = answer == s.Answer;
                 if (same) reproduced++;
                 log.WriteLine($"  {(same ? "ok  " : "miss")} {s.Question.Replace("<image>", "[image] ", StringComparison.Ordinal).Replace("<audio>", "[audio] ", StringComparison.Ordinal).Replace("<video>", "[video] ", StringComparison.Ordinal),-48} → \"{answer}\"");

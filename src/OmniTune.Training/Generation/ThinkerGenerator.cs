@@ -11,7 +11,8 @@ namespace OmniTune.Training.Generation;
 /// <param name="TopP">Nucleus sampling mass (1 = off).</param>
 /// <param name="Seed">Sampling seed.</param>
 /// <param name="UseCache">Decode with a KV cache (the prompt runs once); false recomputes the whole sequence each step.</param>
-public sealed record GenerationOptions(int MaxNewTokens = 64, double Temperature = 0, double TopP = 1.0, int Seed = 0, bool UseCache = true);
+/// <param name="TokenLimit">Only ids below this can be generated (the tokenizer's size: the embedding has more rows than the tokenizer has ids); 0 = no limit.</param>
+public sealed record GenerationOptions(int MaxNewTokens = 64, double Temperature = 0, double TopP = 1.0, int Seed = 0, bool UseCache = true, int TokenLimit = 0);
 
 /// <summary>
 /// Text generation from a multimodal prompt. The prompt's TMRoPE positions come from get_rope_index; each generated
@@ -36,7 +37,7 @@ public static class ThinkerGenerator
         {
             using var scope = NewDisposeScope();
             Tensor logits = model.Forward(prompt with { InputIds = ids, AttentionMask = null, PositionIds = positions })[0, -1];
-            int next = options.Temperature <= 0 ? (int)logits.argmax().item<long>() : Sample(logits, options, generator);
+            int next = Pick(logits, options, generator);
             if (stopIds.Contains(next)) break;
             generated.Add(next);
             Tensor nextId = tensor(new long[] { next }, device: ids.device).reshape(1, 1);
@@ -58,7 +59,7 @@ public static class ThinkerGenerator
         for (int k = 0; k < options.MaxNewTokens; k++)
         {
             using var scope = NewDisposeScope();
-            int next = options.Temperature <= 0 ? (int)logits.argmax().item<long>() : Sample(logits, options, generator);
+            int next = Pick(logits, options, generator);
             logits.Dispose();
             if (stopIds.Contains(next)) return generated;
             generated.Add(next);
@@ -71,6 +72,12 @@ public static class ThinkerGenerator
             logits = model.ForwardWithCache(step, cache)[0, -1].MoveToOuterDisposeScope();
         }
         return generated;
+    }
+
+    static int Pick(Tensor logits, GenerationOptions options, Generator generator)
+    {
+        Tensor allowed = options.TokenLimit > 0 && options.TokenLimit < logits.shape[0] ? logits.narrow(0, 0, options.TokenLimit) : logits;
+        return options.Temperature <= 0 ? (int)allowed.argmax().item<long>() : Sample(allowed, options, generator);
     }
 
     static int Sample(Tensor logits, GenerationOptions options, Generator generator)

@@ -47,6 +47,19 @@ public sealed class ConvertCliTests : IClassFixture<TrainingFixture>
             Assert.Equal(a.Keys, b.Keys);
             Assert.All(a.Keys, k => Assert.True(a.Read(k).bytes.SequenceEqual(b.Read(k).bytes), k));
         }
+        var err = new StringWriter();
+        var old = Console.Error;
+        Console.SetError(err);
+        int g;
+        try
+        {
+            g = Program.Main(["generate", "--model", mm, "--prompt", "Hello", "--max-new-tokens", "3"]);
+        }
+        finally
+        {
+            Console.SetError(old);
+        }
+        Assert.True(g == 0, err.ToString());
         var fromHf = Trainer.Run(fixture.Args("--train-iters", "1", "--load", fixture.Model), TextWriter.Null);
         var fromMm = Trainer.Run(fixture.Args("--train-iters", "1", "--load", mm, "--save", Path.Combine(dir.Path, "save")), TextWriter.Null);
         Assert.Equal(fromHf.StepLosses, fromMm.StepLosses);

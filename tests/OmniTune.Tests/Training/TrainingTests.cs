@@ -140,6 +140,17 @@ public sealed class TrainingTests : IClassFixture<TrainingFixture>
     }
 
     [Fact]
+    public void A_failed_save_keeps_the_previous_checkpoint_and_leaves_no_partial_folder()
+    {
+        using var dir = new TempFolder();
+        File.WriteAllText(Path.Combine(dir.Path, "iter_0000002"), "in the way");   // the second save cannot take its name
+        Assert.ThrowsAny<IOException>(() => Trainer.Run(fixture.Args("--train-iters", "2", "--save", dir.Path, "--save-interval", "1"), TextWriter.Null));
+        Assert.Equal("1", File.ReadAllText(Path.Combine(dir.Path, CheckpointStore.Tracker)));
+        Assert.True(File.Exists(Path.Combine(dir.Path, "iter_0000001", CheckpointStore.ModelFolder, "model.safetensors")));
+        Assert.Empty(Directory.GetDirectories(dir.Path, "*.tmp-*"));
+    }
+
+    [Fact]
     public void A_divergent_run_is_stopped_after_the_allowed_non_finite_steps()
     {
         var error = Assert.Throws<InvalidOperationException>(() =>
