@@ -20,6 +20,7 @@ public static class Program
             GenerateCommand.Create(),
             ConvertCommand.Create(),
             LaunchCommand.Create(),
+            CommCheckCommand.Create(),
             ConvertCommand.CreateMmConvertAlias(),
             DemoCommand.Create(),
         };

@@ -40,6 +40,12 @@ public interface IProcessGroup : IDisposable
     /// <summary>Sums across ranks and returns this rank's 1/Size slice of dim 0.</summary>
     Tensor ReduceScatter(Tensor tensor);
 
+    /// <summary>Sends <paramref name="tensor"/> (shape and dtype first, so the receiver needs neither) to <paramref name="destination"/>.</summary>
+    void Send(Tensor tensor, int destination);
+
+    /// <summary>Receives the tensor that <paramref name="source"/> sends with <see cref="Send"/>, whatever its shape and dtype.</summary>
+    Tensor Receive(int source);
+
     /// <summary>Waits for every rank.</summary>
     void Barrier();
 }

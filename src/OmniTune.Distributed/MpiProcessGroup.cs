@@ -4,29 +4,51 @@ using static TorchSharp.torch;
 
 namespace OmniTune.Distributed;
 
-/// <summary>A process group over an Open MPI communicator (CPU tensors; in-place where MPI allows). Counts above 2³¹ are chunked.</summary>
+/// <summary>
+/// A process group over an Open MPI communicator (CPU tensors; in-place where MPI allows). Counts above 2³¹ are chunked.
+/// Every call is watched: one that waits longer than the timeout ends the job with a message naming the rank, the group and
+/// the call, instead of hanging on a dead peer.
+/// </summary>
 public sealed class MpiProcessGroup : IProcessGroup
 {
-    const int MaxCount = int.MaxValue / 8;
-    readonly IntPtr communicator;
+    /// <summary>Megatron's default for --distributed-timeout-minutes.</summary>
+    public static readonly TimeSpan DefaultTimeout = TimeSpan.FromMinutes(10);
 
-    MpiProcessGroup(string name, IntPtr communicator)
+    const int MaxCount = int.MaxValue / 8;
+    const int MaxDims = 8;
+    const int HeaderTag = 7301, DataTag = 7302;
+    readonly IntPtr communicator;
+    readonly CollectiveWatchdog watchdog;
+    readonly int worldRank;
+
+    MpiProcessGroup(string name, IntPtr communicator, CollectiveWatchdog watchdog, int worldRank)
     {
         Name = name;
         this.communicator = communicator;
+        this.watchdog = watchdog;
+        this.worldRank = worldRank;
         Rank = OpenMpi.Rank(communicator);
         Size = OpenMpi.Size(communicator);
     }
 
-    /// <summary>The world: every process mpirun started.</summary>
-    public static MpiProcessGroup World(string name = "world")
+    /// <summary>The world: every process mpirun started. A call that waits longer than <paramref name="timeout"/> ends the job.</summary>
+    public static MpiProcessGroup World(string name = "world", TimeSpan? timeout = null)
     {
         OpenMpi.Initialize();
-        return new MpiProcessGroup(name, OpenMpi.Handle("ompi_mpi_comm_world"));
+        IntPtr world = OpenMpi.Handle("ompi_mpi_comm_world");
+        int rank = OpenMpi.Rank(world), size = OpenMpi.Size(world);
+        var watchdog = new CollectiveWatchdog(timeout ?? DefaultTimeout, message =>
+        {
+            Console.Out.Flush();
+            Console.Error.WriteLine($"[rank {rank}/{size}] error: {message}");
+            Console.Error.Flush();
+            OpenMpi.Abort(world, 124);
+        });
+        return new MpiProcessGroup(name, world, watchdog, rank);
     }
 
     /// <summary>A sub-group of the ranks with the same <paramref name="color"/>, ordered by <paramref name="key"/>.</summary>
-    public MpiProcessGroup Split(string name, int color, int key) => new(name, OpenMpi.Split(communicator, color, key));
+    public MpiProcessGroup Split(string name, int color, int key) => new(name, OpenMpi.Split(communicator, color, key), watchdog, worldRank);
 
     /// <inheritdoc/>
     public string Name { get; }
@@ -36,6 +58,12 @@ public sealed class MpiProcessGroup : IProcessGroup
 
     /// <inheritdoc/>
     public int Size { get; }
+
+    /// <summary>How long one call may wait for its peers.</summary>
+    public TimeSpan Timeout => watchdog.Timeout;
+
+    CollectiveWatchdog.Scope Watch(string call, Tensor? tensor = null) =>
+        watchdog.Watch($"rank {Rank} of group '{Name}' (world rank {worldRank}): {call}" + (tensor is null ? "" : $" of {tensor.numel()} {tensor.dtype} elements"));
 
     static IntPtr TypeOf(Tensor t) => t.dtype switch
     {
@@ -52,6 +80,12 @@ public sealed class MpiProcessGroup : IProcessGroup
             throw new ArgumentException($"{Name}: MPI collectives need contiguous CPU tensors (CUDA tensors go through NCCL)");
     }
 
+    void RequirePeer(int peer)
+    {
+        if (peer < 0 || peer >= Size || peer == Rank)
+            throw new ArgumentOutOfRangeException(nameof(peer), $"group '{Name}': rank {Rank} cannot exchange with rank {peer} (group of {Size})");
+    }
+
     /// <inheritdoc/>
     public void AllReduce(Tensor tensor, ReduceOp op = ReduceOp.Sum)
     {
@@ -59,6 +93,7 @@ public sealed class MpiProcessGroup : IProcessGroup
         IntPtr type = TypeOf(tensor), mpiOp = OpenMpi.Handle(op == ReduceOp.Sum ? "ompi_mpi_op_sum" : "ompi_mpi_op_max");
         int element = TensorMemory.ElementSize(tensor.dtype);
         IntPtr data = TensorMemory.DataPointer(tensor);
+        using var watched = Watch("all-reduce", tensor);
         for (long offset = 0; offset < tensor.numel(); offset += MaxCount)
         {
             int count = (int)Math.Min(MaxCount, tensor.numel() - offset);
@@ -73,6 +108,7 @@ public sealed class MpiProcessGroup : IProcessGroup
         IntPtr data = TensorMemory.DataPointer(tensor);
         long bytes = tensor.numel() * TensorMemory.ElementSize(tensor.dtype);
         IntPtr byteType = OpenMpi.Handle("ompi_mpi_byte");
+        using var watched = Watch($"broadcast from rank {root}", tensor);
         for (long offset = 0; offset < bytes; offset += MaxCount)
             OpenMpi.Bcast(data + (nint)offset, (int)Math.Min(MaxCount, bytes - offset), byteType, root, communicator);
     }
@@ -85,6 +121,7 @@ public sealed class MpiProcessGroup : IProcessGroup
         shape[0] *= Size;
         Tensor result = empty(shape, tensor.dtype);
         int count = checked((int)tensor.numel());
+        using var watched = Watch("all-gather", tensor);
         OpenMpi.Allgather(TensorMemory.DataPointer(tensor), count, TypeOf(tensor), TensorMemory.DataPointer(result), count, TypeOf(tensor), communicator);
         return result;
     }
@@ -97,13 +134,61 @@ public sealed class MpiProcessGroup : IProcessGroup
         long[] shape = tensor.shape;
         shape[0] /= Size;
         Tensor result = empty(shape, tensor.dtype);
+        using var watched = Watch("reduce-scatter", tensor);
         OpenMpi.ReduceScatterBlock(TensorMemory.DataPointer(tensor), TensorMemory.DataPointer(result), checked((int)result.numel()), TypeOf(tensor),
             OpenMpi.Handle("ompi_mpi_op_sum"), communicator);
         return result;
     }
 
     /// <inheritdoc/>
-    public void Barrier() => OpenMpi.Barrier(communicator);
+    public void Send(Tensor tensor, int destination)
+    {
+        RequireContiguousCpu(tensor);
+        RequirePeer(destination);
+        if (tensor.dim() > MaxDims) throw new ArgumentException($"{Name}: send takes tensors of at most {MaxDims} dimensions, not {tensor.dim()}");
+        var header = new long[2 + MaxDims];
+        header[0] = (long)tensor.dtype;
+        header[1] = tensor.dim();
+        tensor.shape.CopyTo(header, 2);
+        using var watched = Watch($"send to rank {destination}", tensor);
+        unsafe
+        {
+            fixed (long* h = header) OpenMpi.Send((IntPtr)h, header.Length, OpenMpi.Handle("ompi_mpi_int64_t"), destination, HeaderTag, communicator);
+        }
+        Transfer(tensor, (data, count, type) => OpenMpi.Send(data, count, type, destination, DataTag, communicator));
+    }
+
+    /// <inheritdoc/>
+    public Tensor Receive(int source)
+    {
+        RequirePeer(source);
+        var header = new long[2 + MaxDims];
+        using var watched = Watch($"receive from rank {source}");
+        unsafe
+        {
+            fixed (long* h = header) OpenMpi.Recv((IntPtr)h, header.Length, OpenMpi.Handle("ompi_mpi_int64_t"), source, HeaderTag, communicator);
+        }
+        if (header[1] is < 0 or > MaxDims) throw new InvalidOperationException($"{Name}: rank {source} sent a malformed tensor header ({header[1]} dimensions)");
+        Tensor result = empty(header.AsSpan(2, (int)header[1]).ToArray(), (ScalarType)header[0]);
+        Transfer(result, (data, count, type) => OpenMpi.Recv(data, count, type, source, DataTag, communicator));
+        return result;
+    }
+
+    /// <summary>Moves a tensor's bytes in chunks MPI's int counts can address.</summary>
+    static void Transfer(Tensor tensor, Action<IntPtr, int, IntPtr> call)
+    {
+        IntPtr data = TensorMemory.DataPointer(tensor), byteType = OpenMpi.Handle("ompi_mpi_byte");
+        long bytes = tensor.numel() * TensorMemory.ElementSize(tensor.dtype);
+        for (long offset = 0; offset < bytes; offset += MaxCount)
+            call(data + (nint)offset, (int)Math.Min(MaxCount, bytes - offset), byteType);
+    }
+
+    /// <inheritdoc/>
+    public void Barrier()
+    {
+        using var watched = Watch("barrier");
+        OpenMpi.Barrier(communicator);
+    }
 
     /// <summary>Ends every rank of the job with <paramref name="code"/> (after a fatal error on this rank).</summary>
     public void Abort(int code) => OpenMpi.Abort(communicator, code);

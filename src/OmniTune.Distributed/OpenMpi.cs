@@ -86,6 +86,14 @@ public static unsafe partial class OpenMpi
     public static void ReduceScatterBlock(IntPtr send, IntPtr receive, int count, IntPtr type, IntPtr op, IntPtr comm) =>
         Check(((delegate* unmanaged<IntPtr, IntPtr, int, IntPtr, IntPtr, IntPtr, int>)Symbol("MPI_Reduce_scatter_block"))(send, receive, count, type, op, comm), "MPI_Reduce_scatter_block");
 
+    /// <summary>MPI_Send (blocking).</summary>
+    public static void Send(IntPtr buffer, int count, IntPtr type, int destination, int tag, IntPtr comm) =>
+        Check(((delegate* unmanaged<IntPtr, int, IntPtr, int, int, IntPtr, int>)Symbol("MPI_Send"))(buffer, count, type, destination, tag, comm), "MPI_Send");
+
+    /// <summary>MPI_Recv (blocking; status ignored).</summary>
+    public static void Recv(IntPtr buffer, int count, IntPtr type, int source, int tag, IntPtr comm) =>
+        Check(((delegate* unmanaged<IntPtr, int, IntPtr, int, int, IntPtr, IntPtr, int>)Symbol("MPI_Recv"))(buffer, count, type, source, tag, comm, IntPtr.Zero), "MPI_Recv");
+
     /// <summary>MPI_Barrier.</summary>
     public static void Barrier(IntPtr comm) => Check(((delegate* unmanaged<IntPtr, int>)Symbol("MPI_Barrier"))(comm), "MPI_Barrier");
 

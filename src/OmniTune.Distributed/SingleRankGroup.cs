@@ -31,6 +31,14 @@ public sealed class SingleRankGroup(string name) : IProcessGroup
     public Tensor ReduceScatter(Tensor tensor) => tensor.clone();
 
     /// <inheritdoc/>
+    public void Send(Tensor tensor, int destination) =>
+        throw new InvalidOperationException($"group '{Name}' has one rank: there is no rank {destination} to send to");
+
+    /// <inheritdoc/>
+    public Tensor Receive(int source) =>
+        throw new InvalidOperationException($"group '{Name}' has one rank: there is no rank {source} to receive from");
+
+    /// <inheritdoc/>
     public void Barrier()
     {
     }

@@ -117,6 +117,12 @@ public sealed record TrainingArguments
     /// <summary>ZeRO-1: optimizer state sharded over the data-parallel ranks.</summary>
     public bool UseDistributedOptimizer { get; init; }
 
+    /// <summary>How long one collective may wait for its peers before the job ends (a dead or hung rank).</summary>
+    public TimeSpan DistributedTimeout { get; init; } = TimeSpan.FromMinutes(10);
+
+    /// <summary>Check every N steps that the data-parallel replicas still hold identical parameters (null: at start only).</summary>
+    public int? ReplicaCheckInterval { get; init; }
+
     /// <summary>TensorBoard event folder (none when null).</summary>
     public string? TensorboardDir { get; init; }
 
@@ -187,6 +193,8 @@ public sealed record TrainingArguments
             LoadBaseModel = f.Text("load-base-model"),
             TensorboardDir = f.Text("tensorboard-dir"),
             UseDistributedOptimizer = f.Has("use-distributed-optimizer"),
+            DistributedTimeout = TimeSpan.FromMinutes(f.Double("distributed-timeout-minutes")!.Value),
+            ReplicaCheckInterval = f.Int("check-weight-hash-across-dp-replicas-interval"),
             Lora = f.Given("lora-target-modules")
                 ? new OmniTune.Training.Lora.LoraSettings(OmniTune.Training.Lora.LoraAdapters.ParseTargets(f.Text("lora-target-modules")!), f.Int("lora-r")!.Value, f.Double("lora-alpha")!.Value,
                     f.Double("lora-dropout")!.Value, f.Has("lora-save-full-weight"))
@@ -202,6 +210,8 @@ public sealed record TrainingArguments
         if (args.LrWarmupFraction is not null && f.Given("lr-warmup-iters")) throw new ArgumentException("--lr-warmup-fraction and --lr-warmup-iters exclude each other");
         if (args.TrainIters < 1) throw new ArgumentException("--train-iters must be at least 1");
         if (args.SaveInterval is < 1) throw new ArgumentException("--save-interval must be at least 1");
+        if (args.DistributedTimeout <= TimeSpan.Zero) throw new ArgumentException("--distributed-timeout-minutes must be positive");
+        if (args.ReplicaCheckInterval is < 1) throw new ArgumentException("--check-weight-hash-across-dp-replicas-interval must be at least 1");
         if (args.LogInterval < 1) throw new ArgumentException("--log-interval must be at least 1");
         if (args.SaveInterval is not null && args.Save is null) throw new ArgumentException("--save-interval needs --save");
         if (args.ClipGrad < 0) throw new ArgumentException("--clip-grad must be ≥ 0");

@@ -51,7 +51,7 @@ public sealed class Trainer
 
     TrainingResult Run()
     {
-        using IProcessGroup world = ProcessGroups.World();
+        using IProcessGroup world = ProcessGroups.World(args.DistributedTimeout);
         if (world.Size > 1)
         {
             set_num_threads(Math.Max(1, Environment.ProcessorCount / world.Size));
@@ -245,6 +245,7 @@ public sealed class Trainer
         string? lastCheckpoint = null;
         double intervalLoss = 0, intervalMs = 0, intervalTokens = 0, intervalPadded = 0, lastNorm = 0, lastLr = 0;
         int intervalSteps = 0, intervalMicro = 0, intervalIterations = 0;
+        double waitMs = 0, syncMs = 0, runMs = 0;   // data parallel: waiting for the slowest rank, communication, whole steps
         model.train();
         adapters?.Train(true);
         while (iteration < args.TrainIters)
@@ -269,12 +270,19 @@ public sealed class Trainer
                     intervalMicro++;
                 }
             }
+            var sync = Stopwatch.StartNew();
+            if (dp.Size > 1) dp.Barrier();   // separates load imbalance from communication in the report below
+            waitMs += sync.Elapsed.TotalMilliseconds;
+            sync.Restart();
             if (distributed is null) SynchronizeGradients(trainable, dp);
+            syncMs += sync.Elapsed.TotalMilliseconds;
             stepLoss = args.LossMode == LossMode.PerToken ? SumOver(dp, stepLoss) : SumOver(dp, stepLoss) / dp.Size;
             masters?.GradientsToMasters();
             double lrNow = schedule.ForIteration(iteration - scheduleOffset, args.GlobalBatchSize);
+            sync.Restart();
             double norm = distributed is null ? GradientNorm(trainable)
                 : double.IsFinite(stepLoss) ? distributed.Step(lrNow, args.ClipGrad, average: args.LossMode != LossMode.PerToken) : double.NaN;
+            if (distributed is not null) syncMs += sync.Elapsed.TotalMilliseconds;
             double lr = schedule.ForIteration(iteration - scheduleOffset, args.GlobalBatchSize);
             consumed += args.GlobalBatchSize;
             if (!double.IsFinite(stepLoss) || !double.IsFinite(norm))
@@ -312,9 +320,15 @@ public sealed class Trainer
                 intervalLoss += stepLoss;
                 intervalSteps++;
             }
+            if (args.ReplicaCheckInterval is int check && iteration % check == 0 && dp.Size > 1)
+            {
+                CheckReplicasAgree(trainable, dp, iteration);
+                log.WriteLine($"replica check after iteration {iteration}: parameters identical on {dp.Size} ranks");
+            }
             lastNorm = norm;
             lastLr = lr;
             intervalMs += clock.Elapsed.TotalMilliseconds;
+            runMs += clock.Elapsed.TotalMilliseconds;
             intervalIterations++;
             progress?.Report((iteration, args.TrainIters));
             bool logNow = iteration % args.LogInterval == 0 || iteration == args.TrainIters;
@@ -334,6 +348,11 @@ public sealed class Trainer
                 lastSaved = iteration;
             }
         }
+        int stepsRun = iteration - state.Iteration;
+        if (dp.Size > 1 && stepsRun > 0)
+            log.WriteLine($"data-parallel communication: {syncMs / stepsRun:F1} ms per step, {100 * syncMs / runMs:F1} % of step time " +
+                (distributed is null ? "(gradient all-reduce)" : "(distributed optimizer step: reduce-scatter, sharded AdamW, all-gather)") +
+                $"; waiting for the slowest rank: {waitMs / stepsRun:F1} ms per step, {100 * waitMs / runMs:F1} %");
         if (args.Save is not null && lastSaved != iteration)
             lastCheckpoint = SaveOnRankZero(dp, distributed, iteration, () => Save(model, optimizer, loader, iteration, consumed, skipped, processorFolder, modelJson, adapters, masters, dp, distributed));
         if (args.Save is not null && stepLosses.Count > 0 && dp.Rank == 0)
@@ -434,24 +453,30 @@ public sealed class Trainer
         }
     }
 
-    /// <summary>Fails fast, naming the group, when data-parallel replicas do not start from identical parameters.</summary>
-    static void CheckReplicasAgree(List<(string Name, Parameter Parameter)> trainable, IProcessGroup dp)
+    /// <summary>
+    /// Fails fast, naming the group, when data-parallel replicas do not hold identical parameters: at the start (every rank
+    /// must load the same weights) and, with --check-weight-hash-across-dp-replicas-interval, after every N-th step.
+    /// </summary>
+    static void CheckReplicasAgree(List<(string Name, Parameter Parameter)> trainable, IProcessGroup dp, int? afterIteration = null)
     {
         if (dp.Size == 1) return;
         double checksum = 0;
+        using (NewDisposeScope())
         using (no_grad())
         {
             foreach (var (_, p) in trainable)
             {
-                using Tensor d = p.to(ScalarType.Float64);
+                Tensor d = p.to(ScalarType.Float64);
                 checksum += d.sum().item<double>() + d.abs().sum().item<double>() * 1e-3;
             }
         }
         using Tensor max = tensor(new[] { checksum }), min = tensor(new[] { -checksum });
         dp.AllReduce(max, ReduceOp.Max);
         dp.AllReduce(min, ReduceOp.Max);
-        if (max.item<double>() != checksum || -min.item<double>() != checksum)
-            throw new InvalidOperationException($"group '{dp.Name}': rank {dp.Rank}'s parameters differ from another replica's (checksum {checksum:R}); every rank must load the same weights");
+        if (max.item<double>() == checksum && -min.item<double>() == checksum) return;
+        throw new InvalidOperationException(afterIteration is int at
+            ? $"group '{dp.Name}': after iteration {at}, rank {dp.Rank}'s parameters differ from another replica's (checksum {checksum:R}); the replicas have diverged"
+            : $"group '{dp.Name}': rank {dp.Rank}'s parameters differ from another replica's (checksum {checksum:R}); every rank must load the same weights");
     }
 
     /// <summary>

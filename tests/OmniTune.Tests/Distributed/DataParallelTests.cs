@@ -43,7 +43,7 @@ public sealed partial class DataParallelTests : IClassFixture<TrainingFixture>
 
     [Theory]
     [InlineData(2, "")]
-    [InlineData(4, "")]
+    [InlineData(4, "--check-weight-hash-across-dp-replicas-interval 2")]
     [InlineData(2, "--calculate-per-token-loss")]
     public void Data_parallel_losses_equal_the_single_process_run_with_the_same_global_batch(int ranks, string mode)
     {
@@ -52,8 +52,11 @@ public sealed partial class DataParallelTests : IClassFixture<TrainingFixture>
         var (code, output, _) = Mpirun($"-np {ranks} dotnet {{cli}} {Flags(mode)}");
         Assert.True(code == 0, output);
         Assert.Contains($"data parallel over {ranks} ranks", output);
+        Assert.Matches(@"data-parallel communication: [0-9.]+ ms per step, [0-9.]+ % of step time", output);
         var losses = StepLine().Matches(output).Select(m => double.Parse(m.Groups[2].Value, CultureInfo.InvariantCulture)).ToList();
         Assert.Equal(4, losses.Count);   // step lines come from rank 0 only
+        if (mode.Contains("replicas", StringComparison.Ordinal))
+            Assert.Equal(2, Regex.Count(output, $"replica check after iteration \\d: parameters identical on {ranks} ranks"));
         for (int i = 0; i < 4; i++) Assert.Equal(single.StepLosses[i], losses[i], single.StepLosses[i] * 2e-5);
     }
 
@@ -95,6 +98,38 @@ public sealed partial class DataParallelTests : IClassFixture<TrainingFixture>
         Assert.NotEqual(0, code);
         Assert.Contains("[rank 1/2]", output);
         Assert.Contains("/nonexistent-checkpoint", output);
+        Assert.True(seconds < 60, $"the job took {seconds:F0} s to end");
+    }
+
+    [Fact]
+    public void Every_collective_and_send_receive_agree_on_an_odd_number_of_ranks()
+    {
+        Assert.True(HasMpirun, "mpirun is required (apt-get install openmpi-bin; bash tools/setup.sh does it)");
+        var (code, output, _) = Mpirun("-np 3 dotnet {cli} comm-check --size-mib 1");
+        Assert.True(code == 0, output);
+        Assert.Contains("send/receive and barrier agree on 3 ranks", output);
+    }
+
+    [Fact]
+    public void Each_tower_gets_its_own_groups_so_the_decoder_and_the_encoders_can_be_laid_out_differently()
+    {
+        Assert.True(HasMpirun, "mpirun is required (apt-get install openmpi-bin; bash tools/setup.sh does it)");
+        var (code, output, _) = Mpirun("-np 4 dotnet {cli} comm-check --size-mib 1 --tp 2");
+        Assert.True(code == 0, output);
+        Assert.Contains("decoder layout: tp 2 × cp 1 × dp 2 × pp 1; vision: dp 4", output);
+        Assert.Contains("group 'decoder.tp': all-reduce, broadcast, all-gather, reduce-scatter, send/receive and barrier agree on 2 ranks", output);
+        Assert.Contains("group 'decoder.dp': all-reduce, broadcast, all-gather, reduce-scatter, send/receive and barrier agree on 2 ranks", output);
+        Assert.Contains("group 'vision.dp': all-reduce, broadcast, all-gather, reduce-scatter, send/receive and barrier agree on 4 ranks", output);
+    }
+
+    [Fact]
+    public void A_hung_rank_ends_the_job_after_the_timeout_with_the_waiting_rank_and_group_named()
+    {
+        Assert.True(HasMpirun, "mpirun is required (apt-get install openmpi-bin; bash tools/setup.sh does it)");
+        var (code, output, seconds) = Mpirun("-np 2 dotnet {cli} comm-check --timeout-seconds 3 --stall-rank 1");
+        Assert.NotEqual(0, code);
+        Assert.Contains("rank 0 of group 'world'", output);
+        Assert.Contains("waited more than 3 s for its peers", output);
         Assert.True(seconds < 60, $"the job took {seconds:F0} s to end");
     }
 }
