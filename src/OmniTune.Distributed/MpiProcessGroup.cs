@@ -62,6 +62,9 @@ public sealed class MpiProcessGroup : IProcessGroup
     /// <summary>How long one call may wait for its peers.</summary>
     public TimeSpan Timeout => watchdog.Timeout;
 
+    /// <summary>The job's watchdog, shared with groups built on this one (NCCL groups bootstrapped from it).</summary>
+    internal CollectiveWatchdog Watchdog => watchdog;
+
     CollectiveWatchdog.Scope Watch(string call, Tensor? tensor = null) =>
         watchdog.Watch($"rank {Rank} of group '{Name}' (world rank {worldRank}): {call}" + (tensor is null ? "" : $" of {tensor.numel()} {tensor.dtype} elements"));
 

@@ -28,6 +28,18 @@ public static unsafe class NcclLibrary
             throw new DllNotFoundException("libnccl.so.2 not found: install NCCL (NVIDIA's repositories, or the nvidia-nccl-cu12 wheel) on the GPU machine");
     }
 
+    /// <summary>cudaSetDevice from the CUDA runtime that TorchSharp's CUDA package ships (NCCL binds communicators to the current device).</summary>
+    public static void SetDevice(int index)
+    {
+        IntPtr runtime = IntPtr.Zero;
+        foreach (string name in new[] { "libcudart.so.12", "libcudart.so.13", "libcudart.so" })
+            if (NativeLibrary.TryLoad(name, out runtime)) break;
+        if (runtime == IntPtr.Zero) throw new DllNotFoundException("libcudart.so not found: NCCL groups need the CUDA runtime (build with -p:OmniTuneTorchBackend=cuda on a GPU machine)");
+        var f = (delegate* unmanaged<int, int>)NativeLibrary.GetExport(runtime, "cudaSetDevice");
+        int result = f(index);
+        if (result != 0) throw new InvalidOperationException($"cudaSetDevice({index}) failed with CUDA error {result}");
+    }
+
     static T Function<T>(string name) where T : unmanaged
     {
         Load();
@@ -56,6 +68,30 @@ public static unsafe class NcclLibrary
     /// <summary>ncclAllReduce on device buffers (in place when send == receive).</summary>
     public static void AllReduce(IntPtr send, IntPtr receive, ulong count, int dataType, int op, IntPtr comm, IntPtr stream) =>
         Check(((delegate* unmanaged<IntPtr, IntPtr, ulong, int, int, IntPtr, IntPtr, int>)Function<IntPtr>("ncclAllReduce"))(send, receive, count, dataType, op, comm, stream), "ncclAllReduce");
+
+    /// <summary>ncclBroadcast on device buffers.</summary>
+    public static void Broadcast(IntPtr send, IntPtr receive, ulong count, int dataType, int root, IntPtr comm, IntPtr stream) =>
+        Check(((delegate* unmanaged<IntPtr, IntPtr, ulong, int, int, IntPtr, IntPtr, int>)Function<IntPtr>("ncclBroadcast"))(send, receive, count, dataType, root, comm, stream), "ncclBroadcast");
+
+    /// <summary>ncclAllGather: <paramref name="sendCount"/> elements from each rank, concatenated in rank order.</summary>
+    public static void AllGather(IntPtr send, IntPtr receive, ulong sendCount, int dataType, IntPtr comm, IntPtr stream) =>
+        Check(((delegate* unmanaged<IntPtr, IntPtr, ulong, int, IntPtr, IntPtr, int>)Function<IntPtr>("ncclAllGather"))(send, receive, sendCount, dataType, comm, stream), "ncclAllGather");
+
+    /// <summary>ncclReduceScatter: <paramref name="receiveCount"/> reduced elements land on each rank.</summary>
+    public static void ReduceScatter(IntPtr send, IntPtr receive, ulong receiveCount, int dataType, int op, IntPtr comm, IntPtr stream) =>
+        Check(((delegate* unmanaged<IntPtr, IntPtr, ulong, int, int, IntPtr, IntPtr, int>)Function<IntPtr>("ncclReduceScatter"))(send, receive, receiveCount, dataType, op, comm, stream), "ncclReduceScatter");
+
+    /// <summary>ncclSend (point to point, NCCL ≥ 2.7).</summary>
+    public static void Send(IntPtr buffer, ulong count, int dataType, int peer, IntPtr comm, IntPtr stream) =>
+        Check(((delegate* unmanaged<IntPtr, ulong, int, int, IntPtr, IntPtr, int>)Function<IntPtr>("ncclSend"))(buffer, count, dataType, peer, comm, stream), "ncclSend");
+
+    /// <summary>ncclRecv (point to point, NCCL ≥ 2.7).</summary>
+    public static void Receive(IntPtr buffer, ulong count, int dataType, int peer, IntPtr comm, IntPtr stream) =>
+        Check(((delegate* unmanaged<IntPtr, ulong, int, int, IntPtr, IntPtr, int>)Function<IntPtr>("ncclRecv"))(buffer, count, dataType, peer, comm, stream), "ncclRecv");
+
+    /// <summary>ncclCommDestroy.</summary>
+    public static void Destroy(IntPtr comm) =>
+        Check(((delegate* unmanaged<IntPtr, int>)Function<IntPtr>("ncclCommDestroy"))(comm), "ncclCommDestroy");
 
     static void Check(int result, string call)
     {

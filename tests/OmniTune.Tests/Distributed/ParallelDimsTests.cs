@@ -41,4 +41,21 @@ public sealed class ParallelDimsTests
         if (File.Exists("/usr/lib/x86_64-linux-gnu/libnccl.so.2")) return;   // a GPU machine: nothing to check here
         Assert.Contains("libnccl.so.2 not found", Assert.Throws<DllNotFoundException>(NcclLibrary.Load).Message);
     }
+
+    [Fact]
+    public void An_nccl_group_without_the_library_fails_before_touching_its_bootstrap_group()
+    {
+        if (File.Exists("/usr/lib/x86_64-linux-gnu/libnccl.so.2")) return;   // a GPU machine: nothing to check here
+        using var bootstrap = new SingleRankGroup("decoder.dp");
+        var e = Assert.Throws<DllNotFoundException>(() => NcclProcessGroup.Create(bootstrap, "decoder.dp.nccl", deviceIndex: 0));
+        Assert.Contains("libnccl.so.2 not found", e.Message);
+    }
+
+    [Theory]
+    [InlineData(TorchSharp.torch.ScalarType.Float32, 7)]
+    [InlineData(TorchSharp.torch.ScalarType.BFloat16, 9)]
+    [InlineData(TorchSharp.torch.ScalarType.Float16, 6)]
+    [InlineData(TorchSharp.torch.ScalarType.Int64, 4)]
+    public void Nccl_data_types_follow_nccl_h(TorchSharp.torch.ScalarType dtype, int code) =>
+        Assert.Equal(code, NcclProcessGroup.DataType(dtype));
 }
