@@ -60,6 +60,8 @@ public sealed class Trainer
         return RunOn(world);
     }
 
+    IProcessGroup? gradientGroup;
+
     TrainingResult RunOn(IProcessGroup world)
     {
         var dp = world;   // data parallel over every rank (TP = PP = CP = 1)
@@ -67,6 +69,8 @@ public sealed class Trainer
             throw new ArgumentException($"--global-batch-size {args.GlobalBatchSize} is not a multiple of --micro-batch-size {args.MicroBatchSize} × data-parallel size {dp.Size}");
         if (dp.Size > 1) log.WriteLine($"data parallel over {dp.Size} ranks (group '{dp.Name}'), {args.GlobalBatchSize / (args.MicroBatchSize * dp.Size)} micro-batches per rank and step");
         Device device = DeviceSelection.Resolve(args.Device);
+        using IProcessGroup? nccl = DeviceGradientGroup(dp, ref device);
+        gradientGroup = nccl ?? dp;
         // bf16 compute with fp32 masters on GPUs; on CPU only when asked for explicitly (--device cpu): bf16 matmul is ~150x slower there.
         bool bf16 = args.Bf16 && (device.type == DeviceType.CUDA || args.Device == "cpu");
         if (args.Bf16 && !bf16) log.WriteLine("note: --bf16 ignored on CPU (bf16 matmul is ~150x slower here; pass --device cpu to force it); training in fp32");
@@ -274,7 +278,7 @@ public sealed class Trainer
             if (dp.Size > 1) dp.Barrier();   // separates load imbalance from communication in the report below
             waitMs += sync.Elapsed.TotalMilliseconds;
             sync.Restart();
-            if (distributed is null) SynchronizeGradients(trainable, dp);
+            if (distributed is null) SynchronizeGradients(trainable, gradientGroup ?? dp);
             syncMs += sync.Elapsed.TotalMilliseconds;
             stepLoss = args.LossMode == LossMode.PerToken ? SumOver(dp, stepLoss) : SumOver(dp, stepLoss) / dp.Size;
             masters?.GradientsToMasters();
@@ -425,6 +429,22 @@ public sealed class Trainer
     }
 
     static long SumOver(IProcessGroup dp, long value) => (long)SumOver(dp, (double)value);
+
+    /// <summary>
+    /// On CUDA with several ranks: each rank takes the GPU of its local rank, and gradients are all-reduced over NCCL
+    /// (the CPU group keeps the scalar reductions). Null on CPU or with one rank. Written for GPU machines; never run here.
+    /// </summary>
+    IProcessGroup? DeviceGradientGroup(IProcessGroup dp, ref Device device)
+    {
+        if (device.type != DeviceType.CUDA || dp.Size == 1) return null;
+        if (args.UseDistributedOptimizer)
+            throw new ArgumentException("--use-distributed-optimizer is built for CPU tensors only so far; on CUDA devices run plain data parallel (NCCL) without it");
+        int localRank = int.TryParse(Environment.GetEnvironmentVariable("OMPI_COMM_WORLD_LOCAL_RANK"), out int r) ? r : 0;
+        if (device.index < 0) device = new Device(DeviceType.CUDA, localRank);
+        var group = NcclProcessGroup.Create(dp, $"{dp.Name}.nccl", device.index);
+        log.WriteLine($"gradients all-reduced over NCCL (group '{group.Name}'), each rank on cuda:<local rank>");
+        return group;
+    }
 
     /// <summary>
     /// Data-parallel gradient synchronisation: every trainable gradient (zeros where none) goes into one flat bucket,
