@@ -138,11 +138,11 @@ public sealed record TrainingArguments
         foreach (string axis in new[] { "tensor-model-parallel-size", "pipeline-model-parallel-size", "context-parallel-size", "expert-model-parallel-size" })
         {
             if (f.Int(axis) is int size && size != 1)
-                throw new NotSupportedException($"--{axis} {size}: parallel training is not built yet (it arrives with multi-process training); use 1");
+                throw new NotSupportedException($"--{axis} {size}: this kind of parallel training is not built yet; use 1 (data parallel is: start N ranks with mpirun -np N)");
         }
         foreach (string flag in new[] { "hetero-parallel", "sequence-parallel", "enable-dummy-optimizer" })
         {
-            if (f.Has(flag)) throw new NotSupportedException($"--{flag}: not built yet (it arrives with multi-process training)");
+            if (f.Has(flag)) throw new NotSupportedException($"--{flag}: not built yet (it needs tensor/pipeline parallel, which do not exist yet)");
         }
         if (f.Given("virtual-pipeline-model-parallel-size")) throw new NotSupportedException("--virtual-pipeline-model-parallel-size: pipeline parallel is not built yet");
         if (f.Has("calculate-per-sample-loss") && f.Has("calculate-per-token-loss"))

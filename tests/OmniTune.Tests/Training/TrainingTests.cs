@@ -46,6 +46,10 @@ public sealed class TrainingTests : IClassFixture<TrainingFixture>
         Assert.Equal(["linear_qkv", "linear_proj"], fixture.Args("--lora-target-modules", "linear_qkv", "linear_proj").Lora!.TargetModules);
         Assert.Contains("unknown module 'linear_xyz'", Assert.Throws<ArgumentException>(() => fixture.Args("--lora-target-modules", "linear_xyz")).Message);
         Assert.Contains("multiple of --micro-batch-size", Assert.Throws<ArgumentException>(() => fixture.Args("--micro-batch-size", "3", "--global-batch-size", "4")).Message);
+        Assert.Equal(TimeSpan.FromMinutes(2.5), fixture.Args("--distributed-timeout-minutes", "2.5").DistributedTimeout);
+        Assert.Equal(TimeSpan.FromMinutes(10), fixture.Args().DistributedTimeout);   // Megatron's default
+        Assert.Contains("must be positive", Assert.Throws<ArgumentException>(() => fixture.Args("--distributed-timeout-minutes", "0")).Message);
+        Assert.Equal(50, fixture.Args("--check-weight-hash-across-dp-replicas-interval", "50").ReplicaCheckInterval);
         var args = fixture.Args("--use-flash-attn", "--no-masked-softmax-fusion", "--distributed-backend", "nccl", "--calculate-per-token-loss");
         Assert.Equal(["--use-flash-attn", "--no-masked-softmax-fusion", "--distributed-backend"], args.IgnoredFlags);
         Assert.Equal(LossMode.PerToken, args.LossMode);
