@@ -17,6 +17,13 @@ public sealed class BatchCollator(ProcessorSettings settings, RopeIndexSettings 
     /// <summary>Collates <paramref name="samples"/>.</summary>
     public TrainingBatch Collate(IReadOnlyList<EncodedSample> samples)
     {
+        // Decoding and preprocessing make many intermediate tensors; only the batch's own leave this scope.
+        using var scope = NewDisposeScope();
+        return CollateInScope(samples).DetachFromDisposeScope();
+    }
+
+    TrainingBatch CollateInScope(IReadOnlyList<EncodedSample> samples)
+    {
         int longest = samples.Max(s => s.InputIds.Length);
         int length = (longest + padToMultipleOf - 1) / padToMultipleOf * padToMultipleOf;
         var ids = new long[samples.Count][];

@@ -27,10 +27,18 @@ public sealed class TrainingBatch : IDisposable
     /// <summary>Tokens that are not padding.</summary>
     public int RealTokens { get; }
 
+    Tensor?[] Tensors => [Inputs.InputIds, Inputs.AttentionMask, Inputs.PixelValues, Inputs.PixelValuesVideos, Inputs.InputFeatures, Inputs.FeatureAttentionMask, Inputs.PositionIds, Labels];
+
+    /// <summary>Moves the batch's tensors out of the current dispose scope (the batch owns them); returns this batch.</summary>
+    public TrainingBatch DetachFromDisposeScope()
+    {
+        foreach (Tensor? t in Tensors) t?.DetachFromDisposeScope();
+        return this;
+    }
+
     /// <inheritdoc/>
     public void Dispose()
     {
-        foreach (Tensor? t in new[] { Inputs.InputIds, Inputs.AttentionMask, Inputs.PixelValues, Inputs.PixelValuesVideos, Inputs.InputFeatures, Inputs.FeatureAttentionMask, Inputs.PositionIds, Labels })
-            t?.Dispose();
+        foreach (Tensor? t in Tensors) t?.Dispose();
     }
 }

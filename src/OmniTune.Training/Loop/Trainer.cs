@@ -259,7 +259,7 @@ public sealed class Trainer
             var batches = Enumerable.Range(0, microBatches).Select(_ => loader.Next()).ToList();
             double stepLoss = 0;
             long stepTokens = args.LossMode == LossMode.PerToken ? SumOver(dp, batches.Sum(b => StepLoss.CountedTokens(b.Labels))) : 0;
-            optimizer.zero_grad();
+            ZeroGradients(optimizer);
             foreach (TrainingBatch batch in batches)
             {
                 using (batch)
@@ -293,7 +293,7 @@ public sealed class Trainer
             {
                 skipped++;
                 nanStreak++;
-                optimizer.zero_grad();
+                ZeroGradients(optimizer);
                 log.WriteLine($"warning: iteration {iteration} has a non-finite {(double.IsFinite(stepLoss) ? "gradient norm" : "loss")}; the step is skipped ({nanStreak} in a row)");
                 if (nanStreak >= args.MaxNanSteps)
                     throw new InvalidOperationException($"{nanStreak} non-finite steps in a row (--max-nan-steps {args.MaxNanSteps}); stopping. Lower --lr or check the data around iteration {iteration}.");
@@ -311,6 +311,7 @@ public sealed class Trainer
                 if (args.ClipGrad > 0 && norm > args.ClipGrad)
                 {
                     double coefficient = args.ClipGrad / (norm + 1e-6);
+                    using (NewDisposeScope())
                     using (no_grad())
                     {
                         foreach (var (_, p) in trainable) p.grad?.mul_(coefficient);
@@ -504,8 +505,16 @@ public sealed class Trainer
     /// step), so every step updates every trainable parameter as Megatron's gradient buffers do, whether or not the run
     /// was resumed; otherwise Adam's momentum would move such parameters in a straight run but not after a resume.
     /// </summary>
+    /// <summary>optimizer.zero_grad() makes a tensor wrapper per parameter; a scope releases them now rather than at the next GC.</summary>
+    static void ZeroGradients(OptimizerHelper optimizer)
+    {
+        using var scope = NewDisposeScope();
+        optimizer.zero_grad();
+    }
+
     static void EnsureGradients(List<(string Name, Parameter Parameter)> trainable)
     {
+        using var scope = NewDisposeScope();   // the parameter keeps its gradient; the wrappers go
         foreach (var (_, p) in trainable)
         {
             if (p.grad is null) p.grad = zeros_like(p);
@@ -526,13 +535,13 @@ public sealed class Trainer
     static double GradientNorm(List<(string Name, Parameter Parameter)> trainable)
     {
         double sum = 0;
+        using (NewDisposeScope())
         using (no_grad())
         {
             foreach (var (_, p) in trainable)
             {
-                if (p.grad is null) continue;
-                using Tensor g = p.grad.to(ScalarType.Float64);
-                sum += g.pow(2).sum().item<double>();
+                if (p.grad is not { } grad) continue;
+                sum += grad.to(ScalarType.Float64).pow(2).sum().item<double>();
             }
         }
         return Math.Sqrt(sum);

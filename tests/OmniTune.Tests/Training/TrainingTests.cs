@@ -161,4 +161,35 @@ public sealed class TrainingTests : IClassFixture<TrainingFixture>
             Trainer.Run(fixture.Args("--lr", "1e20", "--clip-grad", "0", "--train-iters", "30", "--max-nan-steps", "2"), TextWriter.Null));
         Assert.Contains("non-finite steps in a row", error.Message);
     }
+
+    /// <summary>Calls back on the training thread (Progress&lt;T&gt; would post elsewhere).</summary>
+    sealed class AtIterations(Action<int> onIteration) : IProgress<(int Iteration, int Total)>
+    {
+        public void Report((int Iteration, int Total) value) => onIteration(value.Iteration);
+    }
+
+    static long CurrentRss()
+    {
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        using var process = System.Diagnostics.Process.GetCurrentProcess();
+        process.Refresh();
+        return process.WorkingSet64;
+    }
+
+    [Fact]
+    public void The_training_loop_holds_its_memory_flat_across_steps()
+    {
+        // Undisposed tensors are freed only when the GC runs, which does not see native memory: count them, not just RSS.
+        long rssAt20 = 0, rssAt120 = 0, liveAt20 = 0, liveAt120 = 0;
+        var progress = new AtIterations(i =>
+        {
+            if (i == 20) (rssAt20, liveAt20) = (CurrentRss(), TorchSharp.DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+            if (i == 120) (rssAt120, liveAt120) = (CurrentRss(), TorchSharp.DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+        });
+        Trainer.Run(fixture.Args("--train-iters", "120", "--log-interval", "10"), TextWriter.Null, progress);
+        Assert.True(rssAt20 > 0 && rssAt120 > 0);
+        Assert.True(liveAt120 == liveAt20, $"{liveAt120 - liveAt20} tensors left undisposed over 100 training steps");
+        Assert.True(rssAt120 - rssAt20 < 48L << 20, $"RSS grew by {(rssAt120 - rssAt20) >> 20} MiB over 100 training steps");
+    }
 }
