@@ -24,7 +24,11 @@ public static class StepLoss
     }
 
     /// <summary>Tokens with a label in a label tensor (after the shift).</summary>
-    public static long CountedTokens(Tensor labels) => labels.narrow(1, 1, labels.shape[1] - 1).ne(-100).sum().item<long>();
+    public static long CountedTokens(Tensor labels)
+    {
+        using var scope = NewDisposeScope();
+        return labels.narrow(1, 1, labels.shape[1] - 1).ne(-100).sum().item<long>();
+    }
 
     /// <summary>
     /// The micro-batch's loss to back-propagate (already divided so that summing over the step's micro-batches gives the
