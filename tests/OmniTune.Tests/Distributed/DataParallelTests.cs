@@ -14,7 +14,9 @@ public sealed partial class DataParallelTests : IClassFixture<TrainingFixture>
 
     public DataParallelTests(TrainingFixture fixture) => this.fixture = fixture;
 
-    static bool HasMpirun => (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':').Any(d => File.Exists(Path.Combine(d, "mpirun")));
+    static void RequireMpirun() =>
+        Assert.True((Environment.GetEnvironmentVariable("PATH") ?? "").Split(':').Any(d => File.Exists(Path.Combine(d, "mpirun"))),
+            "mpirun is required (apt-get install openmpi-bin; bash tools/setup.sh does it)");
 
     [GeneratedRegex(@"iteration\s+(\d+)/.*? loss: ([0-9.E+-]+)")]
     private static partial Regex StepLine();
@@ -47,7 +49,7 @@ public sealed partial class DataParallelTests : IClassFixture<TrainingFixture>
     [InlineData(2, "--calculate-per-token-loss")]
     public void Data_parallel_losses_equal_the_single_process_run_with_the_same_global_batch(int ranks, string mode)
     {
-        Assert.True(HasMpirun, "mpirun is required (apt-get install openmpi-bin; bash tools/setup.sh does it)");
+        RequireMpirun();
         var single = Trainer.Run(fixture.Args([.. $"--micro-batch-size 1 --global-batch-size 4 --train-iters 4 {mode}".Split(' ', StringSplitOptions.RemoveEmptyEntries)]), TextWriter.Null);
         var (code, output, _) = Mpirun($"-np {ranks} dotnet {{cli}} {Flags(mode)}");
         Assert.True(code == 0, output);
@@ -66,7 +68,7 @@ public sealed partial class DataParallelTests : IClassFixture<TrainingFixture>
     [Fact]
     public void The_distributed_optimizer_matches_the_plain_one_and_resumes_at_another_data_parallel_size()
     {
-        Assert.True(HasMpirun, "mpirun is required (apt-get install openmpi-bin; bash tools/setup.sh does it)");
+        RequireMpirun();
         using var dir = new TempFolder();
         var plain = Mpirun($"-np 2 dotnet {{cli}} {Flags("")}");
         var sharded = Mpirun($"-np 2 dotnet {{cli}} {Flags("--use-distributed-optimizer")}");
@@ -93,7 +95,7 @@ public sealed partial class DataParallelTests : IClassFixture<TrainingFixture>
     [Fact]
     public void A_rank_that_fails_ends_the_whole_job_quickly_with_its_rank_named()
     {
-        Assert.True(HasMpirun, "mpirun is required (apt-get install openmpi-bin; bash tools/setup.sh does it)");
+        RequireMpirun();
         var (code, output, seconds) = Mpirun($"-np 1 dotnet {{cli}} {Flags("--train-iters 200")} : -np 1 dotnet {{cli}} {Flags("--load /nonexistent-checkpoint")}");
         Assert.NotEqual(0, code);
         Assert.Contains("[rank 1/2]", output);
@@ -104,7 +106,7 @@ public sealed partial class DataParallelTests : IClassFixture<TrainingFixture>
     [Fact]
     public void Every_collective_and_send_receive_agree_on_an_odd_number_of_ranks()
     {
-        Assert.True(HasMpirun, "mpirun is required (apt-get install openmpi-bin; bash tools/setup.sh does it)");
+        RequireMpirun();
         var (code, output, _) = Mpirun("-np 3 dotnet {cli} comm-check --size-mib 1");
         Assert.True(code == 0, output);
         Assert.Contains("send/receive and barrier agree on 3 ranks", output);
@@ -113,7 +115,7 @@ public sealed partial class DataParallelTests : IClassFixture<TrainingFixture>
     [Fact]
     public void Each_tower_gets_its_own_groups_so_the_decoder_and_the_encoders_can_be_laid_out_differently()
     {
-        Assert.True(HasMpirun, "mpirun is required (apt-get install openmpi-bin; bash tools/setup.sh does it)");
+        RequireMpirun();
         var (code, output, _) = Mpirun("-np 4 dotnet {cli} comm-check --size-mib 1 --tp 2");
         Assert.True(code == 0, output);
         Assert.Contains("decoder layout: tp 2 × cp 1 × dp 2 × pp 1; vision: dp 4", output);
@@ -125,7 +127,7 @@ public sealed partial class DataParallelTests : IClassFixture<TrainingFixture>
     [Fact]
     public void A_hung_rank_ends_the_job_after_the_timeout_with_the_waiting_rank_and_group_named()
     {
-        Assert.True(HasMpirun, "mpirun is required (apt-get install openmpi-bin; bash tools/setup.sh does it)");
+        RequireMpirun();
         var (code, output, seconds) = Mpirun("-np 2 dotnet {cli} comm-check --timeout-seconds 3 --stall-rank 1");
         Assert.NotEqual(0, code);
         Assert.Contains("rank 0 of group 'world'", output);

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using OmniTune.Tests.Testing;
 using OmniTune.Core.Native;
 using OmniTune.Models.Common;
@@ -43,21 +42,13 @@ public sealed class TrainingBehaviourTests : IClassFixture<TinyModelFixture>
             }
             for (int i = 0; i < 10; i++) Step();   // warm-up: optimizer state, allocator pools
             long liveBefore = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
-            long rssBefore = CurrentRss();
+            long rssBefore = ResidentMemory.AfterCollection();
             for (int i = 0; i < 150; i++) Step();
             long liveAfter = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
-            long rssAfter = CurrentRss();
+            long rssAfter = ResidentMemory.AfterCollection();
             Assert.Equal(liveBefore, liveAfter);
             Assert.True(rssAfter - rssBefore < 40L << 20, $"RSS grew by {(rssAfter - rssBefore) >> 20} MiB over 150 steps");
         }
     }
 
-    static long CurrentRss()
-    {
-        GC.Collect();
-        GC.WaitForPendingFinalizers();
-        using var process = Process.GetCurrentProcess();
-        process.Refresh();
-        return process.WorkingSet64;
-    }
 }

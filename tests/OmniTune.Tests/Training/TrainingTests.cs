@@ -168,15 +168,6 @@ public sealed class TrainingTests : IClassFixture<TrainingFixture>
         public void Report((int Iteration, int Total) value) => onIteration(value.Iteration);
     }
 
-    static long CurrentRss()
-    {
-        GC.Collect();
-        GC.WaitForPendingFinalizers();
-        using var process = System.Diagnostics.Process.GetCurrentProcess();
-        process.Refresh();
-        return process.WorkingSet64;
-    }
-
     [Theory]
     [InlineData("")]
     [InlineData("--lora-target-modules linear_qkv linear_fc1 --lora-r 4")]
@@ -187,8 +178,8 @@ public sealed class TrainingTests : IClassFixture<TrainingFixture>
         long rssAt20 = 0, rssAt120 = 0, liveAt20 = 0, liveAt120 = 0;
         var progress = new AtIterations(i =>
         {
-            if (i == 20) (rssAt20, liveAt20) = (CurrentRss(), TorchSharp.DisposeScopeManager.Statistics.ThreadTotalLiveCount);
-            if (i == 120) (rssAt120, liveAt120) = (CurrentRss(), TorchSharp.DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+            if (i == 20) (rssAt20, liveAt20) = (ResidentMemory.AfterCollection(), TorchSharp.DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+            if (i == 120) (rssAt120, liveAt120) = (ResidentMemory.AfterCollection(), TorchSharp.DisposeScopeManager.Statistics.ThreadTotalLiveCount);
         });
         Trainer.Run(fixture.Args([.. $"--train-iters 120 --log-interval 10 {extra}".Split(' ', StringSplitOptions.RemoveEmptyEntries)]), TextWriter.Null, progress);
         Assert.True(rssAt20 > 0 && rssAt120 > 0);
