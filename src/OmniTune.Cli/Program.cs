@@ -10,6 +10,7 @@ public static class Program
     /// <summary>Entry point.</summary>
     public static int Main(string[] args)
     {
+        ConsoleOutput.Configure();
         MallocTuning.Apply();
         var root = new RootCommand("OmniTune: fine-tuning Qwen2.5-Omni in .NET")
         {

@@ -122,7 +122,7 @@ static class ConvertCommand
 
     static void WithProgress(string title, Action<IProgress<long>> work)
     {
-        if (Console.IsOutputRedirected || !AnsiConsole.Profile.Capabilities.Interactive)
+        if (!ConsoleOutput.IsInteractive)
         {
             var clock = System.Diagnostics.Stopwatch.StartNew();
             long last = 0;

@@ -69,7 +69,7 @@ static class DataCommand
     /// <summary>Runs work with a progress bar on a terminal, or with periodic lines otherwise.</summary>
     static T WithProgress<T>(string title, Func<IProgress<(int Done, int Total)>, T> work)
     {
-        if (!Console.IsOutputRedirected && AnsiConsole.Profile.Capabilities.Interactive)
+        if (ConsoleOutput.IsInteractive)
         {
             T result = default!;
             AnsiConsole.Progress().Start(context =>

@@ -23,7 +23,7 @@ static class FinetuneCommand
             var flags = MegatronFlags.Parse(parse.UnmatchedTokens);
             var arguments = TrainingArguments.FromFlags(flags);
             TrainingResult result;
-            if (!Console.IsOutputRedirected && AnsiConsole.Profile.Capabilities.Interactive)
+            if (ConsoleOutput.IsInteractive)
             {
                 // On a terminal: a progress bar below the step lines (which go through Spectre so they print above it).
                 result = null!;
@@ -37,7 +37,8 @@ static class FinetuneCommand
             {
                 result = Trainer.Run(arguments, Console.Out);
             }
-            Console.WriteLine($"finished at iteration {result.Iteration}" + (result.LastCheckpoint is null ? "" : $"; last checkpoint {result.LastCheckpoint}"));
+            if (result.LogsHere)
+                Console.WriteLine($"finished at iteration {result.Iteration}" + (result.LastCheckpoint is null ? "" : $"; last checkpoint {result.LastCheckpoint}"));
             return 0;
         }));
         return command;

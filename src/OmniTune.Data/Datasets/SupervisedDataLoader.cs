@@ -6,16 +6,19 @@ namespace OmniTune.Data.Datasets;
 public sealed record LoaderPosition(int Epoch, int Batch);
 
 /// <summary>
-/// Micro-batches for one data-parallel rank, cyclic over epochs (Megatron's random batch sampler): each epoch uses
-/// ⌊N / (MBS·DP)⌋·MBS·DP samples (drop_last) of a permutation seeded by (seed, epoch); rank r takes every DP-th sample
-/// from position r, in micro-batches of MBS. Background workers collate ahead (prefetch) and batches come out in order.
-/// The position can be saved and restored exactly.
+/// Micro-batches for one data-parallel rank, cyclic over epochs. The global order is a function of the seed and the
+/// global batch size alone: each epoch is a permutation seeded by (seed, epoch) cut into ⌊N / GBS⌋ global batches
+/// (the tail that does not fill one is dropped), and global batch g holds micro-batches m = 0 … GBS/MBS − 1 of MBS
+/// consecutive samples each. Data-parallel rank r takes micro-batches r, r + DP, r + 2·DP, … of every global batch
+/// (Megatron's split of each MBS·DP chunk), so every data-parallel size — and every other layout — trains on the same
+/// global batches, drops the same samples and forms the same micro-batches as a single process. Background workers
+/// collate ahead (prefetch) and batches come out in order. The position can be saved and restored exactly.
 /// </summary>
 public sealed class SupervisedDataLoader : IDisposable
 {
     readonly IReadOnlyList<EncodedSample> samples;
     readonly BatchCollator collator;
-    readonly int microBatch, rank, worldSize, seed, workers;
+    readonly int microBatch, globalBatch, rank, worldSize, seed, workers;
     readonly bool shuffle;
     readonly Queue<(LoaderPosition Position, Task<TrainingBatch> Batch)> pending = new();
     readonly SemaphoreSlim running;
@@ -23,15 +26,21 @@ public sealed class SupervisedDataLoader : IDisposable
     int[]? epochOrder;
     int orderEpoch = -1;
 
-    /// <summary>Creates a loader starting at <paramref name="start"/> (the beginning when null).</summary>
+    /// <summary>
+    /// Creates a loader starting at <paramref name="start"/> (the beginning when null); <paramref name="globalBatch"/>
+    /// defaults to one micro-batch per rank (MBS × DP) and must be a multiple of it.
+    /// </summary>
     public SupervisedDataLoader(IReadOnlyList<EncodedSample> samples, BatchCollator collator, int microBatch, int seed, bool shuffle,
-        int workers = 0, int dataParallelRank = 0, int dataParallelSize = 1, LoaderPosition? start = null)
+        int workers = 0, int dataParallelRank = 0, int dataParallelSize = 1, LoaderPosition? start = null, int? globalBatch = null)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(microBatch, 1);
         if (dataParallelRank < 0 || dataParallelRank >= dataParallelSize) throw new ArgumentOutOfRangeException(nameof(dataParallelRank));
         this.samples = samples;
         this.collator = collator;
         this.microBatch = microBatch;
+        this.globalBatch = globalBatch ?? microBatch * dataParallelSize;
+        if (this.globalBatch % (microBatch * dataParallelSize) != 0)
+            throw new ArgumentException($"global batch {this.globalBatch} is not a multiple of micro-batch {microBatch} × data-parallel size {dataParallelSize}");
         this.seed = seed;
         this.shuffle = shuffle;
         this.workers = Math.Max(0, workers);
@@ -39,14 +48,17 @@ public sealed class SupervisedDataLoader : IDisposable
         rank = dataParallelRank;
         worldSize = dataParallelSize;
         if (BatchesPerEpoch == 0)
-            throw new ArgumentException($"{samples.Count} samples are fewer than one global batch of {microBatch} × {dataParallelSize} (drop_last)");
+            throw new ArgumentException($"{samples.Count} samples are fewer than one global batch of {this.globalBatch} (drop_last)");
         Position = start ?? new LoaderPosition(0, 0);
         if (Position.Batch >= BatchesPerEpoch) throw new ArgumentException($"position {Position} is past the {BatchesPerEpoch} batches of an epoch");
         scheduled = Position;
     }
 
+    /// <summary>Micro-batches of this rank per global batch.</summary>
+    int MicroBatchesPerGlobalBatch => globalBatch / (microBatch * worldSize);
+
     /// <summary>Micro-batches of this rank per epoch.</summary>
-    public int BatchesPerEpoch => samples.Count / (microBatch * worldSize);
+    public int BatchesPerEpoch => samples.Count / globalBatch * MicroBatchesPerGlobalBatch;
 
     /// <summary>Position of the next batch <see cref="Next"/> returns.</summary>
     public LoaderPosition Position { get; private set; }
@@ -74,7 +86,9 @@ public sealed class SupervisedDataLoader : IDisposable
             epochOrder = EpochOrder(samples.Count, seed, position.Epoch, shuffle);
             orderEpoch = position.Epoch;
         }
-        return Enumerable.Range(0, microBatch).Select(i => epochOrder![((position.Batch * microBatch + i) * worldSize) + rank]).ToArray();
+        int g = position.Batch / MicroBatchesPerGlobalBatch, j = position.Batch % MicroBatchesPerGlobalBatch;
+        int first = g * globalBatch + (j * worldSize + rank) * microBatch;   // micro-batch j·DP + r of global batch g
+        return Enumerable.Range(first, microBatch).Select(i => epochOrder![i]).ToArray();
     }
 
     /// <summary>The next micro-batch (cyclic over epochs); the caller disposes it.</summary>

@@ -79,7 +79,7 @@ public sealed class MegatronFlags
     {
         "bf16", "fp16", "log-tps", "no-load-optim", "no-load-rng", "no-save-optim", "no-save-rng", "variable-seq-lengths",
         "calculate-per-sample-loss", "calculate-per-token-loss", "use-distributed-optimizer", "hetero-parallel", "enable-dummy-optimizer",
-        "sequence-parallel", "finetune", "no-shuffle", "lora-save-full-weight",
+        "sequence-parallel", "finetune", "no-shuffle", "lora-save-full-weight", "overwrite-output-dir",
     };
 
     /// <summary>Performance or platform flags with no effect here; accepted and reported once.</summary>

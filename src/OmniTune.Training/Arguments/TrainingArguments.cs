@@ -72,6 +72,9 @@ public sealed record TrainingArguments
     /// <summary>Checkpoint root to write.</summary>
     public string? Save { get; init; }
 
+    /// <summary>Replace an earlier run found in <see cref="Save"/> (LLaMA-Factory's --overwrite_output_dir) instead of refusing it.</summary>
+    public bool OverwriteOutputDir { get; init; }
+
     /// <summary>Save every this many iterations (and at the end).</summary>
     public int? SaveInterval { get; init; }
 
@@ -177,6 +180,7 @@ public sealed record TrainingArguments
             Load = f.Text("load"),
             LoadIteration = f.Int("ckpt-step"),
             Save = f.Text("save"),
+            OverwriteOutputDir = f.Has("overwrite-output-dir"),
             SaveInterval = f.Int("save-interval"),
             LogInterval = f.Int("log-interval")!.Value,
             LogTps = f.Has("log-tps"),

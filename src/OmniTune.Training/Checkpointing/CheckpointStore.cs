@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text.Json;
+using OmniTune.Core.Native;
 using OmniTune.Core.Safetensors;
 using OmniTune.Models.Qwen25Omni.Thinker;
 
@@ -26,6 +27,12 @@ public static class CheckpointStore
     /// <summary>Trainer state file.</summary>
     public const string StateFile = "trainer_state.json";
 
+    /// <summary>Step metrics, one JSON object per logged iteration.</summary>
+    public const string MetricsFile = "metrics.jsonl";
+
+    /// <summary>Loss curve drawn at the end of a run.</summary>
+    public const string PlotFile = "loss.png";
+
     static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
     static readonly string[] CopiedFiles =
         ["vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json", "added_tokens.json", "special_tokens_map.json", "preprocessor_config.json", "chat_template.json", "generation_config.json"];
@@ -41,12 +48,14 @@ public static class CheckpointStore
     {
         if (chosen is int c)
         {
+            AtomicDirectory.RecoverInterrupted(IterationFolder(root, c));
             if (!Directory.Exists(IterationFolder(root, c))) throw new DirectoryNotFoundException($"{root}: no checkpoint for iteration {c} ({IterationFolder(root, c)})");
             return c;
         }
         string text = File.ReadAllText(Path.Combine(root, Tracker)).Trim();
         if (!int.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out int iteration))
             throw new InvalidDataException($"{Path.Combine(root, Tracker)}: '{text}' is not an iteration number");
+        AtomicDirectory.RecoverInterrupted(IterationFolder(root, iteration));
         if (!Directory.Exists(IterationFolder(root, iteration))) throw new DirectoryNotFoundException($"{root}: the tracker names iteration {iteration} but {IterationFolder(root, iteration)} is missing");
         return iteration;
     }
@@ -78,9 +87,9 @@ public static class CheckpointStore
             }
             writeAdapters?.Invoke(modelFolder);
             writeOptimizer?.Invoke(Path.Combine(temporary, OptimizerFile));
-            File.WriteAllText(Path.Combine(temporary, StateFile), JsonSerializer.Serialize(state, Indented));
-            if (Directory.Exists(final)) Directory.Delete(final, recursive: true);
-            Directory.Move(temporary, final);
+            var lengths = Directory.GetFiles(temporary).ToDictionary(f => Path.GetFileName(f), f => new FileInfo(f).Length, StringComparer.Ordinal);
+            File.WriteAllText(Path.Combine(temporary, StateFile), JsonSerializer.Serialize(state with { FileLengths = lengths }, Indented));
+            AtomicDirectory.Replace(temporary, final);   // the tracker may name `final`: it stays complete throughout
         }
         catch
         {
@@ -93,11 +102,112 @@ public static class CheckpointStore
         return final;
     }
 
-    /// <summary>Reads trainer_state.json of an iteration folder.</summary>
+    /// <summary>Reads trainer_state.json of an iteration folder; a damaged file is an error naming it.</summary>
     public static TrainerState ReadState(string iterationFolder)
     {
         string path = Path.Combine(iterationFolder, StateFile);
         if (!File.Exists(path)) throw new FileNotFoundException($"{path}: trainer state missing; the checkpoint is incomplete", path);
-        return JsonSerializer.Deserialize<TrainerState>(File.ReadAllText(path)) ?? throw new InvalidDataException($"{path}: empty");
+        try
+        {
+            return JsonSerializer.Deserialize<TrainerState>(File.ReadAllText(path)) ?? throw new InvalidDataException($"{path}: empty");
+        }
+        catch (JsonException e)
+        {
+            throw new InvalidDataException($"{path}: not a valid trainer state ({e.Message}); the checkpoint is damaged", e);
+        }
     }
+
+    /// <summary>
+    /// Checks that <paramref name="file"/> of a checkpoint has the length the save recorded (a truncated or replaced file
+    /// is named before a binary reader meets it), then runs <paramref name="load"/>, turning its failure into an error
+    /// that names the file.
+    /// </summary>
+    public static void LoadFile(string iterationFolder, TrainerState state, string file, Action<string> load)
+    {
+        string path = Path.Combine(iterationFolder, file);
+        if (!File.Exists(path)) throw new FileNotFoundException($"{path}: missing from the checkpoint", path);
+        long length = new FileInfo(path).Length;
+        if (state.FileLengths?.TryGetValue(file, out long expected) == true && expected != length)
+            throw new InvalidDataException($"{path}: {length:N0} bytes, but the checkpoint wrote {expected:N0}; the file is truncated or damaged");
+        try
+        {
+            load(path);
+        }
+        catch (Exception e) when (e is not OutOfMemoryException && !e.Message.Contains(path, StringComparison.Ordinal))
+        {
+            throw new InvalidDataException($"{path}: cannot be read ({e.GetType().Name}: {e.Message}); the file is damaged", e);
+        }
+    }
+
+    /// <summary>What a <c>--save</c> folder holds from an earlier run (empty when nothing).</summary>
+    public static IReadOnlyList<string> RunContents(string root)
+    {
+        if (!Directory.Exists(root)) return [];
+        var found = Directory.GetDirectories(root, "iter_*").Where(d => !IsTemporary(d)).Select(Path.GetFileName).Order(StringComparer.Ordinal).ToList();
+        foreach (string file in new[] { Tracker, MetricsFile })
+        {
+            if (File.Exists(Path.Combine(root, file))) found.Add(file);
+        }
+        return found!;
+    }
+
+    /// <summary>
+    /// Makes <paramref name="root"/> ready for a run. A new run refuses a folder that holds another run unless
+    /// <paramref name="overwrite"/> (then that run's checkpoints, tracker, metrics and plot are removed); a resumed run
+    /// (<paramref name="resumedIteration"/>) keeps the metrics up to that iteration only. Temporaries of interrupted
+    /// saves are removed in both cases. Returns a line saying what was done, or null.
+    /// </summary>
+    public static string? PrepareSaveFolder(string root, int? resumedIteration, bool overwrite)
+    {
+        if (!Directory.Exists(root)) return null;
+        foreach (string aside in Directory.GetDirectories(root, "iter_*" + AtomicDirectory.ReplacedSuffix + "*"))
+            AtomicDirectory.RecoverInterrupted(aside[..aside.IndexOf(AtomicDirectory.ReplacedSuffix, StringComparison.Ordinal)]);
+        foreach (string stale in Directory.GetDirectories(root, "iter_*").Where(IsTemporary)) Directory.Delete(stale, recursive: true);
+        var held = RunContents(root);
+        if (resumedIteration is int resumed)
+        {
+            int kept = TruncateMetrics(Path.Combine(root, MetricsFile), resumed);
+            return kept < 0 ? null : $"{MetricsFile}: kept the {kept} lines up to iteration {resumed}";
+        }
+        if (held.Count == 0) return null;
+        if (!overwrite)
+        {
+            throw new ArgumentException($"--save {root} holds another run ({string.Join(", ", held.Take(6))}{(held.Count > 6 ? ", …" : "")}): " +
+                                        "pass --load with it to resume, --overwrite-output-dir to replace it, or another --save folder");
+        }
+        foreach (string item in held)
+        {
+            string path = Path.Combine(root, item);
+            if (Directory.Exists(path)) Directory.Delete(path, recursive: true);
+            else File.Delete(path);
+        }
+        File.Delete(Path.Combine(root, PlotFile));
+        return $"--overwrite-output-dir: removed the earlier run in {root} ({held.Count} items)";
+    }
+
+    /// <summary>Keeps the metrics lines of iterations up to <paramref name="iteration"/>; returns their count (-1: no file).</summary>
+    static int TruncateMetrics(string path, int iteration)
+    {
+        if (!File.Exists(path)) return -1;
+        var kept = new List<string>();
+        foreach (string line in File.ReadLines(path))
+        {
+            if (string.IsNullOrWhiteSpace(line)) continue;
+            try
+            {
+                using var document = JsonDocument.Parse(line);
+                if (document.RootElement.GetProperty(nameof(Logging.StepRecord.Iteration)).GetInt32() <= iteration) kept.Add(line);
+            }
+            catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException or FormatException)
+            {
+                // A line cut by a crash (or not ours): dropped.
+            }
+        }
+        File.WriteAllLines(path + ".tmp", kept);
+        File.Move(path + ".tmp", path, overwrite: true);
+        return kept.Count;
+    }
+
+    static bool IsTemporary(string folder) => Path.GetFileName(folder).Contains(".tmp-", StringComparison.Ordinal)
+                                             || Path.GetFileName(folder).Contains(AtomicDirectory.ReplacedSuffix, StringComparison.Ordinal);
 }

@@ -26,6 +26,9 @@ public sealed record TrainerState
     /// <summary>Steps skipped for non-finite loss or gradients.</summary>
     public int SkippedIterations { get; init; }
 
+    /// <summary>Byte length of every file of the iteration folder handed to a binary reader (optimizer state), checked before loading.</summary>
+    public Dictionary<string, long>? FileLengths { get; init; }
+
     /// <summary>The resolved configuration of the run that wrote the checkpoint.</summary>
     public JsonObject? Config { get; init; }
 }

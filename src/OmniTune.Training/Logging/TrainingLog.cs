@@ -75,17 +75,37 @@ public sealed class TrainingLog : IDisposable
         }
     }
 
-    /// <summary>Draws the loss of every step (iterations <paramref name="firstIteration"/>…) into a PNG.</summary>
-    public static void SavePlot(string path, int firstIteration, IReadOnlyList<double> stepLosses)
+    /// <summary>
+    /// Draws the loss curve into a PNG: the whole run as <paramref name="metricsFile"/> records it (a resumed run's
+    /// earlier iterations included, each once), else the loss of every step of this process from
+    /// <paramref name="firstIteration"/> on.
+    /// </summary>
+    public static void SavePlot(string path, string metricsFile, int firstIteration, IReadOnlyList<double> stepLosses)
     {
-        if (stepLosses.Count == 0) return;
+        var points = File.Exists(metricsFile) ? ReadLosses(metricsFile) : [];
+        if (points.Count == 0) points = stepLosses.Select((loss, i) => (firstIteration + i, loss)).ToList();
+        if (points.Count == 0) return;
         var plot = new Plot();
-        var line = plot.Add.Scatter(Enumerable.Range(firstIteration, stepLosses.Count).Select(i => (double)i).ToArray(), stepLosses.ToArray());
+        var line = plot.Add.Scatter(points.Select(p => (double)p.Iteration).ToArray(), points.Select(p => p.Loss).ToArray());
         line.MarkerSize = 0;
         plot.Title("OmniTune training loss");
         plot.XLabel("iteration");
         plot.YLabel("loss");
         plot.SavePng(path, 800, 500);
+    }
+
+    /// <summary>(iteration, loss) of every record of a metrics file, the last record of an iteration winning.</summary>
+    public static List<(int Iteration, double Loss)> ReadLosses(string metricsFile)
+    {
+        var byIteration = new SortedDictionary<int, double>();
+        foreach (string line in File.ReadLines(metricsFile))
+        {
+            if (string.IsNullOrWhiteSpace(line)) continue;
+            var record = JsonSerializer.Deserialize<StepRecord>(line)
+                         ?? throw new InvalidDataException($"{metricsFile}: an empty record");
+            byIteration[record.Iteration] = record.Loss;
+        }
+        return byIteration.Select(kv => (kv.Key, kv.Value)).ToList();
     }
 
     /// <inheritdoc/>

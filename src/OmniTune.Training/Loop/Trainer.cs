@@ -25,7 +25,8 @@ namespace OmniTune.Training.Loop;
 /// <param name="StepLosses">Loss of every iteration run in this process.</param>
 /// <param name="LastCheckpoint">Folder of the last checkpoint written, if any.</param>
 /// <param name="ModelFolder">Hugging Face folder of the final weights (the last checkpoint's model), if saved.</param>
-public sealed record TrainingResult(int Iteration, IReadOnlyList<double> StepLosses, string? LastCheckpoint, string? ModelFolder);
+/// <param name="LogsHere">Whether this process is the one that logs (rank 0; always in a single process).</param>
+public sealed record TrainingResult(int Iteration, IReadOnlyList<double> StepLosses, string? LastCheckpoint, string? ModelFolder, bool LogsHere = true);
 
 /// <summary>
 /// Single-process fine-tuning of the Qwen2.5-Omni thinker with MindSpeed-MM's configuration files. Build order:
@@ -55,7 +56,7 @@ public sealed class Trainer
         if (world.Size > 1)
         {
             set_num_threads(Math.Max(1, Environment.ProcessorCount / world.Size));
-            if (world.Rank != 0) return new Trainer(args, TextWriter.Null, null).RunOn(world);
+            if (world.Rank != 0) return new Trainer(args, TextWriter.Null, null).RunOn(world) with { LogsHere = false };
         }
         return RunOn(world);
     }
@@ -81,6 +82,11 @@ public sealed class Trainer
         var (data, dataReport) = DataJsonLoader.Load(args.DataJson);
         if (dataReport.Describe() is { } unknownData) log.WriteLine(unknownData);
         var start = ResolveStart(data);
+        if (args.Save is not null && dp.Rank == 0)
+        {
+            bool resumesHere = start.IterationFolder is not null && Path.GetFullPath(Path.GetDirectoryName(start.IterationFolder)!) == Path.GetFullPath(args.Save);
+            if (CheckpointStore.PrepareSaveFolder(args.Save, resumesHere ? start.State!.Iteration : null, args.OverwriteOutputDir) is { } note) log.WriteLine(note);
+        }
         var (config, configReport) = Qwen25OmniConfigLoader.Load(start.ModelFolder);
         if (configReport.Describe() is { } unknownConfig) log.WriteLine(unknownConfig);
         var modelJson = ModelJsonConfig.Load(args.ModelJson, config.Thinker);
@@ -134,17 +140,18 @@ public sealed class Trainer
             int scheduleOffset = 0;
             if (start.State is not null)
             {
-                string optimizerFile = Path.Combine(start.IterationFolder!, CheckpointStore.OptimizerFile);
+                string folder = start.IterationFolder!;
                 if (!args.NoLoadOptim && distributed is not null)
                 {
-                    string file = Path.Combine(start.IterationFolder!, DistributedAdamW.FileName);
-                    if (!File.Exists(file)) throw new FileNotFoundException($"{file}: no distributed optimizer state in the checkpoint (it was saved without --use-distributed-optimizer; pass --no-load-optim)");
-                    distributed.Load(file);
+                    if (!File.Exists(Path.Combine(folder, DistributedAdamW.FileName)))
+                        throw new FileNotFoundException($"{Path.Combine(folder, DistributedAdamW.FileName)}: no distributed optimizer state in the checkpoint (it was saved without --use-distributed-optimizer; pass --no-load-optim)");
+                    CheckpointStore.LoadFile(folder, state, DistributedAdamW.FileName, distributed.Load);
                 }
                 else if (!args.NoLoadOptim)
                 {
-                    if (!File.Exists(optimizerFile)) throw new FileNotFoundException($"{optimizerFile}: no optimizer state in the checkpoint (pass --no-load-optim to start the optimizer afresh, or --use-distributed-optimizer if it was saved with it)");
-                    optimizer.load_state_dict(optimizerFile);
+                    if (!File.Exists(Path.Combine(folder, CheckpointStore.OptimizerFile)))
+                        throw new FileNotFoundException($"{Path.Combine(folder, CheckpointStore.OptimizerFile)}: no optimizer state in the checkpoint (pass --no-load-optim to start the optimizer afresh, or --use-distributed-optimizer if it was saved with it)");
+                    CheckpointStore.LoadFile(folder, state, CheckpointStore.OptimizerFile, file => optimizer.load_state_dict(file));
                 }
                 else
                 {
@@ -152,19 +159,17 @@ public sealed class Trainer
                 }
                 if (masters is not null)
                 {
-                    string masterFile = Path.Combine(start.IterationFolder!, MasterWeights.FileName);
-                    if (File.Exists(masterFile)) masters.Load(masterFile);
-                    else log.WriteLine($"note: {masterFile} missing; master weights start from the bf16 model");
+                    if (File.Exists(Path.Combine(folder, MasterWeights.FileName))) CheckpointStore.LoadFile(folder, state, MasterWeights.FileName, masters.Load);
+                    else log.WriteLine($"note: {Path.Combine(folder, MasterWeights.FileName)} missing; master weights start from the bf16 model");
                 }
-                if (!args.NoLoadRng && state.RngState is not null)
-                    random.set_rng_state(tensor(Convert.FromBase64String(state.RngState), ScalarType.Byte));
-                log.WriteLine($"resuming after iteration {state.Iteration} ({state.ConsumedSamples} samples) from {start.IterationFolder}");
+                if (!args.NoLoadRng && state.RngState is not null) RestoreRng(Path.Combine(folder, CheckpointStore.StateFile), state.RngState);
+                log.WriteLine($"resuming after iteration {state.Iteration} ({state.ConsumedSamples} samples) from {folder}");
             }
             if (state.Iteration >= args.TrainIters) log.WriteLine($"nothing to do: the checkpoint is at iteration {state.Iteration}, --train-iters is {args.TrainIters}");
 
             var collator = new BatchCollator(processor.Settings, RopeIndexSettings.From(config.Thinker), config.Thinker.PadTokenId);
             int batch = state.LoaderBatch;
-            if (state.DataParallelSize != dp.Size)
+            if (start.State is not null && state.DataParallelSize != dp.Size)
             {
                 long samplesInEpoch = (long)state.LoaderBatch * args.MicroBatchSize * state.DataParallelSize;
                 if (samplesInEpoch % (args.MicroBatchSize * dp.Size) != 0)
@@ -173,10 +178,29 @@ public sealed class Trainer
                 log.WriteLine($"resuming a data-parallel-{state.DataParallelSize} run at data-parallel size {dp.Size}");
             }
             using var loader = new SupervisedDataLoader(dataset.Samples, collator, args.MicroBatchSize, args.Seed, args.Shuffle, args.NumWorkers,
-                dp.Rank, dp.Size, new LoaderPosition(state.LoaderEpoch, batch));
+                dp.Rank, dp.Size, new LoaderPosition(state.LoaderEpoch, batch), args.GlobalBatchSize);
             CheckReplicasAgree(trainable, dp);
             return Loop(model, trainable, optimizer, loader, state, scheduleOffset, processorFolder, modelJson, device, adapters, masters, dp, distributed);
         }
+    }
+
+    /// <summary>Restores torch's CPU generator; a state of the wrong size or encoding is an error naming the file.</summary>
+    static void RestoreRng(string stateFile, string encoded)
+    {
+        byte[] bytes;
+        try
+        {
+            bytes = Convert.FromBase64String(encoded);
+        }
+        catch (FormatException)
+        {
+            throw new InvalidDataException($"{stateFile}: rng_state is not base64; the checkpoint is damaged (pass --no-load-rng to start the generator afresh)");
+        }
+        using Tensor current = random.get_rng_state();
+        if (bytes.Length != current.numel())
+            throw new InvalidDataException($"{stateFile}: rng_state has {bytes.Length} bytes, torch's CPU generator needs {current.numel()}; the checkpoint is damaged (pass --no-load-rng to start the generator afresh)");
+        using Tensor state = tensor(bytes, ScalarType.Byte);
+        random.set_rng_state(state);
     }
 
     sealed record Start(string ModelFolder, string? IterationFolder, TrainerState? State, string? AdapterFolder = null);
@@ -241,8 +265,9 @@ public sealed class Trainer
         int microBatches = args.GlobalBatchSize / (args.MicroBatchSize * dp.Size);
         double gemmRate = MeasureGemmRate();
         double flopsPerToken = FlopsPerToken(model.Config.Text);
-        string? metrics = args.Save is null ? null : Path.Combine(args.Save, "metrics.jsonl");
-        using var training = new TrainingLog(log, metrics, args.LogTps, args.TensorboardDir);
+        bool logs = dp.Rank == 0;   // one rank writes the files (and prints)
+        string? metrics = args.Save is null || !logs ? null : Path.Combine(args.Save, CheckpointStore.MetricsFile);
+        using var training = new TrainingLog(log, metrics, args.LogTps, logs ? args.TensorboardDir : null);
         var stepLosses = new List<double>();
         int iteration = state.Iteration, skipped = state.SkippedIterations, nanStreak = 0, lastSaved = state.Iteration;
         long consumed = state.ConsumedSamples;
@@ -360,10 +385,10 @@ public sealed class Trainer
                 $"; waiting for the slowest rank: {waitMs / stepsRun:F1} ms per step, {100 * waitMs / runMs:F1} %");
         if (args.Save is not null && lastSaved != iteration)
             lastCheckpoint = SaveOnRankZero(dp, distributed, iteration, () => Save(model, optimizer, loader, iteration, consumed, skipped, processorFolder, modelJson, adapters, masters, dp, distributed));
-        if (args.Save is not null && stepLosses.Count > 0 && dp.Rank == 0)
+        if (args.Save is not null && stepLosses.Count > 0 && logs)
         {
-            string plot = Path.Combine(args.Save, "loss.png");
-            TrainingLog.SavePlot(plot, state.Iteration + 1, stepLosses);
+            string plot = Path.Combine(args.Save, CheckpointStore.PlotFile);
+            TrainingLog.SavePlot(plot, metrics!, state.Iteration + 1, stepLosses);
             log.WriteLine($"loss curve: {plot}");
         }
         string? modelFolder = lastCheckpoint is null ? null : Path.Combine(lastCheckpoint, CheckpointStore.ModelFolder);

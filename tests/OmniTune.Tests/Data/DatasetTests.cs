@@ -168,6 +168,35 @@ public sealed class DatasetTests : IClassFixture<DatasetFixture>
         Assert.Equal(SupervisedDataLoader.EpochOrder(11, 7, 3, true), SupervisedDataLoader.EpochOrder(11, 7, 3, true));
     }
 
+    [Theory]
+    [InlineData(1, 2)]
+    [InlineData(1, 4)]
+    [InlineData(2, 2)]
+    public void Every_data_parallel_size_sees_the_single_process_global_batches_epoch_tails_included(int microBatch, int ranks)
+    {
+        // 15 samples, global batch 4: each epoch drops 3 samples; the single-process and the DP runs must drop the same ones.
+        var samples = Enumerable.Range(0, 15).Select(i => new EncodedSample(new SampleLocation("x", i), [1, 2], [1, 2], [], [], [], false)).ToList();
+        using var single = new SupervisedDataLoader(samples, Collator(), microBatch, seed: 7, shuffle: true, globalBatch: 4);
+        var loaders = Enumerable.Range(0, ranks).Select(r => new SupervisedDataLoader(samples, Collator(), microBatch, seed: 7, shuffle: true,
+            dataParallelRank: r, dataParallelSize: ranks, globalBatch: 4)).ToList();
+        int perRank = 4 / (microBatch * ranks), perStep = 4 / microBatch;
+        Assert.Equal(3 * perStep, single.BatchesPerEpoch);
+        Assert.Equal(3 * perRank, loaders[0].BatchesPerEpoch);
+        for (int step = 0; step < 9; step++)   // three epochs
+        {
+            // The single process's micro-batches of this step, in order; rank r holds micro-batches r, r + DP, …
+            var expected = Enumerable.Range(0, perStep).Select(m => single.SampleIndices(Position(single, step * perStep + m))).ToList();
+            for (int r = 0; r < ranks; r++)
+            {
+                for (int j = 0; j < perRank; j++)
+                    Assert.Equal(expected[j * ranks + r], loaders[r].SampleIndices(Position(loaders[r], step * perRank + j)));
+            }
+        }
+        foreach (var loader in loaders) loader.Dispose();
+
+        static LoaderPosition Position(SupervisedDataLoader loader, int batch) => new(batch / loader.BatchesPerEpoch, batch % loader.BatchesPerEpoch);
+    }
+
     [Fact]
     public void A_resumed_loader_yields_exactly_the_remaining_batches_with_or_without_workers()
     {

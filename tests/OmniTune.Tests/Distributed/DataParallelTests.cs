@@ -21,11 +21,12 @@ public sealed partial class DataParallelTests : IClassFixture<TrainingFixture>
     [GeneratedRegex(@"iteration\s+(\d+)/.*? loss: ([0-9.E+-]+)")]
     private static partial Regex StepLine();
 
-    static (int Code, string Output, double Seconds) Mpirun(string arguments)
+    static (int Code, string Output, double Seconds) Mpirun(string arguments, string term = "dumb")
     {
         string cli = Path.Combine(AppContext.BaseDirectory, "omnitune.dll");
         var start = new ProcessStartInfo("mpirun") { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (string a in $"--allow-run-as-root --oversubscribe -x TERM=dumb -x OMP_NUM_THREADS=1 {arguments}".Split(' ', StringSplitOptions.RemoveEmptyEntries))
+        start.Environment["TERM"] = term;
+        foreach (string a in $"--allow-run-as-root --oversubscribe -x TERM -x OMP_NUM_THREADS=1 {arguments}".Split(' ', StringSplitOptions.RemoveEmptyEntries))
             start.ArgumentList.Add(a.Replace("{cli}", cli, StringComparison.Ordinal));
         var clock = Stopwatch.StartNew();
         using var process = Process.Start(start)!;
@@ -47,19 +48,35 @@ public sealed partial class DataParallelTests : IClassFixture<TrainingFixture>
     [InlineData(2, "")]
     [InlineData(4, "--check-weight-hash-across-dp-replicas-interval 2")]
     [InlineData(2, "--calculate-per-token-loss")]
+    [InlineData(2, "--global-batch-size 6 --train-iters 5")]   // 8 samples: every epoch drops 2, and the runs must drop the same
     public void Data_parallel_losses_equal_the_single_process_run_with_the_same_global_batch(int ranks, string mode)
     {
         RequireMpirun();
         var single = Trainer.Run(fixture.Args([.. $"--micro-batch-size 1 --global-batch-size 4 --train-iters 4 {mode}".Split(' ', StringSplitOptions.RemoveEmptyEntries)]), TextWriter.Null);
+        int iterations = single.StepLosses.Count;
         var (code, output, _) = Mpirun($"-np {ranks} dotnet {{cli}} {Flags(mode)}");
         Assert.True(code == 0, output);
         Assert.Contains($"data parallel over {ranks} ranks", output);
         Assert.Matches(@"data-parallel communication: [0-9.]+ ms per step, [0-9.]+ % of step time", output);
         var losses = StepLine().Matches(output).Select(m => double.Parse(m.Groups[2].Value, CultureInfo.InvariantCulture)).ToList();
-        Assert.Equal(4, losses.Count);   // step lines come from rank 0 only
+        Assert.Equal(iterations, losses.Count);   // step lines come from rank 0 only
         if (mode.Contains("replicas", StringComparison.Ordinal))
             Assert.Equal(2, Regex.Count(output, $"replica check after iteration \\d: parameters identical on {ranks} ranks"));
-        for (int i = 0; i < 4; i++) Assert.Equal(single.StepLosses[i], losses[i], single.StepLosses[i] * 2e-5);
+        for (int i = 0; i < iterations; i++) Assert.Equal(single.StepLosses[i], losses[i], single.StepLosses[i] * 2e-5);
+    }
+
+    [Fact]
+    public void Under_mpirun_only_rank_zero_writes_files_and_prints_and_no_terminal_codes_appear()
+    {
+        RequireMpirun();
+        using var dir = new TempFolder();
+        var (code, output, _) = Mpirun($"-np 2 dotnet {{cli}} {Flags($"--save {dir.Path}")}", term: "xterm-256color");
+        Assert.True(code == 0, output);
+        Assert.DoesNotContain('\u001b', output);
+        Assert.Equal(1, Regex.Count(output, "finished at iteration 4"));
+        Assert.DoesNotContain("resuming", output);
+        var lines = File.ReadAllLines(Path.Combine(dir.Path, "metrics.jsonl"));
+        Assert.Equal([1, 2, 3, 4], lines.Select(l => System.Text.Json.JsonDocument.Parse(l).RootElement.GetProperty("Iteration").GetInt32()));
     }
 
     static List<double> Losses(string output) =>
