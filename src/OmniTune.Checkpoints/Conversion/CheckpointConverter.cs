@@ -125,20 +125,7 @@ public static class CheckpointConverter
     static (ScalarType DType, long[] Shape) PartShape(MmTensor t, IThinkerTensorSource source, int parts)
     {
         var infos = t.Sources.Select(source.Info).ToArray();
-        long[] shape = (long[])infos[0].Shape.Clone();
-        shape[0] = t.Merge switch
-        {
-            MergeKind.Rename => shape[0],
-            MergeKind.UpGate => infos[0].Shape[0] + infos[1].Shape[0],
-            MergeKind.Qkv => infos[0].Shape[0] + infos[1].Shape[0] + infos[2].Shape[0],
-            _ => 2 * infos[0].Shape[0] + infos[1].Shape[0],
-        };
-        if (parts > 1)
-        {
-            if (t.Split is SplitKind.Row or SplitKind.Glu) shape[0] /= parts;
-            else if (t.Split == SplitKind.Column) shape[1] /= parts;
-        }
-        return (infos[0].DType, shape);
+        return (infos[0].DType, TensorOps.PartShape(t, infos.Select(i => i.Shape).ToArray(), parts));
     }
 
     /// <summary>Runs <paramref name="write"/> into a sibling temporary folder and renames it to <paramref name="target"/>.</summary>

@@ -110,7 +110,16 @@ public sealed class MmCheckpoint : IThinkerTensorSource
             int slot = plan.HomeSlot(t);
             string name = plan.ChunkPrefix(slot / Layout.PipelineSize) + t.LocalName(plan.LocalIndex(t, slot)!.Value);
             int parts = plan.TpOf(t.Tower);
-            var pieces = Enumerable.Range(0, parts).Select(r => File_(r, slot % Layout.PipelineSize).Read(name)).ToList();
+            long[] expected = TensorOps.PartShape(t, t.Sources.Select(s => sourceShapes[s]).ToArray(), parts);
+            var pieces = Enumerable.Range(0, parts).Select(r =>
+            {
+                SafetensorsFile file = File_(r, slot % Layout.PipelineSize);
+                long[] stored = file.Info(name).Shape;
+                if (!stored.SequenceEqual(expected))
+                    throw new InvalidDataException($"{file.Path}: tensor '{name}' has shape [{string.Join(", ", stored)}], expected [{string.Join(", ", expected)}] " +
+                                                   $"(tensor-parallel part {r} of {parts} for the config in {ConfigFolder})");
+                return file.Read(name);
+            }).ToList();
             Tensor merged = TensorOps.MergeParts(pieces, t.Split).contiguous();
             foreach (Tensor p in pieces) p.Dispose();
             cached = (t.Name, merged.DetachFromDisposeScope());

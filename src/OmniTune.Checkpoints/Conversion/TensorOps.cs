@@ -15,6 +15,25 @@ public static class TensorOps
         _ => throw new ArgumentOutOfRangeException(nameof(t)),
     };
 
+    /// <summary>Shape of one of <paramref name="parts"/> tensor-parallel parts of <paramref name="t"/>, from its sources' shapes.</summary>
+    public static long[] PartShape(MmTensor t, long[][] sourceShapes, int parts)
+    {
+        long[] shape = (long[])sourceShapes[0].Clone();
+        shape[0] = t.Merge switch
+        {
+            MergeKind.Rename => shape[0],
+            MergeKind.UpGate => sourceShapes[0][0] + sourceShapes[1][0],
+            MergeKind.Qkv => sourceShapes[0][0] + sourceShapes[1][0] + sourceShapes[2][0],
+            _ => 2 * sourceShapes[0][0] + sourceShapes[1][0],
+        };
+        if (parts > 1)
+        {
+            if (t.Split is SplitKind.Row or SplitKind.Glu) shape[0] /= parts;
+            else if (t.Split == SplitKind.Column) shape[1] /= parts;
+        }
+        return shape;
+    }
+
     /// <summary>Recovers source <paramref name="index"/> (in <see cref="MmTensor.Sources"/> order) from the merged tensor.</summary>
     public static Tensor Unmerge(MmTensor t, Tensor merged, int index, long[][] sourceShapes)
     {

@@ -32,6 +32,7 @@ static class GenerateCommand
         };
         command.SetAction(parse => CommandErrors.Run(() =>
         {
+            var options = new GenerationOptions(parse.GetValue(maxTokens), parse.GetValue(temperature), parse.GetValue(topP), parse.GetValue(seed)).Validated();
             string folder = ResolveModelFolder(parse.GetValue(model)!);
             string[] i = parse.GetValue(images) ?? [], a = parse.GetValue(audios) ?? [], v = parse.GetValue(videos) ?? [];
             var processor = Qwen25OmniProcessor.Load(folder, new ProcessorSettings { UseAudioInVideo = parse.GetValue(audioInVideo) });
@@ -51,7 +52,7 @@ static class GenerateCommand
                     adapters.MergeInto(thinker);
                 }
                 var ids = ThinkerGenerator.Generate(thinker, inputs, processor.Template.StopTokenIds.ToHashSet(),
-                    new GenerationOptions(parse.GetValue(maxTokens), parse.GetValue(temperature), parse.GetValue(topP), parse.GetValue(seed), TokenLimit: processor.Tokenizer.Count));
+                    options with { TokenLimit = processor.Tokenizer.Count });
                 Console.WriteLine(processor.Tokenizer.Decode(ids, skipSpecial: true));
             }
             return 0;

@@ -25,13 +25,14 @@ static class InspectCommand
             string prefix = ThinkerCheckpointLoader.DetectPrefix(checkpoint);
             bool tied = !checkpoint.Contains(prefix + ThinkerWeightLayout.LmHeadKey);
             var layout = ThinkerWeightLayout.For(t, tied);
-            var missing = layout.Where(w => !checkpoint.Contains(prefix + w.Key)).Select(w => prefix + w.Key).ToList();
-            var wrongShape = layout.Where(w => checkpoint.Contains(prefix + w.Key) && !checkpoint.Info(prefix + w.Key).Shape.SequenceEqual(w.Shape))
-                .Select(w => prefix + w.Key).ToList();
-            Console.WriteLine($"checkpoint: {checkpoint.Files.Count} file(s), {checkpoint.Keys.Count} tensors, thinker prefix '{prefix}', lm_head {(tied ? "tied" : "separate")}");
-            Console.WriteLine($"thinker: {layout.Count} tensors, {layout.Sum(w => w.ElementCount):N0} parameters; missing {missing.Count}, wrong shape {wrongShape.Count}");
-            foreach (string key in missing.Concat(wrongShape).Take(20)) Console.WriteLine($"  problem: {key}");
-            return missing.Count + wrongShape.Count == 0 ? 0 : 1;
+            var comparison = ThinkerCheckpointLoader.Compare(checkpoint, layout);
+            Console.WriteLine($"checkpoint: {checkpoint.Files.Count} file(s), {checkpoint.Keys.Count} tensors, thinker prefix '{prefix}', lm_head {(tied ? "tied" : "separate")}" +
+                              (comparison.SpeechTensors > 0 ? $", {comparison.SpeechTensors} talker/token2wav tensors (not used)" : ""));
+            Console.WriteLine($"thinker: {layout.Count} tensors, {layout.Sum(w => w.ElementCount):N0} parameters; missing {comparison.Missing.Count}, " +
+                              $"unexpected {comparison.Unexpected.Count}, wrong shape {comparison.ShapeErrors.Count}");
+            if (!comparison.Matches)
+                throw new CheckpointMismatchException(ThinkerCheckpointLoader.DescribeMismatch(checkpoint.Location, comparison.Missing, comparison.Unexpected, comparison.ShapeErrors));
+            return 0;
         }));
         return command;
     }

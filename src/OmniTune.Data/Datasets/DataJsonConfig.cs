@@ -50,6 +50,9 @@ public sealed record PreprocessParameters
     /// <summary>Image pre-shrink bound.</summary>
     [JsonPropertyName("image_max_pixels")] public long ImageMaxPixels { get; init; } = 768 * 768;
 
+    /// <summary>Images above this many pixels are refused unread (decompression bombs); OmniTune's key, Pillow's limit by default.</summary>
+    [JsonPropertyName("image_decode_max_pixels")] public long ImageDecodeMaxPixels { get; init; } = Media.ImageDecoder.DefaultMaxPixels;
+
     /// <summary>Image pre-enlarge bound.</summary>
     [JsonPropertyName("image_min_pixels")] public long ImageMinPixels { get; init; } = 32 * 32;
 

@@ -71,6 +71,7 @@ public static class DataJsonLoader
     public static ProcessorSettings ToProcessorSettings(PreprocessParameters p) => new()
     {
         ImageMaxPixels = p.ImageMaxPixels,
+        ImageDecodeMaxPixels = p.ImageDecodeMaxPixels,
         ImageMinPixels = p.ImageMinPixels,
         VideoMaxPixels = p.VideoMaxPixels,
         VideoMinPixels = p.VideoMinPixels,

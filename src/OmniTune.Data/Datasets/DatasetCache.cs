@@ -13,7 +13,7 @@ namespace OmniTune.Data.Datasets;
 public static class DatasetCache
 {
     const string Magic = "OMNITUNE-DATASET";
-    const int Version = 1;
+    const int Version = 2;   // 2: images fully decoded when encoded (truncated files rejected up front)
 
     /// <summary>Hex SHA-256 over the given parts (file parts hash the file content).</summary>
     public static string Key(IEnumerable<string> textParts, IEnumerable<string> files)

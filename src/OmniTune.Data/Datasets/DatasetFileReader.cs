@@ -19,7 +19,48 @@ public static class DatasetFileReader
             if (first is not (' ' or '\n' or '\r' or '\t' or 0xEF or 0xBB or 0xBF)) break;
         }
         stream.Position = 0;
+        if (first == '{' && IsOneObject(path, out string keys))
+        {
+            throw new InvalidDataException($"{path}: the top level is one JSON object ({keys}), not a list of samples: a dataset file is a JSON array " +
+                                           "([{...}, {...}]) or JSON Lines (one sample object per line, usually named .jsonl)");
+        }
         return first == '[' ? ArrayRows(path) : LineRows(path);
+    }
+
+    /// <summary>
+    /// Whether a <c>.json</c> file holds a single object (pretty-printed over many lines, or alone on one line) rather
+    /// than JSON Lines. A <c>.jsonl</c> file of one line is one sample and stays accepted.
+    /// </summary>
+    static bool IsOneObject(string path, out string keys)
+    {
+        keys = "";
+        if (path.EndsWith(".jsonl", StringComparison.OrdinalIgnoreCase)) return false;
+        var lines = File.ReadLines(path).Where(l => !string.IsNullOrWhiteSpace(l)).Take(2).ToList();
+        string? text = lines.Count == 1 ? lines[0] : null;
+        if (text is null)
+        {
+            try
+            {
+                using var firstLine = JsonDocument.Parse(lines[0]);
+                return false;   // the first line is a value of its own: JSON Lines
+            }
+            catch (JsonException)
+            {
+                text = File.ReadAllText(path);   // one value over many lines (or invalid JSON, reported below)
+            }
+        }
+        try
+        {
+            using var document = JsonDocument.Parse(text, new JsonDocumentOptions { AllowTrailingCommas = true });
+            if (document.RootElement.ValueKind != JsonValueKind.Object) return false;
+            var names = document.RootElement.EnumerateObject().Select(p => p.Name).ToList();
+            keys = names.Count == 0 ? "no keys" : "keys: " + string.Join(", ", names.Take(5)) + (names.Count > 5 ? ", …" : "");
+            return true;
+        }
+        catch (JsonException)
+        {
+            return false;   // not one document: the line reader names the bad line
+        }
     }
 
     static IEnumerable<JsonElement> ArrayRows(string path)

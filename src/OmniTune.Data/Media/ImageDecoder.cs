@@ -1,47 +1,120 @@
+using System.Runtime.InteropServices;
 using SkiaSharp;
 
 namespace OmniTune.Data.Media;
 
-/// <summary>Decodes JPEG, PNG, WebP, BMP and GIF (first frame) to 8-bit RGB with SkiaSharp; alpha is dropped as Pillow's convert("RGB") does; EXIF orientation is not applied (as Pillow).</summary>
-public static class ImageDecoder
+/// <summary>
+/// Decodes JPEG, PNG, WebP, BMP and GIF (first frame) to 8-bit RGB with SkiaSharp; alpha is dropped as Pillow's
+/// convert("RGB") does; EXIF orientation is not applied (as Pillow). Images above a pixel limit are refused from the
+/// header, before any pixel is decoded (Pillow's decompression-bomb check). JPEG decodes line by line straight into
+/// RGB (peak: the RGB image plus the compressed file); other formats decode whole outside the managed heap and are
+/// released as they are converted (peak about 4/3 of the RGB image).
+/// </summary>
+public static partial class ImageDecoder
 {
     /// <summary>Smallest accepted side: anything smaller is not a real picture.</summary>
     public const int MinimumSide = 4;
 
-    /// <summary>Decodes a file.</summary>
-    public static RgbImage Decode(string path)
+    /// <summary>Default decode limit: Pillow refuses images above twice its MAX_IMAGE_PIXELS (89,478,485).</summary>
+    public const long DefaultMaxPixels = 2 * 89_478_485L;
+
+    /// <summary>Decodes a file; images of more than <paramref name="maxPixels"/> pixels are refused.</summary>
+    public static RgbImage Decode(string path, long maxPixels = DefaultMaxPixels)
     {
         if (!File.Exists(path)) throw new MediaException(path, "image file not found");
         byte[] bytes = File.ReadAllBytes(path);
         if (bytes.Length == 0) throw new MediaException(path, "image file is empty");
-        return Decode(bytes, path);
+        return Decode(bytes, path, maxPixels);
     }
 
     /// <summary>Decodes encoded bytes; <paramref name="name"/> names them in errors.</summary>
-    public static RgbImage Decode(byte[] bytes, string name)
+    public static RgbImage Decode(byte[] bytes, string name, long maxPixels = DefaultMaxPixels)
     {
-        using var data = SKData.CreateCopy(bytes);
-        using var codec = SKCodec.Create(data) ?? throw new MediaException(name, "not a decodable image (unsupported format or corrupt bytes)");
-        var info = new SKImageInfo(codec.Info.Width, codec.Info.Height, SKColorType.Rgba8888, SKAlphaType.Unpremul);
-        if (info.Width < MinimumSide || info.Height < MinimumSide)
-            throw new MediaException(name, $"image is {info.Width}×{info.Height} pixels, too small to be a picture (at least {MinimumSide}×{MinimumSide})");
-        var rgba = new byte[info.BytesSize];
-        SKCodecResult result;
-        unsafe
+        using var stream = new SKMemoryStream(bytes);
+        using var codec = SKCodec.Create(stream) ?? throw new MediaException(name, "not a decodable image (unsupported format or corrupt bytes)");
+        int width = codec.Info.Width, height = codec.Info.Height;
+        CheckSize(width, height, name, maxPixels);
+        var info = new SKImageInfo(width, height, SKColorType.Rgba8888, SKAlphaType.Unpremul);
+        byte[] rgb = GC.AllocateUninitializedArray<byte>(checked(width * height * 3));
+        if (codec.StartScanlineDecode(info) == SKCodecResult.Success && codec.ScanlineOrder == SKCodecScanlineOrder.TopDown)
         {
-            fixed (byte* p = rgba) result = codec.GetPixels(info, (IntPtr)p);
+            var row = new byte[info.RowBytes];
+            for (int y = 0; y < height; y++)
+            {
+                int decoded;
+                unsafe
+                {
+                    fixed (byte* p = row) decoded = codec.GetScanlines((IntPtr)p, 1, info.RowBytes);
+                }
+                if (decoded != 1) throw new MediaException(name, $"image data is truncated (row {y} of {height} missing)");
+                DropAlpha(row, rgb.AsSpan(y * width * 3, width * 3));
+            }
+            return new RgbImage(width, height, rgb);
         }
-        if (result is not (SKCodecResult.Success or SKCodecResult.IncompleteInput))
-            throw new MediaException(name, $"corrupt image data ({result})");
-        if (result == SKCodecResult.IncompleteInput)
-            throw new MediaException(name, "image data is truncated");
-        var rgb = new byte[info.Width * info.Height * 3];
-        for (int i = 0, j = 0; i < rgba.Length; i += 4, j += 3)
+        return DecodeWhole(codec, info, name, rgb);
+    }
+
+    /// <summary>
+    /// Formats without line-by-line decoding (PNG, WebP, GIF): the whole RGBA image is decoded into an anonymous
+    /// mapping outside the managed heap, converted to RGB row by row, and the mapping's converted prefix is unmapped as
+    /// the conversion advances, so the peak stays near the RGBA size (4/3 of the RGB result) instead of RGBA + RGB.
+    /// </summary>
+    static unsafe RgbImage DecodeWhole(SKCodec codec, SKImageInfo info, string name, byte[] rgb)
+    {
+        long rowBytes = info.RowBytes, size = rowBytes * info.Height, unmapped = 0, page = Environment.SystemPageSize;
+        bool mapped = OperatingSystem.IsLinux();
+        nint buffer = mapped ? Mmap(0, (nuint)size, ProtRead | ProtWrite, MapPrivate | MapAnonymous, -1, 0) : (nint)NativeMemory.Alloc((nuint)size);
+        if (buffer == -1 || buffer == 0) throw new MediaException(name, $"cannot allocate {size:N0} bytes to decode the image");
+        try
+        {
+            SKCodecResult result = codec.GetPixels(info, buffer);
+            if (result == SKCodecResult.IncompleteInput) throw new MediaException(name, "image data is truncated");
+            if (result != SKCodecResult.Success) throw new MediaException(name, $"corrupt image data ({result})");
+            int width = info.Width;
+            for (int y = 0; y < info.Height; y++)
+            {
+                DropAlpha(new ReadOnlySpan<byte>((byte*)buffer + y * rowBytes, width * 4), rgb.AsSpan(y * width * 3, width * 3));
+                long consumed = (y + 1) * rowBytes / page * page;
+                if (mapped && consumed - unmapped >= 64 * page)
+                {
+                    _ = Munmap(buffer + (nint)unmapped, (nuint)(consumed - unmapped));
+                    unmapped = consumed;
+                }
+            }
+            return new RgbImage(info.Width, info.Height, rgb);
+        }
+        finally
+        {
+            if (!mapped) NativeMemory.Free((void*)buffer);
+            else if (size > unmapped) _ = Munmap(buffer + (nint)unmapped, (nuint)(size - unmapped));
+        }
+    }
+
+    const int ProtRead = 1, ProtWrite = 2, MapPrivate = 0x02, MapAnonymous = 0x20;
+
+    [LibraryImport("libc", EntryPoint = "mmap")]
+    private static partial nint Mmap(nint address, nuint length, int protection, int flags, int descriptor, nint offset);
+
+    [LibraryImport("libc", EntryPoint = "munmap")]
+    private static partial int Munmap(nint address, nuint length);
+
+    /// <summary>Refuses sizes that are too small to be a picture or above the decode limit (a decompression bomb).</summary>
+    public static void CheckSize(int width, int height, string name, long maxPixels)
+    {
+        if (width < MinimumSide || height < MinimumSide)
+            throw new MediaException(name, $"image is {width}×{height} pixels, too small to be a picture (at least {MinimumSide}×{MinimumSide})");
+        if ((long)width * height > maxPixels)
+            throw new MediaException(name, $"image is {width}×{height} = {(long)width * height:N0} pixels, above the decode limit of {maxPixels:N0} " +
+                                           "(a possible decompression bomb; raise preprocess_parameters.image_decode_max_pixels if the image is genuine)");
+    }
+
+    static void DropAlpha(ReadOnlySpan<byte> rgba, Span<byte> rgb)
+    {
+        for (int i = 0, j = 0; j < rgb.Length; i += 4, j += 3)
         {
             rgb[j] = rgba[i];
             rgb[j + 1] = rgba[i + 1];
             rgb[j + 2] = rgba[i + 2];
         }
-        return new RgbImage(info.Width, info.Height, rgb);
     }
 }

@@ -1,24 +1,22 @@
 using OmniTune.Models.Qwen25Omni.Positions;
-using SkiaSharp;
 
 namespace OmniTune.Data.Media;
 
 /// <summary>
-/// Token counts of media without full preprocessing: image grids from the file header, video grids from ffprobe,
+/// Token counts of media without full preprocessing: image grids from the decoded size, video grids from ffprobe,
 /// audio frame counts from the decoded length. The same arithmetic as the processors, so a collator that processes the
 /// media later gets the same grids (and checks it).
 /// </summary>
 public static class MediaSummary
 {
-    /// <summary>Grid of an image file (header read only).</summary>
+    /// <summary>
+    /// Grid of an image file. The whole image is decoded (and dropped) so that a file training cannot decode — truncated,
+    /// corrupt, above the decode limit — is rejected here, by <c>data check</c> and by the encoder alike.
+    /// </summary>
     public static GridThw ImageGrid(string path, ProcessorSettings s)
     {
-        if (!File.Exists(path)) throw new MediaException(path, "image file not found");
-        using var codec = SKCodec.Create(path) ?? throw new MediaException(path, "not a decodable image (unsupported format or corrupt bytes)");
-        int w = codec.Info.Width, h = codec.Info.Height;
-        if (w < ImageDecoder.MinimumSide || h < ImageDecoder.MinimumSide)
-            throw new MediaException(path, $"image is {w}×{h} pixels, too small to be a picture (at least {ImageDecoder.MinimumSide}×{ImageDecoder.MinimumSide})");
-        return ImagePreprocessor.GridFor(w, h, s, path);
+        RgbImage image = ImageDecoder.Decode(path, s.ImageDecodeMaxPixels);
+        return ImagePreprocessor.GridFor(image.Width, image.Height, s, path);
     }
 
     /// <summary>Grid and seconds per grid of a video file (ffprobe only).</summary>

@@ -12,6 +12,9 @@ public sealed record ProcessorSettings
     /// <summary>Images larger than this are shrunk first (LF image_max_pixels, 768·768).</summary>
     public long ImageMaxPixels { get; init; } = 768 * 768;
 
+    /// <summary>Images of more pixels than this are refused before decoding (Pillow's decompression-bomb limit, 2 × 89,478,485).</summary>
+    public long ImageDecodeMaxPixels { get; init; } = ImageDecoder.DefaultMaxPixels;
+
     /// <summary>Images smaller than this are enlarged first (LF image_min_pixels, 32·32).</summary>
     public long ImageMinPixels { get; init; } = 32 * 32;
 
@@ -107,6 +110,7 @@ public sealed record ProcessorSettings
     /// <summary>Checks the bounds; an error names the setting.</summary>
     public void Validate()
     {
+        if (ImageDecodeMaxPixels < 1) throw new ArgumentException($"image_decode_max_pixels {ImageDecodeMaxPixels} must be positive");
         if (ImageMaxPixels < ImageMinPixels) throw new ArgumentException($"image_max_pixels {ImageMaxPixels} is below image_min_pixels {ImageMinPixels}");
         if (VideoMaxPixels < VideoMinPixels) throw new ArgumentException($"video_max_pixels {VideoMaxPixels} is below video_min_pixels {VideoMinPixels}");
         if (VideoFps <= 0) throw new ArgumentException($"video_fps {VideoFps} must be positive");

@@ -184,6 +184,6 @@ public sealed class MegatronFlags
 
     /// <summary>A number value (null when unset).</summary>
     public double? Double(string name) => Text(name) is { } v
-        ? double.TryParse(v, NumberStyles.Float, CultureInfo.InvariantCulture, out double x) ? x : throw new ArgumentException($"--{name} '{v}' is not a number")
+        ? double.TryParse(v, NumberStyles.Float, CultureInfo.InvariantCulture, out double x) && double.IsFinite(x) ? x : throw new ArgumentException($"--{name} '{v}' is not a finite number")
         : null;
 }

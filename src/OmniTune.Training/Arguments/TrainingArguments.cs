@@ -135,6 +135,12 @@ public sealed record TrainingArguments
     /// <summary>Micro-batches per optimizer step (data parallel size 1).</summary>
     public int GradientAccumulation => GlobalBatchSize / MicroBatchSize;
 
+    /// <summary>Largest accepted --lr: anything above is a typo, not a learning rate.</summary>
+    public const double MaxLearningRate = 1000;
+
+    /// <summary>Smallest accepted --seq-length.</summary>
+    public const int MinSeqLength = 2;
+
     /// <summary>Builds the configuration from flags; every inconsistency is an error naming the flag.</summary>
     public static TrainingArguments FromFlags(MegatronFlags f)
     {
@@ -209,7 +215,17 @@ public sealed record TrainingArguments
             foreach (string target in lora.TargetModules) _ = OmniTune.Training.Lora.LoraSettings.HuggingFaceNames(target);
             if (lora.Rank < 1) throw new ArgumentException("--lora-r must be at least 1");
         }
-        if (args.Lr < 0 || args.MinLr < 0 || args.MinLr > args.Lr) throw new ArgumentException($"--min-lr {args.MinLr} must be between 0 and --lr {args.Lr}");
+        if (args.Lr is < 0 or > MaxLearningRate) throw new ArgumentException($"--lr {args.Lr}: must be in [0, {MaxLearningRate}]");
+        if (args.MinLr < 0 || args.MinLr > args.Lr) throw new ArgumentException($"--min-lr {args.MinLr} must be between 0 and --lr {args.Lr}");
+        if (args.LrWarmupInit < 0 || args.LrWarmupInit > args.Lr) throw new ArgumentException($"--lr-warmup-init {args.LrWarmupInit} must be between 0 and --lr {args.Lr}");
+        if (args.SeqLength < MinSeqLength) throw new ArgumentException($"--seq-length {args.SeqLength}: must be at least {MinSeqLength} (one prompt token and one answer token)");
+        if (args.WeightDecay < 0) throw new ArgumentException($"--weight-decay {args.WeightDecay}: must be ≥ 0");
+        if (args.AdamBeta1 is < 0 or >= 1 || args.AdamBeta2 is < 0 or >= 1) throw new ArgumentException($"--adam-beta1 {args.AdamBeta1} / --adam-beta2 {args.AdamBeta2}: each must be in [0, 1)");
+        if (args.AdamEps <= 0) throw new ArgumentException($"--adam-eps {args.AdamEps}: must be positive");
+        if (args.LrDecayIters is < 1) throw new ArgumentException($"--lr-decay-iters {args.LrDecayIters}: must be at least 1");
+        if (args.LrWarmupIters < 0) throw new ArgumentException($"--lr-warmup-iters {args.LrWarmupIters}: must be ≥ 0");
+        if (args.NumWorkers < 0) throw new ArgumentException($"--num-workers {args.NumWorkers}: must be ≥ 0");
+        if (args.MaxNanSteps < 1) throw new ArgumentException($"--max-nan-steps {args.MaxNanSteps}: must be at least 1");
         if (args.LrWarmupFraction is double w && (w < 0 || w > 1)) throw new ArgumentException($"--lr-warmup-fraction {w} must be in [0, 1]");
         if (args.LrWarmupFraction is not null && f.Given("lr-warmup-iters")) throw new ArgumentException("--lr-warmup-fraction and --lr-warmup-iters exclude each other");
         if (args.TrainIters < 1) throw new ArgumentException("--train-iters must be at least 1");

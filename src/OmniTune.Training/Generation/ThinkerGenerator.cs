@@ -12,7 +12,17 @@ namespace OmniTune.Training.Generation;
 /// <param name="Seed">Sampling seed.</param>
 /// <param name="UseCache">Decode with a KV cache (the prompt runs once); false recomputes the whole sequence each step.</param>
 /// <param name="TokenLimit">Only ids below this can be generated (the tokenizer's size: the embedding has more rows than the tokenizer has ids); 0 = no limit.</param>
-public sealed record GenerationOptions(int MaxNewTokens = 64, double Temperature = 0, double TopP = 1.0, int Seed = 0, bool UseCache = true, int TokenLimit = 0);
+public sealed record GenerationOptions(int MaxNewTokens = 64, double Temperature = 0, double TopP = 1.0, int Seed = 0, bool UseCache = true, int TokenLimit = 0)
+{
+    /// <summary>Refuses values outside their ranges, naming the flag.</summary>
+    public GenerationOptions Validated()
+    {
+        if (MaxNewTokens < 1) throw new ArgumentException($"--max-new-tokens {MaxNewTokens}: must be at least 1");
+        if (!double.IsFinite(Temperature) || Temperature < 0) throw new ArgumentException($"--temperature {Temperature}: must be ≥ 0 (0 = greedy)");
+        if (!double.IsFinite(TopP) || TopP <= 0 || TopP > 1) throw new ArgumentException($"--top-p {TopP}: must be in (0, 1]");
+        return this;
+    }
+}
 
 /// <summary>
 /// Text generation from a multimodal prompt. The prompt's TMRoPE positions come from get_rope_index; each generated
@@ -24,6 +34,11 @@ public static class ThinkerGenerator
     /// <summary>Generates up to <paramref name="options"/>.MaxNewTokens ids after the prompt, stopping at a stop id.</summary>
     public static List<int> Generate(Qwen25OmniThinkerForConditionalGeneration model, ThinkerInputs prompt, IReadOnlyCollection<int> stopIds, GenerationOptions options)
     {
+        options.Validated();
+        long maxPositions = model.Config.Text.MaxPositionEmbeddings;
+        if (prompt.InputIds.shape[1] + options.MaxNewTokens > maxPositions)
+            throw new ArgumentException($"the prompt is {prompt.InputIds.shape[1]} tokens; with --max-new-tokens {options.MaxNewTokens} that passes the model's " +
+                                        $"max_position_embeddings {maxPositions}: shorten the prompt or its media, or lower --max-new-tokens");
         using var noGrad = no_grad();
         model.eval();
         var (promptPositions, deltas) = model.PositionIds(prompt);

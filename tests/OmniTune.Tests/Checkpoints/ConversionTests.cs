@@ -150,4 +150,28 @@ public sealed class ConversionTests : IClassFixture<ConversionFixture>
         Assert.False(Directory.Exists(mm));
         Assert.Empty(Directory.GetDirectories(Path.GetDirectoryName(mm)!, Path.GetFileName(mm) + "*"));
     }
+
+    [Fact]
+    public void A_shard_tensor_of_the_wrong_shape_is_named_with_its_file_key_and_expected_shape()
+    {
+        string mm = fixture.NewFolder("mm-transposed"), back = fixture.NewFolder("back");
+        using (var source = new HfTensorSource(fixture.Hf)) CheckpointConverter.ToMm(source, new ParallelLayout([[1, 3]], [[3, 0]], [[3, 0]], TpSize: 2), mm);
+        string shard = Directory.GetFiles(mm, "*.safetensors", SearchOption.AllDirectories).Order(StringComparer.Ordinal).First();
+        const string key = "text_decoder.decoder.layers.0.mlp.linear_fc2.weight";
+        long[] shape;
+        using (var original = SafetensorsFile.Open(shard))
+        {
+            shape = original.Info(key).Shape;
+            var tensors = original.Tensors.Keys.Select(n => n == key
+                ? new TensorToWrite(n, original.Info(n).DType, [shape[1], shape[0]], () => original.Read(n).t().contiguous())
+                : new TensorToWrite(n, original.Info(n).DType, original.Info(n).Shape, () => original.Read(n))).ToList();
+            SafetensorsWriter.WriteFile(shard + ".new", tensors, original.Metadata);
+        }
+        File.Move(shard + ".new", shard, overwrite: true);
+        using var checkpoint = new MmCheckpoint(mm);
+        var error = Assert.Throws<InvalidDataException>(() => CheckpointConverter.ToHf(checkpoint, back, fixture.Hf));
+        Assert.Contains(shard, error.Message);
+        Assert.Contains($"'{key}' has shape [{shape[1]}, {shape[0]}], expected [{shape[0]}, {shape[1]}]", error.Message);
+        Assert.False(Directory.Exists(back));
+    }
 }

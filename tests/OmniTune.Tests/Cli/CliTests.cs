@@ -32,7 +32,7 @@ public sealed class CliTests
         Assert.Contains("tensors", output);
         (code, output, _) = Run("inspect", "--model", dir.Path);
         Assert.Equal(0, code);
-        Assert.Contains("missing 0, wrong shape 0", output);
+        Assert.Contains("missing 0, unexpected 0, wrong shape 0", output);
     }
 
     [Fact]
@@ -50,5 +50,45 @@ public sealed class CliTests
     {
         var (code, _, _) = Run("fly");
         Assert.NotEqual(0, code);
+    }
+
+    [Fact]
+    public void Inspect_refuses_an_unexpected_thinker_tensor_and_a_config_of_another_model_type_naming_the_key()
+    {
+        using var dir = new TempFolder();
+        Assert.Equal(0, Run("init-tiny", "--out", dir.Path).Code);
+        string weights = Path.Combine(dir.Path, "model.safetensors");
+        using (var original = OmniTune.Core.Safetensors.SafetensorsFile.Open(weights))
+        {
+            var tensors = original.Tensors.Keys.Select(n => new OmniTune.Core.Safetensors.TensorToWrite(n, original.Info(n).DType, original.Info(n).Shape, () => original.Read(n))).ToList();
+            tensors.Add(new OmniTune.Core.Safetensors.TensorToWrite("thinker.model.layers.9.mlp.extra.weight", TorchSharp.torch.ScalarType.Float32, [2, 2], () => TorchSharp.torch.zeros(2, 2)));
+            OmniTune.Core.Safetensors.SafetensorsWriter.WriteFile(weights + ".new", tensors);
+        }
+        File.Move(weights + ".new", weights, overwrite: true);
+        var (code, output, error) = Run("inspect", "--model", dir.Path);
+        Assert.Equal(1, code);
+        Assert.Contains("unexpected 1", output);
+        Assert.Contains("thinker.model.layers.9.mlp.extra.weight", error);
+        Assert.Contains("thinker.model.layers.9.mlp.extra.weight", Run("generate", "--model", dir.Path, "--prompt", "hi", "--max-new-tokens", "2").Err);
+
+        using var other = new TempFolder();
+        Assert.Equal(0, Run("init-tiny", "--out", other.Path).Code);
+        string config = Path.Combine(other.Path, "config.json");
+        File.WriteAllText(config, File.ReadAllText(config).Replace("\"model_type\": \"qwen2_5_omni\"", "\"model_type\": \"llama\"", StringComparison.Ordinal));
+        (code, _, error) = Run("inspect", "--model", other.Path);
+        Assert.Equal(1, code);
+        Assert.Contains("model_type is 'llama', not 'qwen2_5_omni'", error);
+        Assert.Contains("model_type is 'llama'", Run("generate", "--model", other.Path, "--prompt", "hi", "--max-new-tokens", "2").Err);
+    }
+
+    [Theory]
+    [InlineData("--max-new-tokens", "-3", "--max-new-tokens -3: must be at least 1")]
+    [InlineData("--temperature", "-1", "--temperature -1: must be ≥ 0")]
+    [InlineData("--top-p", "2", "--top-p 2: must be in (0, 1]")]
+    public void Generate_refuses_out_of_range_options_before_loading_anything(string flag, string value, string message)
+    {
+        var (code, _, error) = Run("generate", "--model", "/nonexistent-model", "--prompt", "hi", flag, value);
+        Assert.Equal(1, code);
+        Assert.Contains(message, error);
     }
 }

@@ -37,6 +37,47 @@ public static class MediaFixtures
         return path;
     }
 
+    /// <summary>
+    /// A large black RGB PNG written row by row (never whole in memory); with <paramref name="rows"/> fewer than the
+    /// height, only that many rows are stored: the header still claims the full size (how a decompression bomb looks
+    /// before its pixels are read).
+    /// </summary>
+    public static string LargePng(string folder, string name, int width, int height, int? rows = null)
+    {
+        string path = Path.Combine(folder, name);
+        using var file = File.Create(path);
+        file.Write([0x89, (byte)'P', (byte)'N', (byte)'G', 0x0D, 0x0A, 0x1A, 0x0A]);
+        var header = new byte[13];
+        System.Buffers.Binary.BinaryPrimitives.WriteInt32BigEndian(header, width);
+        System.Buffers.Binary.BinaryPrimitives.WriteInt32BigEndian(header.AsSpan(4), height);
+        header[8] = 8;   // bit depth
+        header[9] = 2;   // colour type RGB
+        PngChunk(file, "IHDR", header);
+        using (var compressed = new MemoryStream())
+        {
+            using (var zlib = new System.IO.Compression.ZLibStream(compressed, System.IO.Compression.CompressionLevel.Fastest, leaveOpen: true))
+            {
+                var row = new byte[1 + width * 3];   // filter byte 0, black pixels
+                for (int y = 0; y < (rows ?? height); y++) zlib.Write(row);
+            }
+            PngChunk(file, "IDAT", compressed.ToArray());
+        }
+        PngChunk(file, "IEND", []);
+        return path;
+    }
+
+    static void PngChunk(Stream stream, string type, byte[] data)
+    {
+        var length = new byte[4];
+        System.Buffers.Binary.BinaryPrimitives.WriteInt32BigEndian(length, data.Length);
+        stream.Write(length);
+        byte[] typeAndData = [.. System.Text.Encoding.ASCII.GetBytes(type), .. data];
+        stream.Write(typeAndData);
+        var crc = new byte[4];
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt32BigEndian(crc, System.IO.Hashing.Crc32.HashToUInt32(typeAndData));
+        stream.Write(crc);
+    }
+
     /// <summary>A sine tone as 16-bit PCM WAV.</summary>
     public static string Tone(string folder, string name, double seconds, double frequency = 440, int rate = 16000, int channels = 1)
     {

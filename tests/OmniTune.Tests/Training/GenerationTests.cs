@@ -47,4 +47,29 @@ public sealed class GenerationTests
         var options = new GenerationOptions(MaxNewTokens: 8, Temperature: 1.0, TopP: 0.9, Seed: 3);
         Assert.Equal(ThinkerGenerator.Generate(model, prompt, [], options), ThinkerGenerator.Generate(model, prompt, [], options));
     }
+
+    [Theory]
+    [InlineData(-3, 0.0, 1.0, "--max-new-tokens -3: must be at least 1")]
+    [InlineData(0, 0.0, 1.0, "--max-new-tokens 0: must be at least 1")]
+    [InlineData(8, -1.0, 1.0, "--temperature -1: must be ≥ 0")]
+    [InlineData(8, double.NaN, 1.0, "--temperature NaN: must be ≥ 0")]
+    [InlineData(8, 0.0, 2.0, "--top-p 2: must be in (0, 1]")]
+    [InlineData(8, 0.0, 0.0, "--top-p 0: must be in (0, 1]")]
+    public void Generation_options_out_of_range_are_refused_naming_the_flag(int maxNewTokens, double temperature, double topP, string message)
+    {
+        var error = Assert.Throws<ArgumentException>(() => new GenerationOptions(maxNewTokens, temperature, topP).Validated());
+        Assert.Contains(message, error.Message);
+    }
+
+    [Fact]
+    public void A_prompt_that_with_the_new_tokens_passes_max_position_embeddings_is_refused()
+    {
+        var config = TinyThinker.Config();
+        config = config with { Text = config.Text with { MaxPositionEmbeddings = 10 } };
+        using var model = TinyThinker.Create(config, seed: 14);
+        var prompt = new OmniTune.Models.Qwen25Omni.Thinker.ThinkerInputs { InputIds = tensor(new long[] { config.BosTokenId, 70, 71, 72, 73, 74, 75, 76 }).reshape(1, 8) };
+        var error = Assert.Throws<ArgumentException>(() => ThinkerGenerator.Generate(model, prompt, [], new GenerationOptions(MaxNewTokens: 4)));
+        Assert.Contains("the prompt is 8 tokens; with --max-new-tokens 4 that passes the model's max_position_embeddings 10", error.Message);
+        Assert.Equal(2, ThinkerGenerator.Generate(model, prompt, [], new GenerationOptions(MaxNewTokens: 2)).Count);
+    }
 }

@@ -55,6 +55,23 @@ public sealed class TrainingTests : IClassFixture<TrainingFixture>
         Assert.Equal(LossMode.PerToken, args.LossMode);
     }
 
+    [Theory]
+    [InlineData("--lr nan", "--lr 'nan' is not a finite number")]
+    [InlineData("--lr inf", "--lr 'inf' is not a finite number")]
+    [InlineData("--lr 1e300", "--lr 1E+300: must be in [0, 1000]")]
+    [InlineData("--lr -1", "--lr -1: must be in [0, 1000]")]
+    [InlineData("--seq-length 0", "--seq-length 0: must be at least 2")]
+    [InlineData("--seq-length -5", "--seq-length -5: must be at least 2")]
+    [InlineData("--adam-beta2 1", "--adam-beta2 1: each must be in [0, 1)")]
+    [InlineData("--adam-eps 0", "--adam-eps 0: must be positive")]
+    [InlineData("--weight-decay -0.1", "--weight-decay -0.1: must be ≥ 0")]
+    [InlineData("--num-workers -1", "--num-workers -1: must be ≥ 0")]
+    public void Out_of_range_numbers_are_refused_naming_the_flag_and_its_range(string flags, string message)
+    {
+        var error = Assert.Throws<ArgumentException>(() => fixture.Args(flags.Split(' ')));
+        Assert.Contains(message, error.Message);
+    }
+
     [Fact]
     public void Accumulating_four_micro_batches_of_one_equals_one_micro_batch_of_four_with_per_token_loss()
     {
@@ -158,7 +175,7 @@ public sealed class TrainingTests : IClassFixture<TrainingFixture>
     public void A_divergent_run_is_stopped_after_the_allowed_non_finite_steps()
     {
         var error = Assert.Throws<InvalidOperationException>(() =>
-            Trainer.Run(fixture.Args("--lr", "1e20", "--clip-grad", "0", "--train-iters", "30", "--max-nan-steps", "2"), TextWriter.Null));
+            Trainer.Run(fixture.Args("--lr", "1000", "--clip-grad", "0", "--train-iters", "30", "--max-nan-steps", "2"), TextWriter.Null));
         Assert.Contains("non-finite steps in a row", error.Message);
     }
 

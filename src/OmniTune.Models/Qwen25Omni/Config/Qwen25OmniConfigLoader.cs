@@ -54,6 +54,8 @@ public static class Qwen25OmniConfigLoader
         JsonObject full;
         if (root["thinker_config"] is JsonObject)
         {
+            if (modelType != "qwen2_5_omni")
+                throw new InvalidDataException($"{source}: model_type is '{modelType}', not 'qwen2_5_omni': not a Qwen2.5-Omni checkpoint");
             full = root;
         }
         else if (modelType == "qwen2_5_omni_thinker")

@@ -38,13 +38,14 @@ public static class ThinkerCheckpointLoader
         }
     }
 
-    /// <summary>Copies the checkpoint's tensors into <paramref name="model"/> after checking keys and shapes.</summary>
-    public static ThinkerLoadReport LoadWeights(Qwen25OmniThinkerForConditionalGeneration model, SafetensorsCheckpoint checkpoint)
+    /// <summary>
+    /// Keys and shapes of <paramref name="checkpoint"/> against the thinker <paramref name="layout"/>: missing tensors,
+    /// unexpected ones (anything that is neither a thinker tensor nor a talker / token2wav weight), wrong shapes.
+    /// </summary>
+    public static ThinkerCheckpointComparison Compare(SafetensorsCheckpoint checkpoint, IReadOnlyList<ThinkerWeight> layout)
     {
         string prefix = DetectPrefix(checkpoint);
-        var layout = ThinkerWeightLayout.For(model.Config, model.TiedLmHead).ToDictionary(w => w.Key, StringComparer.Ordinal);
-        var parameters = model.HuggingFaceParameters().ToDictionary(p => p.Key, p => p.Parameter, StringComparer.Ordinal);
-
+        var byKey = layout.ToDictionary(w => w.Key, StringComparer.Ordinal);
         int speech = 0;
         var present = new Dictionary<string, string>(StringComparer.Ordinal);   // thinker key -> checkpoint key
         var unexpected = new List<string>();
@@ -53,21 +54,29 @@ public static class ThinkerCheckpointLoader
             if (SpeechPrefixes.Any(p => key.StartsWith(p, StringComparison.Ordinal))) { speech++; continue; }
             if (!key.StartsWith(prefix, StringComparison.Ordinal)) { unexpected.Add(key); continue; }
             string local = key[prefix.Length..];
-            if (layout.ContainsKey(local)) present[local] = key;
+            if (byKey.ContainsKey(local)) present[local] = key;
             else unexpected.Add(key);
         }
-        var missing = parameters.Keys.Where(k => !present.ContainsKey(k)).ToList();
+        var missing = layout.Where(w => !present.ContainsKey(w.Key)).Select(w => prefix + w.Key).ToList();
         var shapeErrors = new List<string>();
         foreach (var (local, key) in present)
         {
             long[] stored = checkpoint.Info(key).Shape;
-            long[] expected = parameters.TryGetValue(local, out var p) ? p.shape : layout[local].Shape;
-            if (!stored.SequenceEqual(expected))
-                shapeErrors.Add($"{key}: checkpoint [{string.Join(", ", stored)}], model [{string.Join(", ", expected)}]");
+            if (!stored.SequenceEqual(byKey[local].Shape))
+                shapeErrors.Add($"{key}: checkpoint [{string.Join(", ", stored)}], model [{string.Join(", ", byKey[local].Shape)}]");
         }
-        if (missing.Count + unexpected.Count + shapeErrors.Count > 0)
-            throw new CheckpointMismatchException(DescribeMismatch(checkpoint.Location, prefix, missing, unexpected, shapeErrors));
+        return new ThinkerCheckpointComparison(prefix, present, missing, unexpected, shapeErrors, speech);
+    }
 
+    /// <summary>Copies the checkpoint's tensors into <paramref name="model"/> after checking keys and shapes.</summary>
+    public static ThinkerLoadReport LoadWeights(Qwen25OmniThinkerForConditionalGeneration model, SafetensorsCheckpoint checkpoint)
+    {
+        var parameters = model.HuggingFaceParameters().ToDictionary(p => p.Key, p => p.Parameter, StringComparer.Ordinal);
+        var comparison = Compare(checkpoint, ThinkerWeightLayout.For(model.Config, model.TiedLmHead));
+        var (prefix, present, speech) = (comparison.Prefix, comparison.Present, comparison.SpeechTensors);
+        var missing = comparison.Missing.Concat(parameters.Keys.Where(k => !present.ContainsKey(k)).Select(k => prefix + k)).Distinct().ToList();
+        if (missing.Count + comparison.Unexpected.Count + comparison.ShapeErrors.Count > 0)
+            throw new CheckpointMismatchException(DescribeMismatch(checkpoint.Location, missing, comparison.Unexpected, comparison.ShapeErrors));
         int loaded = 0;
         using (no_grad())
         {
@@ -87,7 +96,8 @@ public static class ThinkerCheckpointLoader
     public static string DetectPrefix(SafetensorsCheckpoint checkpoint) =>
         checkpoint.Keys.Any(k => k.StartsWith(ThinkerWeightLayout.Prefix, StringComparison.Ordinal)) ? ThinkerWeightLayout.Prefix : "";
 
-    static string DescribeMismatch(string location, string prefix, List<string> missing, List<string> unexpected, List<string> shapes)
+    /// <summary>The message of a mismatch: each list named, at most 20 entries each.</summary>
+    public static string DescribeMismatch(string location, IReadOnlyList<string> missing, IReadOnlyList<string> unexpected, IReadOnlyList<string> shapes)
     {
         var text = new StringBuilder($"{location}: the checkpoint does not match the Qwen2.5-Omni thinker built from its config.json");
         void List(string title, IReadOnlyList<string> items)
@@ -97,9 +107,23 @@ public static class ThinkerCheckpointLoader
             foreach (string item in items.Take(MaxListed)) text.Append($"\n    {item}");
             if (items.Count > MaxListed) text.Append($"\n    … and {items.Count - MaxListed} more");
         }
-        List("missing keys", missing.Select(k => prefix + k).ToList());
+        List("missing keys", missing);
         List("unexpected keys", unexpected);
         List("shape mismatches", shapes);
         return text.ToString();
     }
+}
+
+/// <summary>A checkpoint's keys against the thinker layout (see <see cref="ThinkerCheckpointLoader.Compare"/>).</summary>
+/// <param name="Prefix">"thinker." or "".</param>
+/// <param name="Present">Thinker key → checkpoint key of every known tensor found.</param>
+/// <param name="Missing">Checkpoint keys the layout needs and the checkpoint lacks.</param>
+/// <param name="Unexpected">Checkpoint keys that belong to no known tensor.</param>
+/// <param name="ShapeErrors">"key: checkpoint [..], model [..]" for every shape that differs.</param>
+/// <param name="SpeechTensors">Talker and token2wav tensors (skipped).</param>
+public sealed record ThinkerCheckpointComparison(string Prefix, IReadOnlyDictionary<string, string> Present, IReadOnlyList<string> Missing,
+    IReadOnlyList<string> Unexpected, IReadOnlyList<string> ShapeErrors, int SpeechTensors)
+{
+    /// <summary>Whether the checkpoint matches exactly.</summary>
+    public bool Matches => Missing.Count + Unexpected.Count + ShapeErrors.Count == 0;
 }
