@@ -59,10 +59,9 @@ public sealed class LoraMergedSource : IThinkerTensorSource
         Tensor weight = baseSource.Read(key);
         string module = key.EndsWith(".weight", StringComparison.Ordinal) ? "thinker." + key[..^".weight".Length] : "";
         if (!adapters.Contains(module + ".lora_A.weight")) return weight;
-        using Tensor a = adapters.Read(module + ".lora_A.weight").to(ScalarType.Float32), b = adapters.Read(module + ".lora_B.weight").to(ScalarType.Float32);
-        using Tensor delta = b.matmul(a) * scaling;
+        using Tensor a = adapters.Read(module + ".lora_A.weight"), b = adapters.Read(module + ".lora_B.weight");
         using (weight)
-            return (weight.to(ScalarType.Float32) + delta).to(weight.dtype);
+            return LoraMerge.Merged(weight, a, b, scaling);
     }
 
     /// <inheritdoc/>

@@ -5,12 +5,17 @@ namespace OmniTune.Models.Common;
 
 /// <summary>
 /// Reentrant activation checkpointing (TorchSharp has none): the forward pass of a segment runs without keeping
-/// activations; backward re-runs it with gradients enabled (CPU RNG state replayed) and back-propagates through the
-/// recomputed graph, so parameter gradients accumulate as usual and the input's gradient is returned.
+/// activations; backward re-runs it with gradients enabled (the CPU generator's state and that of every generator in
+/// <see cref="ReplayedRandomness"/>, which accelerators draw from, replayed) and back-propagates through the recomputed
+/// graph, so parameter gradients accumulate as usual and the input's gradient is returned.
 /// </summary>
 public sealed class ActivationCheckpoint : autograd.SingleTensorFunction<ActivationCheckpoint>
 {
-    const string SegmentKey = "segment", RngKey = "rng", RequiresGradKey = "input_requires_grad";
+    const string SegmentKey = "segment", RngKey = "rng", DeviceRngKey = "device_rng", RequiresGradKey = "input_requires_grad";
+    static long recomputations;
+
+    /// <summary>Segments recomputed in backward so far in this process (tests check that recompute really ran).</summary>
+    public static long Recomputations => Interlocked.Read(ref recomputations);
 
     /// <inheritdoc/>
     public override string Name => "OmniTuneActivationCheckpoint";
@@ -30,6 +35,7 @@ public sealed class ActivationCheckpoint : autograd.SingleTensorFunction<Activat
         ctx.save_for_backward([input.detach(), .. context]);
         ctx.save_data(SegmentKey, vars[1]);
         ctx.save_data(RngKey, random.get_rng_state().bytes.ToArray());
+        ctx.save_data(DeviceRngKey, ReplayedRandomness.Capture());
         ctx.save_data(RequiresGradKey, input.requires_grad);
         using var noGrad = no_grad();
         return ((Func<Tensor, Tensor[], Tensor>)vars[1])(input, context);
@@ -44,7 +50,10 @@ public sealed class ActivationCheckpoint : autograd.SingleTensorFunction<Activat
         Tensor saved = variables[0];
         Tensor[] context = variables.Skip(1).ToArray();
         byte[] state = random.get_rng_state().bytes.ToArray();
+        var deviceStates = ReplayedRandomness.Capture();
         random.set_rng_state(tensor((byte[])ctx.get_data(RngKey), ScalarType.Byte));
+        ReplayedRandomness.Restore((List<(Generator, Tensor)>)ctx.get_data(DeviceRngKey));
+        Interlocked.Increment(ref recomputations);
         try
         {
             using var enable = enable_grad();
@@ -56,6 +65,7 @@ public sealed class ActivationCheckpoint : autograd.SingleTensorFunction<Activat
         finally
         {
             random.set_rng_state(tensor(state, ScalarType.Byte));
+            ReplayedRandomness.Restore(deviceStates);
         }
     }
 }

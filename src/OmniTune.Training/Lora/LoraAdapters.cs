@@ -28,12 +28,23 @@ public sealed class LoraLayer : nn.Module
     /// <summary>The adapter's contribution for input x.</summary>
     public Tensor Delta(Tensor x)
     {
-        Tensor input = dropout > 0 ? nn.functional.dropout(x, dropout, training) : x;
+        Tensor input = dropout > 0 && training ? Dropout(x) : x;
         return lora_B.forward(lora_A.forward(input)) * scaling;
     }
 
-    /// <summary>B·A·scale, the update a merge adds to the base weight.</summary>
-    public Tensor WeightDelta() => lora_B.weight!.matmul(lora_A.weight!) * scaling;
+    /// <summary>
+    /// Inverted dropout. On CPU torch's default generator (replayed by recompute); on an accelerator the device's
+    /// <see cref="OmniTune.Models.Common.ReplayedRandomness"/> generator, which recompute replays as well.
+    /// </summary>
+    Tensor Dropout(Tensor x)
+    {
+        if (OmniTune.Models.Common.ReplayedRandomness.For(x.device) is not { } generator) return nn.functional.dropout(x, dropout, training: true);
+        Tensor keep = rand(x.shape, ScalarType.Float32, x.device, generator: generator).ge(dropout);
+        return x * keep.to(x.dtype) / (1 - dropout);
+    }
+
+    /// <summary><paramref name="weight"/> with this adapter merged in (the one merge, <see cref="OmniTune.Checkpoints.Conversion.LoraMerge"/>).</summary>
+    public Tensor Merged(Tensor weight) => OmniTune.Checkpoints.Conversion.LoraMerge.Merged(weight, lora_A.weight!, lora_B.weight!, scaling);
 }
 
 /// <summary>
@@ -126,8 +137,7 @@ public sealed class LoraAdapters : IDisposable
             return layers.TryGetValue(module, out LoraLayer? adapter)
                 ? new TensorToWrite(ThinkerWeightLayout.Prefix + p.Key, p.Parameter.dtype, p.Parameter.shape, () =>
                 {
-                    using var noGrad = no_grad();
-                    return p.Parameter.detach() + adapter.WeightDelta().to(p.Parameter.dtype);
+                    return adapter.Merged(p.Parameter);
                 })
                 : TensorToWrite.Of(ThinkerWeightLayout.Prefix + p.Key, p.Parameter.detach());
         }).ToList();
@@ -175,8 +185,8 @@ public sealed class LoraAdapters : IDisposable
         {
             foreach (var (path, adapter) in layers)
             {
-                using Tensor delta = adapter.WeightDelta();
-                linears[path].weight!.add_(delta.to(linears[path].weight!.dtype));
+                using Tensor merged = adapter.Merged(linears[path].weight!);
+                linears[path].weight!.copy_(merged);
             }
         }
         DetachHooks();

@@ -6,7 +6,6 @@ using OmniTune.Tests.Testing;
 namespace OmniTune.Tests.Data;
 
 /// <summary>Inputs built to hurt: decompression bombs, images that only fail when decoded, dataset files of the wrong shape.</summary>
-[Collection(nameof(MemoryMeasuringCollection))]
 public sealed class HostileInputTests
 {
     [Fact]
@@ -87,7 +86,3 @@ public sealed class HostileInputTests
         Assert.Equal(3, DatasetFileReader.Rows(array).Single().GetProperty("a").GetInt32());
     }
 }
-
-/// <summary>Tests that read the process's peak memory run alone.</summary>
-[CollectionDefinition(nameof(MemoryMeasuringCollection), DisableParallelization = true)]
-public sealed class MemoryMeasuringCollection;

@@ -1,4 +1,5 @@
 using OmniTune.Models.Common;
+using OmniTune.Tests.Testing;
 using static TorchSharp.torch;
 
 namespace OmniTune.Tests.Models;
@@ -26,7 +27,16 @@ public sealed class RecomputeTests
     public void Recompute_gives_bit_identical_gradients_in_every_tower(string method, int layers)
     {
         var plain = Gradients(null);
-        var recomputed = Gradients(new RecomputeSettings(method, layers));
+        var settings = new RecomputeSettings(method, layers);
+        long before = ActivationCheckpoint.Recomputations;
+        var recomputed = Gradients(settings);
+        var config = TinyThinker.Config();
+        var sample = MultimodalSample.Build(config, seed: 9);
+        int visionCalls = (sample.Inputs.PixelValues is null ? 0 : 1) + (sample.Inputs.PixelValuesVideos is null ? 0 : 1);   // images, then videos
+        int Segments(int n) => settings.Plan(n).Count(p => p.Checkpointed);
+        int segments = Segments(config.Text.NumHiddenLayers) + visionCalls * Segments(config.Vision.Depth) + Segments(config.Audio.EncoderLayers);
+        Assert.Equal(2, visionCalls);
+        Assert.Equal(segments, ActivationCheckpoint.Recomputations - before);   // recompute really ran, once per segment
         Assert.Equal(plain.Keys.Order(), recomputed.Keys.Order());
         Assert.Contains("visual.blocks.0.attn.q.weight", plain.Keys);
         Assert.Contains("audio_tower.layers.1.fc1.weight", plain.Keys);
@@ -38,5 +48,25 @@ public sealed class RecomputeTests
     {
         Assert.Equal([(0, 2, true), (2, 2, true), (4, 1, true)], new RecomputeSettings("uniform", 2).Plan(5));
         Assert.Equal([(0, 1, true), (1, 1, true), (2, 1, false)], new RecomputeSettings("block", 2).Plan(3));
+    }
+
+    [Fact]
+    public void Recompute_replays_the_generators_accelerators_draw_from()
+    {
+        // A segment that draws a dropout-like mask from a registered generator (on GPUs: the device's generator).
+        using var generator = new Generator(5);
+        ReplayedRandomness.Register(generator);
+        try
+        {
+            Tensor x = randn(64).requires_grad_(true);
+            Tensor y = ActivationCheckpoint.Run((input, _) => input * rand(input.shape, generator: generator), x, []);
+            y.sum().backward();
+            Tensor maskUsedInForward = y.detach() / x.detach();
+            TensorAssert.Close(maskUsedInForward, x.grad!, 1e-6);   // the recomputation drew the same mask
+        }
+        finally
+        {
+            ReplayedRandomness.Unregister(generator);
+        }
     }
 }

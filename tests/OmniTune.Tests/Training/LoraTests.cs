@@ -35,6 +35,42 @@ public sealed class LoraTests : IClassFixture<TrainingFixture>
     }
 
     [Fact]
+    public void Every_merge_path_gives_the_same_bf16_bits_the_trainer_save_generate_and_the_converter()
+    {
+        using var dir = new TempFolder();
+        string baseFolder = Path.Combine(dir.Path, "base"), merged = Path.Combine(dir.Path, "merged"), adapterFolder = Path.Combine(dir.Path, "adapters");
+        OmniTune.Models.Qwen25Omni.Tiny.TinyQwen25Omni.Write(baseFolder, seed: 6, ScalarType.BFloat16);
+        Directory.CreateDirectory(merged);
+        Directory.CreateDirectory(adapterFolder);
+        var (model, _, _) = ThinkerCheckpointLoader.Load(baseFolder, dtype: ScalarType.BFloat16);
+        using (model)
+        {
+            using var adapters = LoraAdapters.Attach(model, new LoraSettings(["linear_qkv", "linear_fc2"], Rank: 4, Alpha: 8), tower => tower == "text_decoder");
+            using (no_grad())
+            {
+                foreach (var (_, p) in adapters.Parameters()) p.normal_(0, 0.05);
+            }
+            adapters.Save(adapterFolder);
+            adapters.SaveMerged(model, merged);   // --lora-save-full-weight
+            adapters.MergeInto(model);            // generate --adapter
+            using var saved = SafetensorsCheckpoint.Open(merged);
+            using var original = SafetensorsCheckpoint.Open(baseFolder);
+            using var converted = new OmniTune.Checkpoints.Conversion.LoraMergedSource(new OmniTune.Checkpoints.Conversion.HfTensorSource(baseFolder), adapterFolder);   // convert mm-to-hf
+            int differing = 0;
+            foreach (var (key, parameter) in model.HuggingFaceParameters())
+            {
+                using Tensor fromSave = saved.Read("thinker." + key), fromConverter = converted.Read(key);
+                Assert.Equal(ScalarType.BFloat16, fromSave.dtype);
+                Assert.True(fromSave.bytes.SequenceEqual(fromConverter.bytes), $"{key}: the trainer's merged save and the converter differ");
+                Assert.True(fromSave.bytes.SequenceEqual(parameter.detach().bytes), $"{key}: the trainer's merged save and generate's merge differ");
+                using Tensor before = original.Read("thinker." + key);
+                if (!before.bytes.SequenceEqual(fromSave.bytes)) differing++;
+            }
+            Assert.True(differing >= 3 * 2, $"{differing} weights changed by the merge; q, k, v and down_proj of 2 layers at least");
+        }
+    }
+
+    [Fact]
     public void Lora_training_updates_only_adapters_saves_them_with_merged_weights_and_resumes_exactly()
     {
         using var dir = new TempFolder();
