@@ -4,6 +4,7 @@ set -euo pipefail
 needed=()
 command -v ffmpeg >/dev/null 2>&1 || needed+=(ffmpeg)
 command -v mpirun >/dev/null 2>&1 || needed+=(openmpi-bin libopenmpi-dev)
+command -v readelf >/dev/null 2>&1 || needed+=(binutils)
 # Debian's python3 with Pillow: the test that compares our bicubic resize with Pillow's byte for byte.
 { [ -x /usr/bin/python3 ] && /usr/bin/python3 -c "import PIL" >/dev/null 2>&1; } || needed+=(python3-pil)
 if [ ${#needed[@]} -gt 0 ]; then

@@ -1,28 +1,32 @@
-using System.Diagnostics;
-
 namespace OmniTune.Distributed;
 
 /// <summary>
 /// Ends the job when one communication call waits longer than the timeout (a peer died or hung), instead of letting every
-/// rank hang. One background thread per process watches whichever call is in progress; <see cref="Watch"/> marks one.
+/// rank hang. A timer watches whichever call is in progress; <see cref="Watch"/> marks one.
 /// </summary>
 public sealed class CollectiveWatchdog : IDisposable
 {
     readonly object gate = new();
     readonly Action<string> onTimeout;
-    readonly Thread thread;
-    volatile bool stopped;
+    readonly TimeProvider time;
+    readonly ITimer timer;
     string? current;
     long startedAt;
+    int fired;
 
-    /// <summary>Watches calls for <paramref name="timeout"/>; <paramref name="onTimeout"/> receives the message and must end the process.</summary>
-    public CollectiveWatchdog(TimeSpan timeout, Action<string> onTimeout)
+    /// <summary>
+    /// Watches calls for <paramref name="timeout"/>; <paramref name="onTimeout"/> receives the message and must end the
+    /// process. A timer of <paramref name="time"/> (the system clock unless a test passes its own) checks the call in
+    /// progress a tenth of the timeout apart.
+    /// </summary>
+    public CollectiveWatchdog(TimeSpan timeout, Action<string> onTimeout, TimeProvider? time = null)
     {
         if (timeout <= TimeSpan.Zero) throw new ArgumentOutOfRangeException(nameof(timeout), "the collective timeout must be positive");
         Timeout = timeout;
         this.onTimeout = onTimeout;
-        thread = new Thread(Loop) { IsBackground = true, Name = "collective watchdog" };
-        thread.Start();
+        this.time = time ?? TimeProvider.System;
+        var tick = TimeSpan.FromMilliseconds(Math.Clamp(Timeout.TotalMilliseconds / 10, 10, 1000));
+        timer = this.time.CreateTimer(_ => Check(), null, tick, tick);
     }
 
     /// <summary>How long one call may wait.</summary>
@@ -34,7 +38,7 @@ public sealed class CollectiveWatchdog : IDisposable
         lock (gate)
         {
             current = what;
-            startedAt = Stopwatch.GetTimestamp();
+            startedAt = time.GetTimestamp();
         }
         return new Scope(this);
     }
@@ -44,26 +48,21 @@ public sealed class CollectiveWatchdog : IDisposable
         lock (gate) current = null;
     }
 
-    void Loop()
+    /// <summary>Reports the call in progress once it has waited past the timeout (the timer calls this).</summary>
+    void Check()
     {
-        var tick = TimeSpan.FromMilliseconds(Math.Clamp(Timeout.TotalMilliseconds / 10, 10, 1000));
-        while (!stopped)
+        string? late = null;
+        lock (gate)
         {
-            Thread.Sleep(tick);
-            string? late = null;
-            lock (gate)
-            {
-                if (current is not null && Stopwatch.GetElapsedTime(startedAt) > Timeout) late = current;
-            }
-            if (late is null) continue;
-            onTimeout($"{late} waited more than {Timeout.TotalSeconds:0.#} s for its peers: a rank has died or hung; ending the job " +
-                "(raise --distributed-timeout-minutes if a step legitimately takes this long)");
-            return;
+            if (current is not null && time.GetElapsedTime(startedAt) > Timeout) late = current;
         }
+        if (late is null || Interlocked.Exchange(ref fired, 1) == 1) return;
+        onTimeout($"{late} waited more than {Timeout.TotalSeconds:0.#} s for its peers: a rank has died or hung; ending the job " +
+            "(raise --distributed-timeout-minutes if a step legitimately takes this long)");
     }
 
     /// <inheritdoc/>
-    public void Dispose() => stopped = true;
+    public void Dispose() => timer.Dispose();
 
     /// <summary>One watched call; disposing it marks the call finished.</summary>
     public readonly struct Scope(CollectiveWatchdog owner) : IDisposable
