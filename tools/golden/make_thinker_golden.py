@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes a Hugging Face golden dump of the tiny random Qwen2.5-Omni thinker for OmniTune's golden test.
 
-Usage (needs torch, transformers >= 4.52 with Qwen2.5-Omni, safetensors):
+Usage (needs torch, transformers with Qwen2.5-Omni: 4.52+ or 5.x, safetensors):
     dotnet run --project src/OmniTune.Cli -c Release -- init-tiny --out /tmp/omni-tiny --seed 0
     python tools/golden/make_thinker_golden.py /tmp/omni-tiny tests/golden/thinker-tiny.safetensors 0
 
@@ -10,10 +10,15 @@ Dump layout (one safetensors file; metadata: model_seed, model_sha256, transform
            image_grid_thw I64[n,3], pixel_values_videos F32[Nv,1176], video_grid_thw I64[nv,3],
            video_second_per_grid F32[nv], input_features F32[A,mel,frames], feature_attention_mask I64[A,frames],
            use_audio_in_video I64[1]
-  outputs: inputs_embeds F32[B,S,H] (placeholders filled), position_ids I64[3,B,S], rope_deltas I64[B,1],
-           logits F32[B,S,V], loss F32[1], image_embeds, video_embeds, audio_embeds (encoder outputs, F32)
-The sample mirrors tests/OmniTune.Tests/Models/MultimodalSample.cs: an audio clip (120 frames), an image (grid 1x4x4)
-and a video (grid 2x4x4, 1.0 s per grid) with its 300-frame audio track interleaved; loss on the answer only.
+  outputs: inputs_embeds F32[B,S,H] (placeholders filled), position_ids I64[3,B,S], rope_deltas I64[B,1] (as the
+           forward stores them: get_rope_index's delta minus the row's padding count), logits F32[B,S,V], loss F32[1],
+           image_embeds, video_embeds, audio_embeds (encoder outputs, F32)
+Two rows, right-padded as OmniTune's collator pads (B = 2):
+  row 0 mirrors tests/OmniTune.Tests/Models/MultimodalSample.cs: an audio clip (120 frames), an image (grid 1x4x4)
+        and a video (grid 2x4x4, 1.0 s per grid) with its 300-frame audio track interleaved; loss on the answer only.
+  row 1 is shorter: an image of grid 1x16x12 (four attention windows of the vision encoder) and a 450-frame clip (three
+        chunks of the audio encoder), then padding; the logits at the padded positions are compared too (a padded
+        query attends to the row's real tokens, as Hugging Face's eager mask has it).
 """
 import hashlib
 import json
@@ -25,6 +30,19 @@ from safetensors.torch import load_file, save_file
 import transformers
 from transformers.models.qwen2_5_omni.configuration_qwen2_5_omni import Qwen2_5OmniThinkerConfig
 from transformers.models.qwen2_5_omni.modeling_qwen2_5_omni import Qwen2_5OmniThinkerForConditionalGeneration
+
+
+def bytes_to_unicode():
+    """GPT-2's byte -> printable character table (byte-level BPE), defined here: transformers 5.x moved it."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("\u00a1"), ord("\u00ac") + 1)) + list(range(ord("\u00ae"), ord("\u00ff") + 1))
+    chars = printable[:]
+    extra = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            chars.append(256 + extra)
+            extra += 1
+    return {b: chr(c) for b, c in zip(printable, chars)}
 
 
 def audio_tokens(frames):
@@ -76,42 +94,66 @@ def main(folder, out, model_seed=0):
     with open(os.path.join(folder, "vocab.json")) as f:
         vocab = json.load(f)
     byte_ids = {}
-    from transformers.models.gpt2.tokenization_gpt2 import bytes_to_unicode
     for b, ch in bytes_to_unicode().items():
         byte_ids[b] = vocab[ch]
 
-    ids = []
-    def text(s):
-        ids.extend(byte_ids[b] for b in s.encode("utf-8"))
+    def text(row, s):
+        row.extend(byte_ids[b] for b in s.encode("utf-8"))
+
+    def image_span(row, grid):
+        row.extend([c["vision_start_token_id"]] + [c["image_token_index"]] * (grid[0] * grid[1] * grid[2] // merge ** 2) + [c["vision_end_token_id"]])
+
+    def audio_span(row, frames):
+        row.extend([c["audio_start_token_id"]] + [c["audio_token_index"]] * audio_tokens(frames) + [c["audio_end_token_id"]])
+
+    def answer(row, question, reply):
+        text(row, question); row.append(c["eos_token_id"]); text(row, "\n"); row.append(c["bos_token_id"]); text(row, "assistant\n")
+        prompt = len(row)
+        text(row, reply); row.append(c["eos_token_id"])
+        return prompt
 
     g = torch.Generator().manual_seed(seed)
-    image, video = (1, 4, 4), (2, 4, 4)
-    clip_frames, track_frames = 120, 300
-    ids.append(c["bos_token_id"]); text("user\n")
-    ids += [c["audio_start_token_id"]] + [c["audio_token_index"]] * audio_tokens(clip_frames) + [c["audio_end_token_id"]]
-    ids += [c["vision_start_token_id"]] + [c["image_token_index"]] * (image[0] * image[1] * image[2] // merge ** 2) + [c["vision_end_token_id"]]
-    ids += [c["vision_start_token_id"], c["audio_start_token_id"]]
+    image, video, wide_image = (1, 4, 4), (2, 4, 4), (1, 16, 12)
+    clip_frames, track_frames, long_clip_frames = 120, 300, 450
+
+    # Row 0: audio clip, image, video with its own sound interleaved.
+    row0 = [c["bos_token_id"]]; text(row0, "user\n")
+    audio_span(row0, clip_frames)
+    image_span(row0, image)
+    row0 += [c["vision_start_token_id"], c["audio_start_token_id"]]
     for kind, count in interleave(video, 1.0, audio_tokens(track_frames), merge, c["position_id_per_seconds"], c["seconds_per_chunk"]):
-        ids += [c["video_token_index"] if kind == "video" else c["audio_token_index"]] * count
-    ids += [c["audio_end_token_id"], c["vision_end_token_id"]]
-    text("What do you see and hear?"); ids.append(c["eos_token_id"]); text("\n"); ids.append(c["bos_token_id"]); text("assistant\n")
-    prompt = len(ids)
-    text("A red circle and a tone."); ids.append(c["eos_token_id"])
+        row0 += [c["video_token_index"] if kind == "video" else c["audio_token_index"]] * count
+    row0 += [c["audio_end_token_id"], c["vision_end_token_id"]]
+    prompt0 = answer(row0, "What do you see and hear?", "A red circle and a tone.")
+
+    # Row 1: a wide image (several vision windows) and a long clip (several audio chunks).
+    row1 = [c["bos_token_id"]]; text(row1, "user\n")
+    image_span(row1, wide_image)
+    audio_span(row1, long_clip_frames)
+    prompt1 = answer(row1, "Describe.", "Bars.")
+
+    length = max(len(row0), len(row1))
+    rows, prompts = [row0, row1], [prompt0, prompt1]
+    input_ids = torch.full((2, length), c["pad_token_id"], dtype=torch.long)
+    attention_mask = torch.zeros(2, length, dtype=torch.long)
+    labels = torch.full((2, length), -100, dtype=torch.long)
+    for r, (row, prompt) in enumerate(zip(rows, prompts)):
+        input_ids[r, :len(row)] = torch.tensor(row)
+        attention_mask[r, :len(row)] = 1
+        labels[r, prompt:len(row)] = torch.tensor(row[prompt:])
 
     mel = c["audio_config"]["num_mel_bins"]
     patch_dim = 3 * 2 * 14 * 14
-    input_ids = torch.tensor([ids])
-    attention_mask = torch.ones_like(input_ids)
-    labels = torch.tensor([[-100 if i < prompt else t for i, t in enumerate(ids)]])
-    features = torch.zeros(2, mel, track_frames)
-    features[0, :, :clip_frames] = torch.randn(mel, clip_frames, generator=g)
-    features[1] = torch.randn(mel, track_frames, generator=g)
-    feature_mask = torch.zeros(2, track_frames, dtype=torch.long)
-    feature_mask[0, :clip_frames] = 1
-    feature_mask[1] = 1
-    pixel_values = torch.randn(image[0] * image[1] * image[2], patch_dim, generator=g)
+    audios = [clip_frames, track_frames, long_clip_frames]   # in placeholder order: row 0 clip, row 0 track, row 1 clip
+    features = torch.zeros(len(audios), mel, max(audios))
+    feature_mask = torch.zeros(len(audios), max(audios), dtype=torch.long)
+    for i, frames in enumerate(audios):
+        features[i, :, :frames] = torch.randn(mel, frames, generator=g)
+        feature_mask[i, :frames] = 1
+    images = [image, wide_image]
+    pixel_values = torch.randn(sum(t * h * w for t, h, w in images), patch_dim, generator=g)
     pixel_values_videos = torch.randn(video[0] * video[1] * video[2], patch_dim, generator=g)
-    image_grid_thw = torch.tensor([image])
+    image_grid_thw = torch.tensor(images)
     video_grid_thw = torch.tensor([video])
     second_per_grid = torch.tensor([1.0])
 
@@ -123,6 +165,8 @@ def main(folder, out, model_seed=0):
                        labels=labels, output_hidden_states=True, return_dict=True)
         position_ids, rope_deltas = model.get_rope_index(
             input_ids, image_grid_thw, video_grid_thw, attention_mask, True, feature_mask.sum(1), second_per_grid)
+        # The forward stores the delta minus the row's padding count (what decoding continues from).
+        rope_deltas = rope_deltas - (attention_mask.shape[1] - attention_mask.sum(-1, keepdim=True))
         image_embeds = model.visual(pixel_values, grid_thw=image_grid_thw)
         video_embeds = model.visual(pixel_values_videos, grid_thw=video_grid_thw)
         lengths = feature_mask.sum(1)

@@ -59,6 +59,35 @@ public sealed class TextDecoderTests : IClassFixture<TinyModelFixture>
     }
 
     [Fact]
+    public void With_right_padding_every_position_padded_ones_included_equals_hugging_faces_eager_mask()
+    {
+        var (model, _, _) = ThinkerCheckpointLoader.Load(tiny.Path);
+        using (model)
+        using (no_grad())
+        {
+            // Row 0 is full; row 1 has 4 real tokens then 5 of padding (the collator pads on the right).
+            Tensor ids = RandomIds(2, 9, 3);
+            Tensor mask = ones(2, 9, ScalarType.Int64);
+            mask[1, TensorIndex.Slice(4, 9)] = 0;
+            ids[1, TensorIndex.Slice(4, 9)] = tiny.Config.Thinker.PadTokenId;
+            Tensor logits = model.Forward(ids, paddingMask: mask);
+            Tensor reference = NaiveTextDecoderReference.Logits(Weights(tiny.Path), tiny.Config.Thinker.Text, ids,
+                model.PositionIds(new ThinkerInputs { InputIds = ids, AttentionMask = mask }).Positions, mask);
+            TensorAssert.Close(reference, logits, 2e-5);   // padded queries attend to the row's real tokens, not to themselves
+        }
+    }
+
+    [Fact]
+    public void A_query_without_any_real_key_stays_finite()
+    {
+        using var all = OmniTune.Models.Qwen25Omni.Text.AttentionMask.FromPadding(tensor(new long[,] { { 0, 0, 1, 1 }, { 1, 1, 0, 0 } }));
+        Tensor m = all.Mask![TensorIndex.Colon, 0];
+        Assert.Equal(new[] { true, false, false, false }, m[0, 0].data<bool>().ToArray());   // left padding: itself only (never NaN)
+        Assert.Equal(new[] { false, false, true, true }, m[0, 3].data<bool>().ToArray());
+        Assert.Equal(new[] { true, true, false, false }, m[1, 3].data<bool>().ToArray());    // right padding: the real tokens, not itself
+    }
+
+    [Fact]
     public void Text_position_ids_follow_the_cumsum_rule_with_padding_set_to_one()
     {
         Tensor mask = tensor(new long[,] { { 0, 0, 1, 1, 1 }, { 1, 1, 1, 1, 1 } });

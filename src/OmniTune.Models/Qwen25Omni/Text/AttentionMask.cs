@@ -4,8 +4,10 @@ namespace OmniTune.Models.Qwen25Omni.Text;
 
 /// <summary>
 /// The decoder's attention mask: causal only (fast path, no tensor) or causal AND key-not-padding as a boolean
-/// [B, 1, S, S] tensor (True = attend). Fully masked rows (padding queries) may attend to themselves so they stay
-/// finite; their outputs are never used.
+/// [B, 1, S, S] tensor (True = attend), Hugging Face's eager mask: a padded query attends to the real tokens before it
+/// (not to itself), so with right padding (the collator's) logits agree at every position. A query with no real key
+/// at all (left padding's first positions) attends to itself only, where Hugging Face's eager softmax spreads evenly
+/// over every key: such rows stay finite (never NaN) and their outputs are never used.
 /// </summary>
 public sealed class AttentionMask : IDisposable
 {
@@ -33,7 +35,8 @@ public sealed class AttentionMask : IDisposable
         long s = paddingMask.shape[1];
         Tensor causal = ones(s, s, ScalarType.Bool, paddingMask.device).tril();           // [S, S]
         Tensor mask = causal.unsqueeze(0) & keep.unsqueeze(1);                            // [B, S, S]
-        mask = mask | eye(s, s, ScalarType.Bool, paddingMask.device).unsqueeze(0);        // padding rows attend to self
+        Tensor noKey = mask.any(-1, keepdim: true).logical_not();                        // [B, S, 1] queries without a real key
+        mask = mask | (eye(s, s, ScalarType.Bool, paddingMask.device).unsqueeze(0) & noKey);   // those attend to themselves
         return new(mask.unsqueeze(1).MoveToOuterDisposeScope());                          // [B, 1, S, S]
     }
 
