@@ -89,7 +89,9 @@ def main(folder, out, model_seed=0):
     with open(weights_path, "rb") as f:
         sha = hashlib.sha256(f.read()).hexdigest().upper()
 
-    c = full["thinker_config"]
+    c = dict(full["thinker_config"])
+    for kind in ("image", "video", "audio"):   # 4.x names them *_token_index, later versions *_token_id
+        c.setdefault(f"{kind}_token_index", c.get(f"{kind}_token_id"))
     merge = c["vision_config"]["spatial_merge_size"]
     with open(os.path.join(folder, "vocab.json")) as f:
         vocab = json.load(f)
