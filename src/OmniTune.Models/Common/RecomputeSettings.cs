@@ -30,18 +30,25 @@ public sealed record RecomputeSettings(string Method, int NumLayers)
     /// or not training). <paramref name="layer"/> gets the layer index, the hidden states and <paramref name="context"/> —
     /// the constant tensors it needs, handed over again when a segment is recomputed.
     /// </summary>
-    public static Tensor Run(RecomputeSettings? settings, int layers, Tensor x, Tensor[] context, Func<int, Tensor, Tensor[], Tensor> layer)
+    public static Tensor Run(RecomputeSettings? settings, int layers, Tensor x, Tensor[] context, Func<int, Tensor, Tensor[], Tensor> layer) =>
+        Run(settings, 0, layers, x, context, layer);
+
+    /// <summary>
+    /// Runs layers [<paramref name="from"/>, <paramref name="to"/>) (a pipeline stage's share of a tower; the recompute
+    /// plan counts from the first of them, as Megatron plans per stage).
+    /// </summary>
+    public static Tensor Run(RecomputeSettings? settings, int from, int to, Tensor x, Tensor[] context, Func<int, Tensor, Tensor[], Tensor> layer)
     {
         if (settings is null || !is_grad_enabled())
         {
-            for (int i = 0; i < layers; i++) x = layer(i, x, context);
+            for (int i = from; i < to; i++) x = layer(i, x, context);
             return x;
         }
-        foreach (var (start, count, checkpointed) in settings.Plan(layers))
+        foreach (var (start, count, checkpointed) in settings.Plan(to - from))
         {
             Tensor Segment(Tensor h, Tensor[] c)
             {
-                for (int i = start; i < start + count; i++) h = layer(i, h, c);
+                for (int i = from + start; i < from + start + count; i++) h = layer(i, h, c);
                 return h;
             }
             x = checkpointed ? ActivationCheckpoint.Run(Segment, x, context) : Segment(x, context);

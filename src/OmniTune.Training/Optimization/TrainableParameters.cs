@@ -24,7 +24,7 @@ public static class TrainableParameters
         if (config.FreezeAudioEncoder) frozen.Add("audio_encoder");
         if (config.FreezeTextDecoder) frozen.Add("text_decoder");
         var trainable = new List<(string, Parameter)>();
-        foreach (var (name, parameter) in model.named_parameters())
+        foreach (var (name, parameter) in model.HuggingFaceParameters())
         {
             bool train = !frozen.Contains(TowerOf(name));
             parameter.requires_grad = train;

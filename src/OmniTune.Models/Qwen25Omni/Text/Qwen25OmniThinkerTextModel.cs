@@ -14,14 +14,18 @@ public sealed class Qwen25OmniThinkerTextModel : nn.Module
     readonly RmsNorm norm;
     readonly MultimodalRotaryEmbedding rotary;
 
-    /// <summary>Creates the decoder on <paramref name="device"/> (use the meta device for shape-only models).</summary>
-    public Qwen25OmniThinkerTextModel(Qwen25OmniTextConfig config, Device? device, ScalarType dtype) : base("model")
+    /// <summary>
+    /// Creates the decoder on <paramref name="device"/> (use the meta device for shape-only models); <paramref name="parts"/>
+    /// (all when null) says which parts are built there, the rest going to the meta device.
+    /// </summary>
+    public Qwen25OmniThinkerTextModel(Qwen25OmniTextConfig config, Device? device, ScalarType dtype, Thinker.ThinkerParts? parts = null) : base("model")
     {
         Config = config;
-        embed_tokens = nn.Embedding(config.VocabSize, config.HiddenSize, device: device, dtype: dtype);
+        embed_tokens = nn.Embedding(config.VocabSize, config.HiddenSize, device: Thinker.ThinkerParts.Place(parts?.Embedding ?? true, device), dtype: dtype);
         layers = new ModuleList<Qwen25OmniDecoderLayer>();
-        for (int i = 0; i < config.NumHiddenLayers; i++) layers.Add(new Qwen25OmniDecoderLayer(config, device, dtype));
-        norm = new RmsNorm("norm", config.HiddenSize, config.RmsNormEps, device, dtype);
+        for (int i = 0; i < config.NumHiddenLayers; i++)
+            layers.Add(new Qwen25OmniDecoderLayer(config, Thinker.ThinkerParts.Place(parts?.DecoderLayers.Contains(i) ?? true, device), dtype));
+        norm = new RmsNorm("norm", config.HiddenSize, config.RmsNormEps, Thinker.ThinkerParts.Place(parts?.Head ?? true, device), dtype);
         rotary = new MultimodalRotaryEmbedding(config, device?.type == DeviceType.META ? CPU : device);
         RegisterComponents();
     }
@@ -48,26 +52,53 @@ public sealed class Qwen25OmniThinkerTextModel : nn.Module
     public Tensor Forward(Tensor inputsEmbeds, Tensor positionIds, Tensor? paddingMask, KvCache? cache = null)
     {
         using var scope = NewDisposeScope();
-        var (cos, sin) = rotary.Compute(positionIds, inputsEmbeds.dtype);
-        using var mask = AttentionMask.FromPadding(paddingMask);
+        using var pass = Prepare(positionIds, paddingMask, inputsEmbeds.dtype);
         if (cache is not null)
         {
             Tensor x = inputsEmbeds;
-            for (int i = 0; i < layers.Count; i++) x = layers[i].Forward(x, cos, sin, mask, cache, i);
+            for (int i = 0; i < layers.Count; i++) x = layers[i].Forward(x, pass.Cos, pass.Sin, pass.Mask, cache, i);
             return norm.Forward(x).MoveToOuterDisposeScope();
         }
-        Tensor h = RecomputeSettings.Run(Recompute, layers.Count, inputsEmbeds, [cos, sin, mask.AsTensor()], (i, x, c) =>
+        return Norm(Layers(inputsEmbeds, pass, 0, layers.Count)).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Rotary tables and attention mask of a batch, from its positions and padding alone.</summary>
+    public DecoderPass Prepare(Tensor positionIds, Tensor? paddingMask, ScalarType dtype)
+    {
+        var (cos, sin) = rotary.Compute(positionIds, dtype);
+        return new DecoderPass(cos, sin, AttentionMask.FromPadding(paddingMask));
+    }
+
+    /// <summary>Decoder layers [<paramref name="from"/>, <paramref name="to"/>) on hidden states [B, S, H].</summary>
+    public Tensor Layers(Tensor x, DecoderPass pass, int from, int to) =>
+        RecomputeSettings.Run(Recompute, from, to, x, [pass.Cos, pass.Sin, pass.Mask.AsTensor()], (i, h, c) =>
         {
             using var m = AttentionMask.FromTensor(c[2]);
-            return layers[i].Forward(x, c[0], c[1], m);
+            return layers[i].Forward(h, c[0], c[1], m);
         });
-        return norm.Forward(h).MoveToOuterDisposeScope();
-    }
+
+    /// <summary>The final RMS norm.</summary>
+    public Tensor Norm(Tensor x) => norm.Forward(x);
 
     /// <inheritdoc/>
     protected override void Dispose(bool disposing)
     {
         if (disposing) rotary.Dispose();
         base.Dispose(disposing);
+    }
+}
+
+/// <summary>Rotary cos/sin and the attention mask one decoder forward uses; owns them.</summary>
+/// <param name="Cos">Rotary cos.</param>
+/// <param name="Sin">Rotary sin.</param>
+/// <param name="Mask">Causal (and padding) mask.</param>
+public sealed record DecoderPass(Tensor Cos, Tensor Sin, AttentionMask Mask) : IDisposable
+{
+    /// <inheritdoc/>
+    public void Dispose()
+    {
+        Cos.Dispose();
+        Sin.Dispose();
+        Mask.Dispose();
     }
 }

@@ -20,19 +20,28 @@ public sealed class Qwen25OmniThinkerForConditionalGeneration : nn.Module
     readonly Qwen25OmniThinkerTextModel model;
     readonly Linear lm_head;
 
-    /// <summary>Creates the thinker; with <paramref name="tiedLmHead"/> the head shares the embedding matrix.</summary>
+    /// <summary>
+    /// Creates the thinker; with <paramref name="tiedLmHead"/> the head shares the embedding matrix. <paramref name="parts"/>
+    /// (all when null) says which parts are built on <paramref name="device"/>; the rest lives on the meta device.
+    /// </summary>
     public Qwen25OmniThinkerForConditionalGeneration(Qwen25OmniThinkerConfig config, bool tiedLmHead, Device? device = null,
-        ScalarType dtype = ScalarType.Float32) : base("thinker")
+        ScalarType dtype = ScalarType.Float32, ThinkerParts? parts = null) : base("thinker")
     {
+        if (tiedLmHead && parts is not null && parts.Embedding != parts.Head)
+            throw new NotSupportedException("a tied LM head needs the token embedding and the head on the same pipeline stage");
         Config = config;
         TiedLmHead = tiedLmHead;
-        audio_tower = new Qwen25OmniAudioEncoder(config.Audio, device, dtype);
-        visual = new Qwen25OmniVisionEncoder(config.Vision, device, dtype);
-        model = new Qwen25OmniThinkerTextModel(config.Text, device, dtype);
-        lm_head = nn.Linear(config.Text.HiddenSize, config.Text.VocabSize, hasBias: false, device: device, dtype: dtype);
+        Parts = parts ?? ThinkerParts.All(config);
+        audio_tower = new Qwen25OmniAudioEncoder(config.Audio, device, dtype, parts);
+        visual = new Qwen25OmniVisionEncoder(config.Vision, device, dtype, parts);
+        model = new Qwen25OmniThinkerTextModel(config.Text, device, dtype, parts);
+        lm_head = nn.Linear(config.Text.HiddenSize, config.Text.VocabSize, hasBias: false, device: ThinkerParts.Place(Parts.Head, device), dtype: dtype);
         if (tiedLmHead) lm_head.weight = model.EmbedTokens.weight!;
         RegisterComponents();
     }
+
+    /// <summary>The parts this instance built (everything, unless it is a pipeline stage).</summary>
+    public ThinkerParts Parts { get; }
 
     /// <summary>The thinker configuration.</summary>
     public Qwen25OmniThinkerConfig Config { get; }
@@ -50,10 +59,14 @@ public sealed class Qwen25OmniThinkerForConditionalGeneration : nn.Module
     public Qwen25OmniAudioEncoder AudioTower => audio_tower;
 
     /// <summary>
-    /// Parameters by Hugging Face key (without the <c>thinker.</c> prefix); a tied head appears once, as the embedding.
+    /// Built parameters by Hugging Face key (without the <c>thinker.</c> prefix); a tied head appears once, as the
+    /// embedding; parts not built here (see <see cref="Parts"/>) are left out.
     /// </summary>
     public IEnumerable<(string Key, Parameter Parameter)> HuggingFaceParameters() =>
-        named_parameters().Where(p => !(TiedLmHead && p.name == ThinkerWeightLayout.LmHeadKey));
+        named_parameters().Where(p => !(TiedLmHead && p.name == ThinkerWeightLayout.LmHeadKey) && Parts.Builds(p.name));
+
+    /// <summary>The LM head: hidden states [.., H] → logits [.., V].</summary>
+    public Tensor Head(Tensor hidden) => lm_head.forward(hidden);
 
     /// <summary>Text-only convenience: ids [B, S] (+ position ids [3, B, S], padding mask [B, S]) → logits [B, S, V].</summary>
     public Tensor Forward(Tensor inputIds, Tensor? positionIds = null, Tensor? paddingMask = null) =>
@@ -66,7 +79,7 @@ public sealed class Qwen25OmniThinkerForConditionalGeneration : nn.Module
         Tensor embeddings = Embed(inputs);
         Tensor positions = inputs.PositionIds ?? PositionIds(inputs).Positions;
         Tensor hidden = model.Forward(embeddings, positions.to(embeddings.device), inputs.AttentionMask);
-        return lm_head.forward(hidden).MoveToOuterDisposeScope();
+        return Head(hidden).MoveToOuterDisposeScope();
     }
 
     /// <summary>
@@ -87,18 +100,24 @@ public sealed class Qwen25OmniThinkerForConditionalGeneration : nn.Module
     public Tensor Embed(ThinkerInputs inputs)
     {
         using var scope = NewDisposeScope();
-        Tensor ids = inputs.InputIds;
-        Tensor embeddings = model.Embed(ids);
+        Tensor? audio = null;
         if (inputs.InputFeatures is not null)
         {
             var (features, lengths) = ValidAudioFrames(inputs);
-            embeddings = MultimodalEmbeddingMerge.Scatter(embeddings, ids, Config.AudioTokenId, audio_tower.Forward(features, lengths), "audio");
+            audio = audio_tower.Forward(features, lengths);
         }
-        if (inputs.PixelValues is not null)
-            embeddings = MultimodalEmbeddingMerge.Scatter(embeddings, ids, Config.ImageTokenId, visual.Forward(inputs.PixelValues, inputs.ImageGrids), "image");
-        if (inputs.PixelValuesVideos is not null)
-            embeddings = MultimodalEmbeddingMerge.Scatter(embeddings, ids, Config.VideoTokenId, visual.Forward(inputs.PixelValuesVideos, inputs.VideoGrids), "video");
-        return embeddings.MoveToOuterDisposeScope();
+        Tensor? images = inputs.PixelValues is null ? null : visual.Forward(inputs.PixelValues, inputs.ImageGrids);
+        Tensor? videos = inputs.PixelValuesVideos is null ? null : visual.Forward(inputs.PixelValuesVideos, inputs.VideoGrids);
+        return MergeMedia(model.Embed(inputs.InputIds), inputs.InputIds, audio, images, videos).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Writes encoder outputs (audio, image, video tokens, each optional) into their placeholders of the embeddings [B, S, H].</summary>
+    public Tensor MergeMedia(Tensor embeddings, Tensor ids, Tensor? audio, Tensor? images, Tensor? videos)
+    {
+        if (audio is not null) embeddings = MultimodalEmbeddingMerge.Scatter(embeddings, ids, Config.AudioTokenId, audio, "audio");
+        if (images is not null) embeddings = MultimodalEmbeddingMerge.Scatter(embeddings, ids, Config.ImageTokenId, images, "image");
+        if (videos is not null) embeddings = MultimodalEmbeddingMerge.Scatter(embeddings, ids, Config.VideoTokenId, videos, "video");
+        return embeddings;
     }
 
     /// <summary>TMRoPE position ids [3, B, S] and rope deltas [B] (already minus each row's padding) for generation.</summary>
@@ -116,7 +135,8 @@ public sealed class Qwen25OmniThinkerForConditionalGeneration : nn.Module
         return (tensor(flat, [3, b, s], device: inputs.InputIds.device), deltas);
     }
 
-    (Tensor Features, int[] Lengths) ValidAudioFrames(ThinkerInputs inputs)
+    /// <summary>The valid mel frames of all audios, [bins, ΣF], and each audio's frame count.</summary>
+    public static (Tensor Features, int[] Lengths) ValidAudioFrames(ThinkerInputs inputs)
     {
         Tensor features = inputs.InputFeatures!;
         Tensor mask = inputs.FeatureAttentionMask ?? ones(features.shape[0], features.shape[2], ScalarType.Int64, features.device);
