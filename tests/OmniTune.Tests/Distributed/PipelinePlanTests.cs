@@ -83,11 +83,11 @@ public sealed class PipelinePlanTests
         // PP 2, VPP 2, 4 micro-batches: warm-up (2 − r − 1)·2 + (2 − 1)·2.
         Assert.Equal("F0 F1 F0.1 F1.1 F2 B0.1 F3 B1.1 F2.1 B0 F3.1 B1 B2.1 B3.1 B2 B3", Names(PipelineSchedule.Interleaved(2, 2, 0, 4)));
         Assert.Equal("F0 F1 F0.1 B0.1 F1.1 B1.1 F2 B0 F3 B1 F2.1 B2.1 F3.1 B3.1 B2 B3", Names(PipelineSchedule.Interleaved(2, 2, 1, 4)));
-        // PP 4, VPP 2, 8 micro-batches: stage 0 warms up with 10 forwards, stage 3 with 4.
+        // PP 4, VPP 2, 8 micro-batches: stage 0 warms up with 10 forwards, stage 3 with 4 (then the steady state opens with one more).
         var s0 = PipelineSchedule.Interleaved(4, 2, 0, 8);
         var s3 = PipelineSchedule.Interleaved(4, 2, 3, 8);
-        Assert.Equal(10, s0.TakeWhile(a => a.Step == PipelineStep.Forward).Count());
-        Assert.Equal(4, s3.TakeWhile(a => a.Step == PipelineStep.Forward).Count());
+        Assert.Equal(10 + 1, s0.TakeWhile(a => a.Step == PipelineStep.Forward).Count());
+        Assert.Equal(4 + 1, s3.TakeWhile(a => a.Step == PipelineStep.Forward).Count());
         // As many micro-batches as stages: all forwards first (Megatron's all-warm-up case).
         Assert.Equal(8, PipelineSchedule.Interleaved(4, 2, 2, 4).TakeWhile(a => a.Step == PipelineStep.Forward).Count());
         Assert.Contains("multiple of the pipeline size (4)", Assert.Throws<ArgumentException>(() => PipelineSchedule.Interleaved(4, 2, 0, 6)).Message);
