@@ -40,12 +40,36 @@ public interface IProcessGroup : IDisposable
     /// <summary>Sums across ranks and returns this rank's 1/Size slice of dim 0.</summary>
     Tensor ReduceScatter(Tensor tensor);
 
-    /// <summary>Sends <paramref name="tensor"/> (shape and dtype first, so the receiver needs neither) to <paramref name="destination"/>.</summary>
-    void Send(Tensor tensor, int destination);
+    /// <summary>
+    /// Sends <paramref name="tensor"/> (shape and dtype first, so the receiver needs neither) to <paramref name="destination"/>
+    /// on <paramref name="channel"/>: messages of one channel between two ranks arrive in the order sent, channels are
+    /// independent of each other (a pipeline's forward activations and backward gradients).
+    /// </summary>
+    void Send(Tensor tensor, int destination, int channel = 0);
 
-    /// <summary>Receives the tensor that <paramref name="source"/> sends with <see cref="Send"/>, whatever its shape and dtype.</summary>
-    Tensor Receive(int source);
+    /// <summary>
+    /// Starts a send without waiting for the receiver (so two neighbours sending to each other cannot deadlock); disposing
+    /// the handle waits until the tensor's memory may be reused. The group keeps the tensor alive until then.
+    /// </summary>
+    PendingSend SendAsync(Tensor tensor, int destination, int channel = 0)
+    {
+        Send(tensor, destination, channel);
+        return PendingSend.Completed;
+    }
+
+    /// <summary>Receives the tensor that <paramref name="source"/> sends on <paramref name="channel"/>, whatever its shape and dtype.</summary>
+    Tensor Receive(int source, int channel = 0);
 
     /// <summary>Waits for every rank.</summary>
     void Barrier();
+}
+
+/// <summary>A send in flight; <see cref="Dispose"/> waits for it to complete (a completed one returns at once).</summary>
+public class PendingSend : IDisposable
+{
+    /// <summary>A send that has already completed.</summary>
+    public static PendingSend Completed { get; } = new();
+
+    /// <summary>Waits for completion and releases what the send held.</summary>
+    public virtual void Dispose() => GC.SuppressFinalize(this);
 }

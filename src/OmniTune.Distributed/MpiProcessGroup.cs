@@ -144,36 +144,77 @@ public sealed class MpiProcessGroup : IProcessGroup
     }
 
     /// <inheritdoc/>
-    public void Send(Tensor tensor, int destination)
+    public void Send(Tensor tensor, int destination, int channel = 0)
+    {
+        using PendingSend pending = SendAsync(tensor, destination, channel);
+    }
+
+    /// <inheritdoc/>
+    public PendingSend SendAsync(Tensor tensor, int destination, int channel = 0)
     {
         RequireContiguousCpu(tensor);
         RequirePeer(destination);
         if (tensor.dim() > MaxDims) throw new ArgumentException($"{Name}: send takes tensors of at most {MaxDims} dimensions, not {tensor.dim()}");
+        ArgumentOutOfRangeException.ThrowIfNegative(channel);
         var header = new long[2 + MaxDims];
         header[0] = (long)tensor.dtype;
         header[1] = tensor.dim();
         tensor.shape.CopyTo(header, 2);
-        using var watched = Watch($"send to rank {destination}", tensor);
-        unsafe
+        var pending = new MpiPendingSend(this, $"send to rank {destination} on channel {channel}", tensor, header);
+        pending.Requests.Add(OpenMpi.Isend(pending.HeaderPointer, header.Length, OpenMpi.Handle("ompi_mpi_int64_t"), destination, HeaderTag + 2 * channel, communicator));
+        Transfer(pending.Tensor, (data, count, type) => pending.Requests.Add(OpenMpi.Isend(data, count, type, destination, DataTag + 2 * channel, communicator)));
+        return pending;
+    }
+
+    /// <summary>An MPI send in flight: the pinned header and an alias of the tensor live until every request completed.</summary>
+    sealed class MpiPendingSend : PendingSend
+    {
+        readonly MpiProcessGroup group;
+        readonly string call;
+        System.Runtime.InteropServices.GCHandle header;
+        bool done;
+
+        public MpiPendingSend(MpiProcessGroup group, string call, Tensor tensor, long[] header)
         {
-            fixed (long* h = header) OpenMpi.Send((IntPtr)h, header.Length, OpenMpi.Handle("ompi_mpi_int64_t"), destination, HeaderTag, communicator);
+            this.group = group;
+            this.call = call;
+            Tensor = tensor.alias().DetachFromDisposeScope();   // lives until the send completes, whatever scope the caller is in
+            this.header = System.Runtime.InteropServices.GCHandle.Alloc(header, System.Runtime.InteropServices.GCHandleType.Pinned);
         }
-        Transfer(tensor, (data, count, type) => OpenMpi.Send(data, count, type, destination, DataTag, communicator));
+
+        public Tensor Tensor { get; }
+
+        public IntPtr HeaderPointer => header.AddrOfPinnedObject();
+
+        public List<IntPtr> Requests { get; } = [];
+
+        public override void Dispose()
+        {
+            if (done) return;
+            done = true;
+            using (group.Watch(call, Tensor))
+            {
+                foreach (IntPtr request in Requests) OpenMpi.Wait(request);
+            }
+            header.Free();
+            Tensor.Dispose();
+            base.Dispose();
+        }
     }
 
     /// <inheritdoc/>
-    public Tensor Receive(int source)
+    public Tensor Receive(int source, int channel = 0)
     {
         RequirePeer(source);
         var header = new long[2 + MaxDims];
-        using var watched = Watch($"receive from rank {source}");
+        using var watched = Watch($"receive from rank {source} on channel {channel}");
         unsafe
         {
-            fixed (long* h = header) OpenMpi.Recv((IntPtr)h, header.Length, OpenMpi.Handle("ompi_mpi_int64_t"), source, HeaderTag, communicator);
+            fixed (long* h = header) OpenMpi.Recv((IntPtr)h, header.Length, OpenMpi.Handle("ompi_mpi_int64_t"), source, HeaderTag + 2 * channel, communicator);
         }
         if (header[1] is < 0 or > MaxDims) throw new InvalidOperationException($"{Name}: rank {source} sent a malformed tensor header ({header[1]} dimensions)");
         Tensor result = empty(header.AsSpan(2, (int)header[1]).ToArray(), (ScalarType)header[0]);
-        Transfer(result, (data, count, type) => OpenMpi.Recv(data, count, type, source, DataTag, communicator));
+        Transfer(result, (data, count, type) => OpenMpi.Recv(data, count, type, source, DataTag + 2 * channel, communicator));
         return result;
     }
 

@@ -139,19 +139,19 @@ public sealed class NcclProcessGroup : IProcessGroup
     }
 
     /// <inheritdoc/>
-    public void Send(Tensor tensor, int destination)
+    public void Send(Tensor tensor, int destination, int channel = 0)
     {
         RequireContiguousCuda(tensor);
         var header = new long[] { (long)tensor.dtype }.Concat(tensor.shape).ToArray();
-        using (Tensor h = torch.tensor(header)) bootstrap.Send(h, destination);
+        using (Tensor h = torch.tensor(header)) bootstrap.Send(h, destination, channel);
         Run($"send to rank {destination}", tensor, () => NcclLibrary.Send(Pointer(tensor), (ulong)tensor.numel(), DataType(tensor.dtype), destination, communicator, IntPtr.Zero));
     }
 
     /// <inheritdoc/>
-    public Tensor Receive(int source)
+    public Tensor Receive(int source, int channel = 0)
     {
         long[] header;
-        using (Tensor h = bootstrap.Receive(source)) header = h.data<long>().ToArray();
+        using (Tensor h = bootstrap.Receive(source, channel)) header = h.data<long>().ToArray();
         Tensor result = empty(header[1..], (ScalarType)header[0], device);
         Run($"receive from rank {source}", result, () => NcclLibrary.Receive(Pointer(result), (ulong)result.numel(), DataType(result.dtype), source, communicator, IntPtr.Zero));
         return result;

@@ -90,6 +90,20 @@ public static unsafe partial class OpenMpi
     public static void Send(IntPtr buffer, int count, IntPtr type, int destination, int tag, IntPtr comm) =>
         Check(((delegate* unmanaged<IntPtr, int, IntPtr, int, int, IntPtr, int>)Symbol("MPI_Send"))(buffer, count, type, destination, tag, comm), "MPI_Send");
 
+    /// <summary>MPI_Isend: starts a send; returns the request to wait on.</summary>
+    public static IntPtr Isend(IntPtr buffer, int count, IntPtr type, int destination, int tag, IntPtr comm)
+    {
+        IntPtr request = IntPtr.Zero;
+        Check(((delegate* unmanaged<IntPtr, int, IntPtr, int, int, IntPtr, IntPtr*, int>)Symbol("MPI_Isend"))(buffer, count, type, destination, tag, comm, &request), "MPI_Isend");
+        return request;
+    }
+
+    /// <summary>MPI_Wait on one request (status ignored).</summary>
+    public static void Wait(IntPtr request)
+    {
+        Check(((delegate* unmanaged<IntPtr*, IntPtr, int>)Symbol("MPI_Wait"))(&request, IntPtr.Zero), "MPI_Wait");
+    }
+
     /// <summary>MPI_Recv (blocking; status ignored).</summary>
     public static void Recv(IntPtr buffer, int count, IntPtr type, int source, int tag, IntPtr comm) =>
         Check(((delegate* unmanaged<IntPtr, int, IntPtr, int, int, IntPtr, IntPtr, int>)Symbol("MPI_Recv"))(buffer, count, type, source, tag, comm, IntPtr.Zero), "MPI_Recv");

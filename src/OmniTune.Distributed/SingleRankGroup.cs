@@ -31,11 +31,11 @@ public sealed class SingleRankGroup(string name) : IProcessGroup
     public Tensor ReduceScatter(Tensor tensor) => tensor.clone();
 
     /// <inheritdoc/>
-    public void Send(Tensor tensor, int destination) =>
+    public void Send(Tensor tensor, int destination, int channel = 0) =>
         throw new InvalidOperationException($"group '{Name}' has one rank: there is no rank {destination} to send to");
 
     /// <inheritdoc/>
-    public Tensor Receive(int source) =>
+    public Tensor Receive(int source, int channel = 0) =>
         throw new InvalidOperationException($"group '{Name}' has one rank: there is no rank {source} to receive from");
 
     /// <inheritdoc/>

@@ -36,5 +36,12 @@ static class CommandErrors
             AbortOtherRanks();
             return 1;
         }
+        catch (Exception e) when (OmniTune.Distributed.OpenMpi.WorldSizeFromEnvironment > 1 && e is not OutOfMemoryException)
+        {
+            // A bug, not a bad input: the whole trace, then the job ends instead of leaving the other ranks waiting.
+            Console.Error.WriteLine($"error: {RankPrefix()}internal error (please report it): {e}");
+            AbortOtherRanks();
+            return 2;
+        }
     }
 }

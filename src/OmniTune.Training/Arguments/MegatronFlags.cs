@@ -42,6 +42,7 @@ public sealed class MegatronFlags
         ["pipeline-model-parallel-size"] = "1",
         ["context-parallel-size"] = "1",
         ["virtual-pipeline-model-parallel-size"] = null,
+        ["num-layers-per-virtual-pipeline-stage"] = null,
         ["expert-model-parallel-size"] = "1",
         ["device"] = "auto",
         ["max-nan-steps"] = "5",

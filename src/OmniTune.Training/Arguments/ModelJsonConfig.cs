@@ -36,6 +36,15 @@ public sealed record ModelJsonConfig
     /// <summary>Recompute of the decoder layers.</summary>
     public RecomputeSettings? TextRecompute { get; init; }
 
+    /// <summary>The vision encoder's pipeline_num_layers (rows = virtual chunks), when given.</summary>
+    public int[][]? VisionPipeline { get; init; }
+
+    /// <summary>The audio encoder's pipeline_num_layers, when given.</summary>
+    public int[][]? AudioPipeline { get; init; }
+
+    /// <summary>The text decoder's pipeline_num_layers, when given.</summary>
+    public int[][]? TextPipeline { get; init; }
+
     /// <summary>The raw document, stored in checkpoints.</summary>
     public JsonObject Raw { get; init; } = [];
 
@@ -74,9 +83,9 @@ public sealed record ModelJsonConfig
         Check(text, "text_decoder", "num_layers", thinker.Text.NumHiddenLayers);
         Check(text, "text_decoder", "hidden_size", thinker.Text.HiddenSize);
         Check(text, "text_decoder", "vocab_size", thinker.Text.VocabSize);
-        CheckPipeline(path, vision, "image_encoder.vision_encoder", thinker.Vision.Depth);
-        CheckPipeline(path, audio, "audio_encoder.audio_encoder", thinker.Audio.EncoderLayers);
-        CheckPipeline(path, text, "text_decoder", thinker.Text.NumHiddenLayers);
+        int[][]? visionPipeline = Pipeline(path, vision, "image_encoder.vision_encoder", thinker.Vision.Depth);
+        int[][]? audioPipeline = Pipeline(path, audio, "audio_encoder.audio_encoder", thinker.Audio.EncoderLayers);
+        int[][]? textPipeline = Pipeline(path, text, "text_decoder", thinker.Text.NumHiddenLayers);
 
         int? context = root["img_context_token_id"] is JsonValue c && c.TryGetValue(out int id) ? id : null;
         if (context is int ctx && ctx != thinker.ImageTokenId && ctx != thinker.VideoTokenId)
@@ -92,6 +101,9 @@ public sealed record ModelJsonConfig
             VisionRecompute = Recompute(path, vision, "image_encoder.vision_encoder"),
             AudioRecompute = Recompute(path, audio, "audio_encoder.audio_encoder"),
             TextRecompute = Recompute(path, text, "text_decoder"),
+            VisionPipeline = visionPipeline,
+            AudioPipeline = audioPipeline,
+            TextPipeline = textPipeline,
             Raw = root,
         };
     }
@@ -111,13 +123,24 @@ public sealed record ModelJsonConfig
         return new RecomputeSettings(method, layers);
     }
 
-    static void CheckPipeline(string path, JsonObject? section, string name, int layers)
+    /// <summary>A tower's pipeline_num_layers: flat [a, b, …] (one row) or MindSpeed's nested [[…], […]] (one row per virtual chunk).</summary>
+    static int[][]? Pipeline(string path, JsonObject? section, string name, int layers)
     {
-        if (section?["pipeline_num_layers"] is not JsonArray stages) return;
-        var counts = stages.SelectMany(s => s is JsonArray inner ? inner.Select(x => x!.GetValue<int>()) : [s!.GetValue<int>()]).ToList();
-        if (counts.Sum() != layers)
-            throw new InvalidDataException($"{path}: {name}.pipeline_num_layers [{string.Join(", ", counts)}] sums to {counts.Sum()}, the model has {layers} layers");
-        if (counts.Count(c => c > 0) > 1 || stages.Count > 1)
-            throw new NotSupportedException($"{path}: {name}.pipeline_num_layers has {stages.Count} stages; pipeline parallel is not built yet (use a single stage, e.g. [{layers}])");
+        if (section?["pipeline_num_layers"] is not JsonArray stages) return null;
+        int[][] rows;
+        try
+        {
+            rows = stages.Count > 0 && stages[0] is JsonArray
+                ? stages.Select(r => ((JsonArray)r!).Select(x => x!.GetValue<int>()).ToArray()).ToArray()
+                : [stages.Select(x => x!.GetValue<int>()).ToArray()];
+        }
+        catch (Exception e) when (e is InvalidCastException or InvalidOperationException or FormatException)
+        {
+            throw new InvalidDataException($"{path}: {name}.pipeline_num_layers must be a list of layer counts (or a list of such lists, one per virtual chunk)", e);
+        }
+        int sum = rows.Sum(r => r.Sum());
+        if (sum != layers)
+            throw new InvalidDataException($"{path}: {name}.pipeline_num_layers [{string.Join(", ", rows.SelectMany(r => r))}] sums to {sum}, the model has {layers} layers");
+        return rows;
     }
 }

@@ -129,6 +129,18 @@ public sealed record TrainingArguments
     /// <summary>TensorBoard event folder (none when null).</summary>
     public string? TensorboardDir { get; init; }
 
+    /// <summary>Pipeline stages (--pipeline-model-parallel-size).</summary>
+    public int PipelineSize { get; init; } = 1;
+
+    /// <summary>Virtual chunks per stage (--virtual-pipeline-model-parallel-size), when given.</summary>
+    public int? VirtualPipelineSize { get; init; }
+
+    /// <summary>Decoder layers per virtual stage (--num-layers-per-virtual-pipeline-stage), when given.</summary>
+    public int? LayersPerVirtualStage { get; init; }
+
+    /// <summary>--enable-dummy-optimizer (MindSpeed-MM's workaround for stages without trainable parameters; not needed here).</summary>
+    public bool EnableDummyOptimizer { get; init; }
+
     /// <summary>Flags accepted without effect.</summary>
     public IReadOnlyList<string> IgnoredFlags { get; init; } = [];
 
@@ -144,16 +156,22 @@ public sealed record TrainingArguments
     /// <summary>Builds the configuration from flags; every inconsistency is an error naming the flag.</summary>
     public static TrainingArguments FromFlags(MegatronFlags f)
     {
-        foreach (string axis in new[] { "tensor-model-parallel-size", "pipeline-model-parallel-size", "context-parallel-size", "expert-model-parallel-size" })
+        foreach (string axis in new[] { "tensor-model-parallel-size", "context-parallel-size", "expert-model-parallel-size" })
         {
             if (f.Int(axis) is int size && size != 1)
                 throw new NotSupportedException($"--{axis} {size}: this kind of parallel training is not built yet; use 1 (data parallel is: start N ranks with mpirun -np N)");
         }
-        foreach (string flag in new[] { "hetero-parallel", "sequence-parallel", "enable-dummy-optimizer" })
+        foreach (string flag in new[] { "hetero-parallel", "sequence-parallel" })
         {
-            if (f.Has(flag)) throw new NotSupportedException($"--{flag}: not built yet (it needs tensor/pipeline parallel, which do not exist yet)");
+            if (f.Has(flag)) throw new NotSupportedException($"--{flag}: not built yet (it needs tensor parallel, which does not exist yet)");
         }
-        if (f.Given("virtual-pipeline-model-parallel-size")) throw new NotSupportedException("--virtual-pipeline-model-parallel-size: pipeline parallel is not built yet");
+        int pipeline = f.Int("pipeline-model-parallel-size")!.Value;
+        if (pipeline < 1) throw new ArgumentException($"--pipeline-model-parallel-size {pipeline}: must be at least 1");
+        int? virtualSize = f.Int("virtual-pipeline-model-parallel-size"), layersPerVirtualStage = f.Int("num-layers-per-virtual-pipeline-stage");
+        if (virtualSize is < 1) throw new ArgumentException($"--virtual-pipeline-model-parallel-size {virtualSize}: must be at least 1");
+        if (layersPerVirtualStage is < 1) throw new ArgumentException($"--num-layers-per-virtual-pipeline-stage {layersPerVirtualStage}: must be at least 1");
+        if ((virtualSize is not null || layersPerVirtualStage is not null) && pipeline == 1)
+            throw new ArgumentException("a virtual pipeline needs --pipeline-model-parallel-size above 1");
         if (f.Has("calculate-per-sample-loss") && f.Has("calculate-per-token-loss"))
             throw new ArgumentException("--calculate-per-sample-loss and --calculate-per-token-loss exclude each other");
         int mbs = f.Int("micro-batch-size")!.Value;
@@ -198,6 +216,10 @@ public sealed record TrainingArguments
             LossMode = f.Has("calculate-per-token-loss") ? LossMode.PerToken : f.Has("calculate-per-sample-loss") ? LossMode.PerSample : LossMode.Default,
             Device = f.Text("device")!,
             MaxNanSteps = f.Int("max-nan-steps")!.Value,
+            PipelineSize = pipeline,
+            VirtualPipelineSize = virtualSize,
+            LayersPerVirtualStage = layersPerVirtualStage,
+            EnableDummyOptimizer = f.Has("enable-dummy-optimizer"),
             Shuffle = !f.Has("no-shuffle"),
             IgnoredFlags = f.IgnoredGiven,
             LoadBaseModel = f.Text("load-base-model"),

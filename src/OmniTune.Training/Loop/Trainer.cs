@@ -14,6 +14,8 @@ using OmniTune.Training.Checkpointing;
 using OmniTune.Training.Logging;
 using OmniTune.Training.Lora;
 using OmniTune.Training.Optimization;
+using OmniTune.Training.Pipeline;
+using OmniTune.Distributed.Pipeline;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -62,10 +64,15 @@ public sealed class Trainer
     }
 
     IProcessGroup? gradientGroup;
+    IProcessGroup pipelineGroup = null!;
+    PipelineStepRunner runner = null!;
 
     TrainingResult RunOn(IProcessGroup world)
     {
-        var dp = world;   // data parallel over every rank (TP = PP = CP = 1)
+        var dims = new ParallelDims(world.Size, pp: args.PipelineSize);
+        using var parallel = TowerGroups.Build(world, "model", dims);
+        var dp = parallel.Dp;
+        pipelineGroup = parallel.Pp;
         if (args.GlobalBatchSize % (args.MicroBatchSize * dp.Size) != 0)
             throw new ArgumentException($"--global-batch-size {args.GlobalBatchSize} is not a multiple of --micro-batch-size {args.MicroBatchSize} × data-parallel size {dp.Size}");
         if (dp.Size > 1) log.WriteLine($"data parallel over {dp.Size} ranks (group '{dp.Name}'), {args.GlobalBatchSize / (args.MicroBatchSize * dp.Size)} micro-batches per rank and step");
@@ -82,7 +89,7 @@ public sealed class Trainer
         var (data, dataReport) = DataJsonLoader.Load(args.DataJson);
         if (dataReport.Describe() is { } unknownData) log.WriteLine(unknownData);
         var start = ResolveStart(data);
-        if (args.Save is not null && dp.Rank == 0)
+        if (args.Save is not null && world.Rank == 0)
         {
             bool resumesHere = start.IterationFolder is not null && Path.GetFullPath(Path.GetDirectoryName(start.IterationFolder)!) == Path.GetFullPath(args.Save);
             if (CheckpointStore.PrepareSaveFolder(args.Save, resumesHere ? start.State!.Iteration : null, args.OverwriteOutputDir) is { } note) log.WriteLine(note);
@@ -90,6 +97,14 @@ public sealed class Trainer
         var (config, configReport) = Qwen25OmniConfigLoader.Load(start.ModelFolder);
         if (configReport.Describe() is { } unknownConfig) log.WriteLine(unknownConfig);
         var modelJson = ModelJsonConfig.Load(args.ModelJson, config.Thinker);
+        var plan = PipelineLayout.Plan(args, modelJson, config.Thinker);
+        var parts = PipelineLayout.PartsOf(plan, pipelineGroup.Rank);
+        if (plan.Stages > 1)
+        {
+            log.WriteLine($"pipeline parallel over {plan.Stages} stages{(plan.Chunks > 1 ? $" × {plan.Chunks} virtual chunks" : "")} (group '{pipelineGroup.Name}'), " +
+                          $"{(plan.Chunks > 1 ? "interleaved 1F1B" : "1F1B")} schedule:");
+            foreach (StageSlot slot in plan.Slots) log.WriteLine($"  {slot}");
+        }
 
         string processorFolder = data.DatasetParam.PreprocessParameters.ModelNameOrPath ?? start.ModelFolder;
         var processor = Qwen25OmniProcessor.Load(processorFolder, DataJsonLoader.ToProcessorSettings(data.DatasetParam.PreprocessParameters));
@@ -98,7 +113,7 @@ public sealed class Trainer
         if (dataset.Samples.Count < args.GlobalBatchSize)
             throw new ArgumentException($"the dataset has {dataset.Samples.Count} usable samples, fewer than one global batch of {args.GlobalBatchSize}");
 
-        var (model, _, report) = ThinkerCheckpointLoader.Load(start.ModelFolder, device, dtype);
+        var (model, _, report) = ThinkerCheckpointLoader.Load(start.ModelFolder, device, dtype, parts);
         using (model)
         {
             log.WriteLine($"model: {report.Describe()} from {start.ModelFolder} on {device}");
@@ -114,7 +129,12 @@ public sealed class Trainer
             model.Visual.Recompute = modelJson.VisionRecompute;
             model.AudioTower.Recompute = modelJson.AudioRecompute;
             model.TextModel.Recompute = modelJson.TextRecompute;
-            if (trainable.Count == 0) throw new ArgumentException($"{args.ModelJson}: every tower is frozen; there is nothing to train");
+            if (SumOver(world, (long)trainable.Count) == 0) throw new ArgumentException($"{args.ModelJson}: every tower is frozen; there is nothing to train");
+            if (trainable.Count == 0)
+            {
+                Console.Out.WriteLine($"[rank {world.Rank}] pipeline stage {pipelineGroup.Rank} holds no trainable parameters: it runs forward and backward and steps nothing " +
+                    (args.EnableDummyOptimizer ? "(--enable-dummy-optimizer changes nothing here: OmniTune needs no dummy parameter for such a stage)" : "(no --enable-dummy-optimizer needed)"));
+            }
             log.WriteLine($"trainable: {trainable.Sum(p => p.Parameter.numel()):N0} parameters in {trainable.Count} tensors " +
                           $"({string.Join(", ", trainable.Select(p => TrainableParameters.TowerOf(p.Name)).Distinct())})");
             log.WriteLine($"configuration: {JsonSerializer.Serialize(ResolvedConfig(modelJson))}");
@@ -129,9 +149,10 @@ public sealed class Trainer
                 trainable = masters.Masters;
                 log.WriteLine("mixed precision: bf16 model, fp32 master weights and optimizer state");
             }
+            using var placeholder = new Parameter(empty(0), requires_grad: true);   // a stage without trainable parameters steps nothing
             var groups = new List<AdamW.ParamGroup>
             {
-                new(trainable.Where(p => TrainableParameters.Decays(p.Name, p.Parameter)).Select(p => p.Parameter), lr: args.Lr, weight_decay: args.WeightDecay),
+                new(trainable.Count == 0 ? [placeholder] : trainable.Where(p => TrainableParameters.Decays(p.Name, p.Parameter)).Select(p => p.Parameter), lr: args.Lr, weight_decay: args.WeightDecay),
                 new(trainable.Where(p => !TrainableParameters.Decays(p.Name, p.Parameter)).Select(p => p.Parameter), lr: args.Lr, weight_decay: 0.0),
             };
             using var optimizer = optim.AdamW(groups, lr: args.Lr, beta1: args.AdamBeta1, beta2: args.AdamBeta2, eps: args.AdamEps, weight_decay: args.WeightDecay);
@@ -180,6 +201,7 @@ public sealed class Trainer
             using var loader = new SupervisedDataLoader(dataset.Samples, collator, args.MicroBatchSize, args.Seed, args.Shuffle, args.NumWorkers,
                 dp.Rank, dp.Size, new LoaderPosition(state.LoaderEpoch, batch), args.GlobalBatchSize);
             CheckReplicasAgree(trainable, dp);
+            runner = new PipelineStepRunner(model, plan, pipelineGroup, device);
             return Loop(model, trainable, optimizer, loader, state, scheduleOffset, processorFolder, modelJson, device, adapters, masters, dp, distributed);
         }
     }
@@ -285,19 +307,16 @@ public sealed class Trainer
             double stepLoss = 0;
             long stepTokens = args.LossMode == LossMode.PerToken ? SumOver(dp, batches.Sum(b => StepLoss.CountedTokens(b.Labels))) : 0;
             ZeroGradients(optimizer);
+            using (var scope = NewDisposeScope())
+            {
+                stepLoss = runner.Run(batches, (logits, labels) => StepLoss.ForMicroBatch(logits, labels, args.LossMode, microBatches, stepTokens));
+            }
             foreach (TrainingBatch batch in batches)
             {
-                using (batch)
-                using (var scope = NewDisposeScope())
-                {
-                    Tensor logits = model.Forward(OnDevice(batch.Inputs, device));
-                    var (loss, logged) = StepLoss.ForMicroBatch(logits, batch.Labels.to(device), args.LossMode, microBatches, stepTokens);
-                    loss.backward();
-                    stepLoss += logged;
-                    intervalTokens += batch.RealTokens;
-                    intervalPadded += batch.Inputs.InputIds.shape[1];
-                    intervalMicro++;
-                }
+                intervalTokens += batch.RealTokens;
+                intervalPadded += batch.Inputs.InputIds.shape[1];
+                intervalMicro++;
+                batch.Dispose();
             }
             var sync = Stopwatch.StartNew();
             if (dp.Size > 1) dp.Barrier();   // separates load imbalance from communication in the report below
@@ -305,12 +324,13 @@ public sealed class Trainer
             sync.Restart();
             if (distributed is null) SynchronizeGradients(trainable, gradientGroup ?? dp);
             syncMs += sync.Elapsed.TotalMilliseconds;
+            stepLoss = SumOver(pipelineGroup, stepLoss);   // the loss is known on the last stage
             stepLoss = args.LossMode == LossMode.PerToken ? SumOver(dp, stepLoss) : SumOver(dp, stepLoss) / dp.Size;
             masters?.GradientsToMasters();
             double lrNow = schedule.ForIteration(iteration - scheduleOffset, args.GlobalBatchSize);
             sync.Restart();
-            double norm = distributed is null ? GradientNorm(trainable)
-                : double.IsFinite(stepLoss) ? distributed.Step(lrNow, args.ClipGrad, average: args.LossMode != LossMode.PerToken) : double.NaN;
+            double norm = distributed is null ? Math.Sqrt(SumOver(pipelineGroup, GradientSquares(trainable)))
+                : double.IsFinite(stepLoss) ? distributed.Step(lrNow, args.ClipGrad, average: args.LossMode != LossMode.PerToken, pipelineGroup) : double.NaN;
             if (distributed is not null) syncMs += sync.Elapsed.TotalMilliseconds;
             double lr = schedule.ForIteration(iteration - scheduleOffset, args.GlobalBatchSize);
             consumed += args.GlobalBatchSize;
@@ -546,18 +566,8 @@ public sealed class Trainer
         }
     }
 
-    static ThinkerInputs OnDevice(ThinkerInputs inputs, Device device) => device.type == DeviceType.CPU ? inputs : inputs with
-    {
-        InputIds = inputs.InputIds.to(device),
-        AttentionMask = inputs.AttentionMask?.to(device),
-        PositionIds = inputs.PositionIds?.to(device),
-        PixelValues = inputs.PixelValues?.to(device),
-        PixelValuesVideos = inputs.PixelValuesVideos?.to(device),
-        InputFeatures = inputs.InputFeatures?.to(device),
-        FeatureAttentionMask = inputs.FeatureAttentionMask?.to(device),
-    };
-
-    static double GradientNorm(List<(string Name, Parameter Parameter)> trainable)
+    /// <summary>Sum of the squared gradients of this rank's parameters (the global norm sums it over the pipeline stages).</summary>
+    static double GradientSquares(List<(string Name, Parameter Parameter)> trainable)
     {
         double sum = 0;
         using (NewDisposeScope())
@@ -569,7 +579,7 @@ public sealed class Trainer
                 sum += grad.to(ScalarType.Float64).pow(2).sum().item<double>();
             }
         }
-        return Math.Sqrt(sum);
+        return sum;
     }
 
     /// <summary>fp32 GEMM rate (GFLOP/s) of this machine, measured once for the MFU column.</summary>

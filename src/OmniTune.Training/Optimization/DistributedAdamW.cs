@@ -32,7 +32,7 @@ public sealed class DistributedAdamW : IDisposable
         group = dataParallel;
         (this.beta1, this.beta2, this.eps, this.weightDecay) = (beta1, beta2, eps, weightDecay);
         total = trainable.Sum(p => p.Parameter.numel());
-        padded = (total + group.Size - 1) / group.Size * group.Size;
+        padded = Math.Max(group.Size, (total + group.Size - 1) / group.Size * group.Size);   // a stage without trainable parameters keeps one padding element per rank
         shardSize = padded / group.Size;
         shardStart = group.Rank * shardSize;
         using var scope = NewDisposeScope();
@@ -58,8 +58,9 @@ public sealed class DistributedAdamW : IDisposable
     /// Reduce-scatters the gradients (averaged over ranks unless <paramref name="average"/> is false), returns the global
     /// gradient norm, clips to <paramref name="clip"/> (0 = no clipping), updates this rank's shard with
     /// <paramref name="lr"/> and all-gathers the new parameters into the model. A non-finite norm skips the update.
+    /// With <paramref name="pipeline"/>, the squares of every stage's gradients count in the norm.
     /// </summary>
-    public double Step(double lr, double clip, bool average)
+    public double Step(double lr, double clip, bool average, IProcessGroup? pipeline = null)
     {
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
@@ -68,6 +69,7 @@ public sealed class DistributedAdamW : IDisposable
         if (average) shard.div_(group.Size);
         using Tensor squares = tensor(new[] { shard.to(ScalarType.Float64).pow(2).sum().item<double>() });
         group.AllReduce(squares);
+        pipeline?.AllReduce(squares);   // the other stages' parameters count in the global norm
         double norm = Math.Sqrt(squares.item<double>());
         if (!double.IsFinite(norm)) return norm;
         if (clip > 0 && norm > clip) shard.mul_(clip / (norm + 1e-6));

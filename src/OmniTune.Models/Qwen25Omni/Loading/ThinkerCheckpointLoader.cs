@@ -17,15 +17,18 @@ public static class ThinkerCheckpointLoader
     static readonly string[] SpeechPrefixes = ["talker.", "token2wav."];
     const int MaxListed = 20;
 
-    /// <summary>Reads config.json and the weights of <paramref name="folder"/> and builds the thinker.</summary>
+    /// <summary>
+    /// Reads config.json and the weights of <paramref name="folder"/> and builds the thinker (only <paramref name="parts"/>,
+    /// a pipeline stage's share, when given: the other weights are checked, not read).
+    /// </summary>
     public static (Qwen25OmniThinkerForConditionalGeneration Model, Qwen25OmniConfig Config, ThinkerLoadReport Report) Load(
-        string folder, Device? device = null, ScalarType dtype = ScalarType.Float32)
+        string folder, Device? device = null, ScalarType dtype = ScalarType.Float32, ThinkerParts? parts = null)
     {
         var (config, _) = Qwen25OmniConfigLoader.Load(folder);
         using SafetensorsCheckpoint checkpoint = SafetensorsCheckpoint.Open(folder);
         string prefix = DetectPrefix(checkpoint);
         bool tied = !checkpoint.Contains(prefix + ThinkerWeightLayout.LmHeadKey);
-        var model = new Qwen25OmniThinkerForConditionalGeneration(config.Thinker, tied, device, dtype);
+        var model = new Qwen25OmniThinkerForConditionalGeneration(config.Thinker, tied, device, dtype, parts);
         try
         {
             ThinkerLoadReport report = LoadWeights(model, checkpoint);

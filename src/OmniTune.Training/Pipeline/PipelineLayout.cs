@@ -1,0 +1,51 @@
+using OmniTune.Distributed.Pipeline;
+using OmniTune.Models.Qwen25Omni.Config;
+using OmniTune.Models.Qwen25Omni.Thinker;
+using OmniTune.Training.Arguments;
+
+namespace OmniTune.Training.Pipeline;
+
+/// <summary>The stage plan of a run (flags and model.json's pipeline_num_layers) and the thinker parts one stage builds.</summary>
+public static class PipelineLayout
+{
+    /// <summary>
+    /// The plan for --pipeline-model-parallel-size P (and a virtual pipeline): each tower's pipeline_num_layers from
+    /// model.json; without one, an encoder sits wholly on the first stage and, with P = 1, the decoder on the only one.
+    /// </summary>
+    public static StagePlan Plan(TrainingArguments args, ModelJsonConfig modelJson, Qwen25OmniThinkerConfig config)
+    {
+        int stages = args.PipelineSize;
+        int chunks = modelJson.TextPipeline?.Length ?? 1;
+        if (args.VirtualPipelineSize is int v && v != chunks)
+        {
+            throw new ArgumentException($"--virtual-pipeline-model-parallel-size {v}, but text_decoder.pipeline_num_layers in {args.ModelJson} has {chunks} " +
+                                        $"row(s): give one row per virtual chunk ([[…],[…]]), as MindSpeed-MM requires");
+        }
+        if (args.LayersPerVirtualStage is int n && chunks > 1 && modelJson.TextPipeline!.Any(r => r.Any(c => c != n)))
+            throw new ArgumentException($"--num-layers-per-virtual-pipeline-stage {n} disagrees with text_decoder.pipeline_num_layers in {args.ModelJson}");
+        if (args.LayersPerVirtualStage is int m && chunks == 1)
+        {
+            if (config.Text.NumHiddenLayers % (stages * m) != 0)
+                throw new ArgumentException($"--num-layers-per-virtual-pipeline-stage {m}: the decoder's {config.Text.NumHiddenLayers} layers are not a multiple of {stages} stages × {m}");
+            chunks = config.Text.NumHiddenLayers / (stages * m);
+        }
+        int[][] Default(int layers, bool encoder) =>
+            Enumerable.Range(0, chunks).Select(c => Enumerable.Range(0, stages).Select(s => encoder ? (c == 0 && s == 0 ? layers : 0)
+                : chunks * stages == 1 ? layers : -1).ToArray()).ToArray();
+        int[][] decoder = modelJson.TextPipeline ?? (args.LayersPerVirtualStage is int per && chunks > 1
+            ? Enumerable.Range(0, chunks).Select(_ => Enumerable.Repeat(per, stages).ToArray()).ToArray()
+            : stages == 1 ? Default(config.Text.NumHiddenLayers, encoder: false)
+            : throw new ArgumentException($"--pipeline-model-parallel-size {stages} needs text_decoder.pipeline_num_layers in {args.ModelJson} " +
+                                          "(the decoder layers of each stage, e.g. [1,10,10,7] for the 7B on 4 stages)"));
+        return StagePlan.Build(
+            new StagePlan.Tower("image_encoder.vision_encoder", modelJson.VisionPipeline ?? Default(config.Vision.Depth, encoder: true), config.Vision.Depth),
+            new StagePlan.Tower("audio_encoder.audio_encoder", modelJson.AudioPipeline ?? Default(config.Audio.EncoderLayers, encoder: true), config.Audio.EncoderLayers),
+            new StagePlan.Tower("text_decoder", decoder, config.Text.NumHiddenLayers), stages, chunks);
+    }
+
+    /// <summary>The thinker parts <paramref name="stage"/> builds: everything its slots (chunks) run.</summary>
+    public static ThinkerParts PartsOf(StagePlan plan, int stage) =>
+        plan.SlotsOf(stage).Select(s => new ThinkerParts(
+            ThinkerParts.Range(s.Vision.From, s.Vision.To), s.PatchEmbed, s.Merger, ThinkerParts.Range(s.Audio.From, s.Audio.To), s.AudioFront, s.AudioBack,
+            ThinkerParts.Range(s.Decoder.From, s.Decoder.To), s.Embedding, s.Head)).Aggregate(ThinkerParts.None, (a, b) => a.Union(b));
+}

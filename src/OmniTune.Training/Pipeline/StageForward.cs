@@ -1,0 +1,100 @@
+using OmniTune.Distributed.Pipeline;
+using OmniTune.Models.Qwen25Omni.Thinker;
+using static TorchSharp.torch;
+
+namespace OmniTune.Training.Pipeline;
+
+/// <summary>
+/// One slot's share of the thinker's forward pass on a micro-batch, in the order a micro-batch meets the parts: vision
+/// encoder (images, then videos), audio encoder, then the decoder (embedding and the merge of the encoder tokens where
+/// it starts; final norm and LM head where it ends). Whatever arrives and this slot does not use is passed on. With
+/// every part in one slot this is exactly <see cref="Qwen25OmniThinkerForConditionalGeneration.Forward(ThinkerInputs)"/>.
+/// </summary>
+public static class StageForward
+{
+    /// <summary>Names of the tensors that cross slots.</summary>
+    public static class Names
+    {
+        /// <summary>Decoder hidden states [B, S, H].</summary>
+        public const string DecoderHidden = "decoder.hidden";
+
+        /// <summary>Audio encoder rows [T, D] before its last layer.</summary>
+        public const string AudioHidden = "audio.hidden";
+
+        /// <summary>Finished audio tokens [N, H].</summary>
+        public const string AudioTokens = "audio.tokens";
+
+        /// <summary>Vision encoder rows of images or videos before the merger.</summary>
+        public static string VisionHidden(string kind) => $"vision.{kind}.hidden";
+
+        /// <summary>Finished vision tokens of images or videos.</summary>
+        public static string VisionTokens(string kind) => $"vision.{kind}.tokens";
+    }
+
+    /// <summary>
+    /// Runs <paramref name="slot"/> on <paramref name="inputs"/> with what the previous slot sent (<paramref name="received"/>);
+    /// returns what goes to the next slot, or the logits on the decoder's last slot.
+    /// </summary>
+    public static (Dictionary<string, Tensor> Outputs, Tensor? Logits) Run(Qwen25OmniThinkerForConditionalGeneration model, StageSlot slot,
+        ThinkerInputs inputs, IReadOnlyDictionary<string, Tensor> received)
+    {
+        var pending = new Dictionary<string, Tensor>(received, StringComparer.Ordinal);   // taken out as used; the rest passes on
+        Tensor Take(string name) => pending.Remove(name, out Tensor? t) ? t
+            : throw new InvalidOperationException($"pipeline {slot}: expected '{name}' from the previous stage, got [{string.Join(", ", received.Keys)}]");
+        var outputs = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        var tokens = new Dictionary<string, Tensor>(StringComparer.Ordinal);   // finished encoder tokens for the merge on this slot
+
+        void Finished(string name, Tensor t)
+        {
+            if (slot.Embedding) tokens[name] = t;
+            else outputs[name] = t;
+        }
+
+        foreach (var (kind, pixels, grids) in new[] { ("image", inputs.PixelValues, inputs.ImageGrids), ("video", inputs.PixelValuesVideos, inputs.VideoGrids) })
+        {
+            if (pixels is null) continue;
+            if (slot.Vision.Count > 0)
+            {
+                using var pass = model.Visual.Prepare(grids, pixels.device);
+                Tensor x = slot.PatchEmbed ? model.Visual.Embed(pixels, pass) : Take(Names.VisionHidden(kind));
+                x = model.Visual.Blocks(x, pass, slot.Vision.From, slot.Vision.To);
+                if (slot.Merger) Finished(Names.VisionTokens(kind), model.Visual.Merge(x, pass));
+                else outputs[Names.VisionHidden(kind)] = x;
+            }
+            else if (slot.Embedding)
+            {
+                tokens[Names.VisionTokens(kind)] = Take(Names.VisionTokens(kind));
+            }
+        }
+        if (inputs.InputFeatures is not null)
+        {
+            if (slot.Audio.Count > 0)
+            {
+                var (features, lengths) = Qwen25OmniThinkerForConditionalGeneration.ValidAudioFrames(inputs);
+                var pass = model.AudioTower.Prepare(lengths);
+                Tensor x = slot.AudioFront ? model.AudioTower.Embed(features, pass) : Take(Names.AudioHidden);
+                x = model.AudioTower.Layers(x, pass, slot.Audio.From, slot.Audio.To);
+                if (slot.AudioBack) Finished(Names.AudioTokens, model.AudioTower.Project(x, pass));
+                else outputs[Names.AudioHidden] = x;
+            }
+            else if (slot.Embedding)
+            {
+                tokens[Names.AudioTokens] = Take(Names.AudioTokens);
+            }
+        }
+        if (slot.Decoder.Count > 0 || slot.Head)
+        {
+            Tensor h = slot.Embedding
+                ? model.MergeMedia(model.TextModel.Embed(inputs.InputIds), inputs.InputIds, tokens.GetValueOrDefault(Names.AudioTokens),
+                    tokens.GetValueOrDefault(Names.VisionTokens("image")), tokens.GetValueOrDefault(Names.VisionTokens("video")))
+                : Take(Names.DecoderHidden);
+            Tensor positions = (inputs.PositionIds ?? model.PositionIds(inputs).Positions).to(h.device);
+            using (var pass = model.TextModel.Prepare(positions, inputs.AttentionMask, h.dtype))
+                h = model.TextModel.Layers(h, pass, slot.Decoder.From, slot.Decoder.To);
+            if (slot.Head) return (outputs, model.Head(model.TextModel.Norm(h)));
+            outputs[Names.DecoderHidden] = h;
+        }
+        foreach (var (name, t) in pending) outputs[name] = t;   // not this slot's business: on to the next
+        return (outputs, null);
+    }
+}
