@@ -26,49 +26,67 @@ public static class CheckpointConverter
         var map = MmTensorMap.For(config, source.TiedLmHead);
         WithTemporaryFolder(mmDir, temporary =>
         {
-            foreach (string name in SideFiles)
-            {
-                string file = Path.Combine(source.ConfigFolder, name);
-                if (File.Exists(file)) File.Copy(file, Path.Combine(temporary, name));
-            }
+            CopySideFiles(source.ConfigFolder, temporary);
             string release = Path.Combine(temporary, "release");
             long written = 0;
             for (int tp = 0; tp < layout.MaxTp; tp++)
             {
                 for (int stage = 0; stage < layout.PipelineSize; stage++)
                 {
-                    var tensors = new List<TensorToWrite>();
-                    for (int chunk = 0; chunk < layout.VirtualSize; chunk++)
-                    {
-                        int slot = chunk * layout.PipelineSize + stage;
-                        foreach (MmTensor t in map)
-                        {
-                            if (plan.LocalIndex(t, slot) is not int local) continue;
-                            int parts = plan.TpOf(t.Tower), part = tp % parts;
-                            var (dtype, shape) = PartShape(t, source, parts);
-                            tensors.Add(new TensorToWrite(plan.ChunkPrefix(chunk) + t.LocalName(local), dtype, shape, () =>
-                            {
-                                Tensor[] sources = t.Sources.Select(source.Read).ToArray();
-                                return TensorOps.SplitPart(TensorOps.Merge(t, sources), t.Split, part, parts).contiguous();
-                            }));
-                        }
-                    }
-                    string rankFolder = Path.Combine(release, plan.Folder(tp, stage));
-                    Directory.CreateDirectory(rankFolder);
-                    SafetensorsWriter.WriteFile(Path.Combine(rankFolder, MmCheckpoint.FileName), tensors, new Dictionary<string, string>
-                    {
-                        ["format"] = "omnitune-mm",
-                        ["parallel_layout"] = layout.ToJson(),
-                        ["tp_rank"] = tp.ToString(System.Globalization.CultureInfo.InvariantCulture),
-                        ["pp_stage"] = stage.ToString(System.Globalization.CultureInfo.InvariantCulture),
-                        ["tied_lm_head"] = source.TiedLmHead ? "true" : "false",
-                    });
-                    written += tensors.Sum(t => Core.Tensors.TensorMemory.ByteCount(t.DType, t.Shape));
+                    written += WriteRank(source, layout, tp, stage, release);
                     progress?.Report(written);
                 }
             }
             File.WriteAllText(Path.Combine(temporary, MmCheckpoint.Tracker), "release");
         });
+    }
+
+    /// <summary>
+    /// Writes the rank folder of (<paramref name="tp"/>, <paramref name="stage"/>) of <paramref name="layout"/> under
+    /// <paramref name="iterationFolder"/> (<c>mp_rank_XX[_YYY]/model_optim_rng.safetensors</c>): only the tensors of that
+    /// stage's slots are read from <paramref name="source"/>, so a pipeline stage writes its own part. Returns the bytes.
+    /// </summary>
+    public static long WriteRank(IThinkerTensorSource source, ParallelLayout layout, int tp, int stage, string iterationFolder)
+    {
+        var plan = new PipelinePlan(layout);
+        var map = MmTensorMap.For(source.Config.Thinker, source.TiedLmHead);
+        var tensors = new List<TensorToWrite>();
+        for (int chunk = 0; chunk < layout.VirtualSize; chunk++)
+        {
+            int slot = chunk * layout.PipelineSize + stage;
+            foreach (MmTensor t in map)
+            {
+                if (plan.LocalIndex(t, slot) is not int local) continue;
+                int parts = plan.TpOf(t.Tower), part = tp % parts;
+                var (dtype, shape) = PartShape(t, source, parts);
+                tensors.Add(new TensorToWrite(plan.ChunkPrefix(chunk) + t.LocalName(local), dtype, shape, () =>
+                {
+                    Tensor[] sources = t.Sources.Select(source.Read).ToArray();
+                    return TensorOps.SplitPart(TensorOps.Merge(t, sources), t.Split, part, parts).contiguous();
+                }));
+            }
+        }
+        string rankFolder = Path.Combine(iterationFolder, plan.Folder(tp, stage));
+        Directory.CreateDirectory(rankFolder);
+        SafetensorsWriter.WriteFile(Path.Combine(rankFolder, MmCheckpoint.FileName), tensors, new Dictionary<string, string>
+        {
+            ["format"] = "omnitune-mm",
+            ["parallel_layout"] = layout.ToJson(),
+            ["tp_rank"] = tp.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            ["pp_stage"] = stage.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            ["tied_lm_head"] = source.TiedLmHead ? "true" : "false",
+        });
+        return tensors.Sum(t => Core.Tensors.TensorMemory.ByteCount(t.DType, t.Shape));
+    }
+
+    /// <summary>Copies the config and tokenizer files of <paramref name="configFolder"/> into <paramref name="target"/>.</summary>
+    public static void CopySideFiles(string configFolder, string target)
+    {
+        foreach (string name in SideFiles)
+        {
+            string file = Path.Combine(configFolder, name);
+            if (File.Exists(file) && !File.Exists(Path.Combine(target, name))) File.Copy(file, Path.Combine(target, name));
+        }
     }
 
     /// <summary>

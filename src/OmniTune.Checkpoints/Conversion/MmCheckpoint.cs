@@ -27,17 +27,29 @@ public sealed class MmCheckpoint : IThinkerTensorSource
     readonly string folder;
     (string Name, Tensor Merged)? cached;
 
-    /// <summary>Opens the checkpoint at <paramref name="root"/>.</summary>
-    public MmCheckpoint(string root)
+    /// <summary>
+    /// Opens the checkpoint at <paramref name="root"/>: the folder its tracker names, or iteration
+    /// <paramref name="iteration"/>. config.json comes from the iteration folder (a training checkpoint) or the root.
+    /// </summary>
+    public MmCheckpoint(string root, int? iteration = null)
     {
         string tracker = Path.Combine(root, Tracker);
-        if (!File.Exists(tracker)) throw new FileNotFoundException($"{root}: not a MindSpeed-MM checkpoint ({Tracker} missing)", tracker);
-        string text = File.ReadAllText(tracker).Trim();
-        folder = text == "release" ? Path.Combine(root, "release")
-            : int.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out int it) ? Path.Combine(root, $"iter_{it:D7}")
-            : throw new InvalidDataException($"{tracker}: '{text}' is neither release nor an iteration");
-        (Config, _) = Qwen25OmniConfigLoader.Load(root);
-        ConfigFolder = root;
+        if (iteration is int chosen)
+        {
+            folder = Path.Combine(root, $"iter_{chosen:D7}");
+            if (!Directory.Exists(folder)) throw new DirectoryNotFoundException($"{root}: no checkpoint for iteration {chosen} ({folder})");
+        }
+        else
+        {
+            if (!File.Exists(tracker)) throw new FileNotFoundException($"{root}: not a MindSpeed-MM checkpoint ({Tracker} missing)", tracker);
+            string text = File.ReadAllText(tracker).Trim();
+            folder = text == "release" ? Path.Combine(root, "release")
+                : int.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out int it) ? Path.Combine(root, $"iter_{it:D7}")
+                : throw new InvalidDataException($"{tracker}: '{text}' is neither release nor an iteration");
+        }
+        string configFolder = File.Exists(Path.Combine(folder, "config.json")) ? folder : root;
+        (Config, _) = Qwen25OmniConfigLoader.Load(configFolder);
+        ConfigFolder = configFolder;
         string first = Directory.Exists(folder) ? Directory.GetDirectories(folder, "mp_rank_*").Order(StringComparer.Ordinal).FirstOrDefault() ?? "" : "";
         string firstFile = Path.Combine(first, FileName);
         if (!File.Exists(firstFile)) throw new FileNotFoundException($"{folder}: no mp_rank_*/{FileName}", firstFile);

@@ -40,6 +40,22 @@ public static class CheckpointStore
     /// <summary>Folder of iteration <paramref name="iteration"/>.</summary>
     public static string IterationFolder(string root, int iteration) => Path.Combine(root, $"iter_{iteration:D7}");
 
+    /// <summary>Whether an iteration folder holds a pipeline-parallel checkpoint (MindSpeed rank folders, not a Hugging Face folder).</summary>
+    public static bool IsStageCheckpoint(string iterationFolder) =>
+        Directory.Exists(iterationFolder) && Directory.GetDirectories(iterationFolder, "mp_rank_*").Any(d => File.Exists(Path.Combine(d, OmniTune.Checkpoints.Conversion.MmCheckpoint.FileName)));
+
+    /// <summary>
+    /// Whether <paramref name="root"/> holds a training checkpoint (trainer_state.json) at iteration <paramref name="chosen"/>
+    /// or, without one, at the iteration its tracker names (a MindSpeed "release" tracker is not one).
+    /// </summary>
+    public static bool IsTrainingCheckpoint(string root, int? chosen)
+    {
+        if (!IsCheckpointRoot(root)) return false;
+        int? iteration = chosen ?? (int.TryParse(File.ReadAllText(Path.Combine(root, Tracker)).Trim(), NumberStyles.Integer, CultureInfo.InvariantCulture, out int i) ? i : null);
+        return iteration is int it && (File.Exists(Path.Combine(IterationFolder(root, it), StateFile))
+                                       || Directory.GetDirectories(root, $"iter_{it:D7}{AtomicDirectory.ReplacedSuffix}*").Length > 0);
+    }
+
     /// <summary>Whether <paramref name="path"/> is a checkpoint root written by the trainer.</summary>
     public static bool IsCheckpointRoot(string path) => File.Exists(Path.Combine(path, Tracker));
 
@@ -87,19 +103,30 @@ public static class CheckpointStore
             }
             writeAdapters?.Invoke(modelFolder);
             writeOptimizer?.Invoke(Path.Combine(temporary, OptimizerFile));
-            var lengths = Directory.GetFiles(temporary).ToDictionary(f => Path.GetFileName(f), f => new FileInfo(f).Length, StringComparer.Ordinal);
-            File.WriteAllText(Path.Combine(temporary, StateFile), JsonSerializer.Serialize(state with { FileLengths = lengths }, Indented));
-            AtomicDirectory.Replace(temporary, final);   // the tracker may name `final`: it stays complete throughout
+            Commit(root, iteration, temporary, state);
         }
         catch
         {
             if (Directory.Exists(temporary)) Directory.Delete(temporary, recursive: true);
             throw;
         }
+        return final;
+    }
+
+    /// <summary>
+    /// Finishes a checkpoint written into <paramref name="temporary"/>: trainer_state.json with the length of every file
+    /// (checked before loading), the folder moved in place of iteration <paramref name="iteration"/> (atomically, the
+    /// tracker may name it), then the tracker moved on.
+    /// </summary>
+    public static void Commit(string root, int iteration, string temporary, TrainerState state)
+    {
+        var lengths = Directory.GetFiles(temporary, "*", SearchOption.AllDirectories)
+            .ToDictionary(f => Path.GetRelativePath(temporary, f).Replace('\\', '/'), f => new FileInfo(f).Length, StringComparer.Ordinal);
+        File.WriteAllText(Path.Combine(temporary, StateFile), JsonSerializer.Serialize(state with { FileLengths = lengths }, Indented));
+        AtomicDirectory.Replace(temporary, IterationFolder(root, iteration));   // the tracker may name it: it stays complete throughout
         string tracker = Path.Combine(root, Tracker);
         File.WriteAllText(tracker + ".tmp", iteration.ToString(CultureInfo.InvariantCulture));
         File.Move(tracker + ".tmp", tracker, overwrite: true);
-        return final;
     }
 
     /// <summary>Reads trainer_state.json of an iteration folder; a damaged file is an error naming it.</summary>

@@ -15,6 +15,7 @@ using OmniTune.Training.Logging;
 using OmniTune.Training.Lora;
 using OmniTune.Training.Optimization;
 using OmniTune.Training.Pipeline;
+using OmniTune.Checkpoints.Conversion;
 using OmniTune.Distributed.Pipeline;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -64,11 +65,14 @@ public sealed class Trainer
     }
 
     IProcessGroup? gradientGroup;
-    IProcessGroup pipelineGroup = null!;
+    IProcessGroup pipelineGroup = null!, worldGroup = null!;
+    Qwen25OmniConfig fullConfig = null!;
+    PipelineSetup pipeline = null!;
     PipelineStepRunner runner = null!;
 
     TrainingResult RunOn(IProcessGroup world)
     {
+        worldGroup = world;
         var dims = new ParallelDims(world.Size, pp: args.PipelineSize);
         using var parallel = TowerGroups.Build(world, "model", dims);
         var dp = parallel.Dp;
@@ -97,7 +101,9 @@ public sealed class Trainer
         var (config, configReport) = Qwen25OmniConfigLoader.Load(start.ModelFolder);
         if (configReport.Describe() is { } unknownConfig) log.WriteLine(unknownConfig);
         var modelJson = ModelJsonConfig.Load(args.ModelJson, config.Thinker);
-        var plan = PipelineLayout.Plan(args, modelJson, config.Thinker);
+        fullConfig = config;
+        pipeline = PipelineLayout.Plan(args, modelJson, config.Thinker);
+        var plan = pipeline.Plan;
         var parts = PipelineLayout.PartsOf(plan, pipelineGroup.Rank);
         if (plan.Stages > 1)
         {
@@ -113,10 +119,9 @@ public sealed class Trainer
         if (dataset.Samples.Count < args.GlobalBatchSize)
             throw new ArgumentException($"the dataset has {dataset.Samples.Count} usable samples, fewer than one global batch of {args.GlobalBatchSize}");
 
-        var (model, _, report) = ThinkerCheckpointLoader.Load(start.ModelFolder, device, dtype, parts);
+        var model = LoadModel(start, device, dtype, parts);
         using (model)
         {
-            log.WriteLine($"model: {report.Describe()} from {start.ModelFolder} on {device}");
             var trainable = TrainableParameters.Apply(model, modelJson);
             using LoraAdapters? adapters = args.Lora is null ? null : LoraAdapters.Attach(model, args.Lora, tower => trainable.Any(p => TrainableParameters.TowerOf(p.Name) == tower));
             if (adapters is not null)
@@ -162,17 +167,19 @@ public sealed class Trainer
             if (start.State is not null)
             {
                 string folder = start.IterationFolder!;
+                string prefix = OptimizerStatePrefix(folder);   // "" or this stage's rank folder
+                string Name(string file) => prefix + file;
                 if (!args.NoLoadOptim && distributed is not null)
                 {
-                    if (!File.Exists(Path.Combine(folder, DistributedAdamW.FileName)))
-                        throw new FileNotFoundException($"{Path.Combine(folder, DistributedAdamW.FileName)}: no distributed optimizer state in the checkpoint (it was saved without --use-distributed-optimizer; pass --no-load-optim)");
-                    CheckpointStore.LoadFile(folder, state, DistributedAdamW.FileName, distributed.Load);
+                    if (!File.Exists(Path.Combine(folder, Name(DistributedAdamW.FileName))))
+                        throw new FileNotFoundException($"{Path.Combine(folder, Name(DistributedAdamW.FileName))}: no distributed optimizer state in the checkpoint (it was saved without --use-distributed-optimizer; pass --no-load-optim)");
+                    CheckpointStore.LoadFile(folder, state, Name(DistributedAdamW.FileName), distributed.Load);
                 }
                 else if (!args.NoLoadOptim)
                 {
-                    if (!File.Exists(Path.Combine(folder, CheckpointStore.OptimizerFile)))
-                        throw new FileNotFoundException($"{Path.Combine(folder, CheckpointStore.OptimizerFile)}: no optimizer state in the checkpoint (pass --no-load-optim to start the optimizer afresh, or --use-distributed-optimizer if it was saved with it)");
-                    CheckpointStore.LoadFile(folder, state, CheckpointStore.OptimizerFile, file => optimizer.load_state_dict(file));
+                    if (!File.Exists(Path.Combine(folder, Name(CheckpointStore.OptimizerFile))))
+                        throw new FileNotFoundException($"{Path.Combine(folder, Name(CheckpointStore.OptimizerFile))}: no optimizer state in the checkpoint (pass --no-load-optim to start the optimizer afresh, or --use-distributed-optimizer if it was saved with it)");
+                    if (trainable.Count > 0) CheckpointStore.LoadFile(folder, state, Name(CheckpointStore.OptimizerFile), file => optimizer.load_state_dict(file));
                 }
                 else
                 {
@@ -180,8 +187,8 @@ public sealed class Trainer
                 }
                 if (masters is not null)
                 {
-                    if (File.Exists(Path.Combine(folder, MasterWeights.FileName))) CheckpointStore.LoadFile(folder, state, MasterWeights.FileName, masters.Load);
-                    else log.WriteLine($"note: {Path.Combine(folder, MasterWeights.FileName)} missing; master weights start from the bf16 model");
+                    if (File.Exists(Path.Combine(folder, Name(MasterWeights.FileName)))) CheckpointStore.LoadFile(folder, state, Name(MasterWeights.FileName), masters.Load);
+                    else log.WriteLine($"note: {Path.Combine(folder, Name(MasterWeights.FileName))} missing; master weights start from the bf16 model");
                 }
                 if (!args.NoLoadRng && state.RngState is not null) RestoreRng(Path.Combine(folder, CheckpointStore.StateFile), state.RngState);
                 log.WriteLine($"resuming after iteration {state.Iteration} ({state.ConsumedSamples} samples) from {folder}");
@@ -225,26 +232,27 @@ public sealed class Trainer
         random.set_rng_state(state);
     }
 
-    sealed record Start(string ModelFolder, string? IterationFolder, TrainerState? State, string? AdapterFolder = null);
+    /// <summary>
+    /// Where a run starts: the folder with config.json (and tokenizer files), the weights (a Hugging Face folder or any
+    /// MindSpeed-layout checkpoint, read straight into the model), and when resuming, the iteration and its state.
+    /// </summary>
+    sealed record Start(string ModelFolder, string? IterationFolder, TrainerState? State, string? AdapterFolder = null, Func<IThinkerTensorSource>? Weights = null);
 
     Start ResolveStart(DataJsonConfig data)
     {
         if (args.Load is string load)
         {
-            if (OmniTune.Checkpoints.Conversion.MmCheckpoint.IsMmCheckpoint(load))
-            {
-                // A MindSpeed-MM-layout checkpoint (any TP/PP/VPP): reassemble it once into a Hugging Face folder.
-                string converted = Path.Combine(args.Save ?? Path.GetTempPath(), $"loaded-mm-{Guid.NewGuid():N}");
-                using (var mm = new OmniTune.Checkpoints.Conversion.MmCheckpoint(load))
-                    OmniTune.Checkpoints.Conversion.CheckpointConverter.ToHf(mm, converted, data.DatasetParam.PreprocessParameters.ModelNameOrPath);
-                log.WriteLine($"converted the MindSpeed-MM checkpoint {load} into {converted}");
-                return new Start(converted, null, null);
-            }
-            if (CheckpointStore.IsCheckpointRoot(load))
+            if (CheckpointStore.IsTrainingCheckpoint(load, args.LoadIteration))
             {
                 int iteration = CheckpointStore.ResolveIteration(load, args.LoadIteration);
                 string folder = CheckpointStore.IterationFolder(load, iteration);
                 string modelFolder = Path.Combine(folder, CheckpointStore.ModelFolder);
+                if (CheckpointStore.IsStageCheckpoint(folder))
+                {
+                    // A pipeline-parallel training checkpoint: MindSpeed layout, one rank folder per stage.
+                    if (args.Lora is not null) throw new NotSupportedException($"{folder}: LoRA with a pipeline-parallel checkpoint is not built yet");
+                    return new Start(folder, folder, CheckpointStore.ReadState(folder), Weights: () => new MmCheckpoint(load, iteration));
+                }
                 bool hasAdapters = File.Exists(Path.Combine(modelFolder, LoraAdapters.WeightsFile));
                 bool hasWeights = File.Exists(Path.Combine(modelFolder, OmniTune.Core.Safetensors.SafetensorsCheckpoint.SingleFileName));
                 if (hasAdapters && args.Lora is not null)
@@ -262,6 +270,12 @@ public sealed class Trainer
                 }
                 return new Start(modelFolder, folder, CheckpointStore.ReadState(folder));
             }
+            if (MmCheckpoint.IsMmCheckpoint(load))
+            {
+                // A MindSpeed-MM-layout checkpoint (any TP/PP/VPP, e.g. convert hf-to-mm output): read straight into the model.
+                using (var probe = new MmCheckpoint(load))
+                    return new Start(probe.ConfigFolder, null, null, Weights: () => new MmCheckpoint(load));
+            }
             if (File.Exists(Path.Combine(load, "config.json"))) return new Start(load, null, null);
             throw new DirectoryNotFoundException($"--load {load}: neither a checkpoint root ({CheckpointStore.Tracker}) nor a Hugging Face folder (config.json)");
         }
@@ -269,6 +283,20 @@ public sealed class Trainer
             ?? throw new ArgumentException("no starting weights: pass --load or set preprocess_parameters.model_name_or_path in data.json");
         if (!File.Exists(Path.Combine(base_, "config.json"))) throw new DirectoryNotFoundException($"{base_}: no config.json (model_name_or_path of {args.DataJson})");
         return new Start(base_, null, null);
+    }
+
+    Qwen25OmniThinkerForConditionalGeneration LoadModel(Start start, Device device, ScalarType dtype, ThinkerParts parts)
+    {
+        if (start.Weights is null)
+        {
+            var (model, _, report) = ThinkerCheckpointLoader.Load(start.ModelFolder, device, dtype, parts);
+            log.WriteLine($"model: {report.Describe()} from {start.ModelFolder} on {device}");
+            return model;
+        }
+        using IThinkerTensorSource source = start.Weights();
+        var loaded = ThinkerSourceLoader.Load(source, device, dtype, parts);
+        log.WriteLine($"model: {loaded.HuggingFaceParameters().Count()} tensors of this stage read from the MindSpeed-layout checkpoint {source.ConfigFolder} on {device}");
+        return loaded;
     }
 
     JsonObject ResolvedConfig(ModelJsonConfig modelJson)
@@ -394,7 +422,9 @@ public sealed class Trainer
             }
             if (args.Save is not null && args.SaveInterval is int every && iteration % every == 0)
             {
-                lastCheckpoint = SaveOnRankZero(dp, distributed, iteration, () => Save(model, optimizer, loader, iteration, consumed, skipped, processorFolder, modelJson, adapters, masters, dp, distributed));
+                lastCheckpoint = pipeline.Plan.Stages > 1
+                    ? SaveStages(model, optimizer, loader, iteration, consumed, skipped, processorFolder, modelJson, masters, dp, distributed)
+                    : SaveOnRankZero(dp, distributed, iteration, () => Save(model, optimizer, loader, iteration, consumed, skipped, processorFolder, modelJson, adapters, masters, dp, distributed));
                 lastSaved = iteration;
             }
         }
@@ -404,14 +434,16 @@ public sealed class Trainer
                 (distributed is null ? "(gradient all-reduce)" : "(distributed optimizer step: reduce-scatter, sharded AdamW, all-gather)") +
                 $"; waiting for the slowest rank: {waitMs / stepsRun:F1} ms per step, {100 * waitMs / runMs:F1} %");
         if (args.Save is not null && lastSaved != iteration)
-            lastCheckpoint = SaveOnRankZero(dp, distributed, iteration, () => Save(model, optimizer, loader, iteration, consumed, skipped, processorFolder, modelJson, adapters, masters, dp, distributed));
+            lastCheckpoint = pipeline.Plan.Stages > 1
+                ? SaveStages(model, optimizer, loader, iteration, consumed, skipped, processorFolder, modelJson, masters, dp, distributed)
+                : SaveOnRankZero(dp, distributed, iteration, () => Save(model, optimizer, loader, iteration, consumed, skipped, processorFolder, modelJson, adapters, masters, dp, distributed));
         if (args.Save is not null && stepLosses.Count > 0 && logs)
         {
             string plot = Path.Combine(args.Save, CheckpointStore.PlotFile);
             TrainingLog.SavePlot(plot, metrics!, state.Iteration + 1, stepLosses);
             log.WriteLine($"loss curve: {plot}");
         }
-        string? modelFolder = lastCheckpoint is null ? null : Path.Combine(lastCheckpoint, CheckpointStore.ModelFolder);
+        string? modelFolder = lastCheckpoint is null || pipeline.Plan.Stages > 1 ? null : Path.Combine(lastCheckpoint, CheckpointStore.ModelFolder);
         if (adapters is not null && !adapters.Settings.SaveFullWeight) modelFolder = null;   // adapters only: not a standalone model
         return new TrainingResult(iteration, stepLosses, lastCheckpoint, modelFolder);
     }
@@ -420,17 +452,7 @@ public sealed class Trainer
         int skipped, string processorFolder, ModelJsonConfig modelJson, LoraAdapters? adapters, MasterWeights? masters, IProcessGroup dp,
         DistributedAdamW? distributed)
     {
-        var state = new TrainerState
-        {
-            Iteration = iteration,
-            ConsumedSamples = consumed,
-            LoaderEpoch = loader.Position.Epoch,
-            LoaderBatch = loader.Position.Batch,
-            RngState = args.NoSaveRng ? null : Convert.ToBase64String(random.get_rng_state().bytes.ToArray()),
-            SkippedIterations = skipped,
-            DataParallelSize = dp.Size,
-            Config = ResolvedConfig(modelJson),
-        };
+        var state = StateAt(loader, iteration, consumed, skipped, modelJson, dp);
         Action<string>? writeAdapters = adapters is null ? null : modelFolder =>
         {
             adapters.Save(modelFolder);
@@ -450,6 +472,82 @@ public sealed class Trainer
         log.WriteLine($"saved checkpoint {folder}");
         return folder;
     }
+
+    TrainerState StateAt(SupervisedDataLoader loader, int iteration, long consumed, int skipped, ModelJsonConfig modelJson, IProcessGroup dp) => new()
+    {
+        Iteration = iteration,
+        ConsumedSamples = consumed,
+        LoaderEpoch = loader.Position.Epoch,
+        LoaderBatch = loader.Position.Batch,
+        RngState = args.NoSaveRng ? null : Convert.ToBase64String(random.get_rng_state().bytes.ToArray()),
+        SkippedIterations = skipped,
+        DataParallelSize = dp.Size,
+        Config = ResolvedConfig(modelJson),
+    };
+
+    /// <summary>
+    /// A pipeline-parallel checkpoint in MindSpeed-MM's layout: every stage's first data-parallel rank writes its rank
+    /// folder (<c>mp_rank_00_00P/model_optim_rng.safetensors</c> with MindSpeed names, its optimizer state beside it)
+    /// into one temporary iteration folder; after a barrier rank 0 adds config, tokenizer files and trainer_state.json,
+    /// moves the folder in place and the tracker on. A checkpoint is "latest" only once every stage has written.
+    /// </summary>
+    string SaveStages(Qwen25OmniThinkerForConditionalGeneration model, OptimizerHelper optimizer, SupervisedDataLoader loader, int iteration, long consumed,
+        int skipped, string processorFolder, ModelJsonConfig modelJson, MasterWeights? masters, IProcessGroup dp, DistributedAdamW? distributed)
+    {
+        string root = args.Save!, final = CheckpointStore.IterationFolder(root, iteration), temporary = final + ".tmp-stages";
+        if (worldGroup.Rank == 0)
+        {
+            Directory.CreateDirectory(root);
+            if (Directory.Exists(temporary)) Directory.Delete(temporary, recursive: true);
+            Directory.CreateDirectory(temporary);
+        }
+        worldGroup.Barrier();
+        string rankFolder = Path.Combine(temporary, StageFolder());
+        Directory.CreateDirectory(rankFolder);
+        if (distributed is not null && !args.NoSaveOptim) distributed.Save(Path.Combine(rankFolder, DistributedAdamW.FileName));
+        if (dp.Rank == 0)
+        {
+            using (var source = new ModelTensorSource(model, fullConfig, processorFolder))
+                CheckpointConverter.WriteRank(source, pipeline.Layout, 0, pipelineGroup.Rank, temporary);
+            if (!args.NoSaveOptim && distributed is null)
+            {
+                optimizer.save_state_dict(Path.Combine(rankFolder, CheckpointStore.OptimizerFile));
+                masters?.Save(Path.Combine(rankFolder, MasterWeights.FileName));
+            }
+        }
+        worldGroup.Barrier();
+        if (worldGroup.Rank == 0)
+        {
+            CheckpointConverter.CopySideFiles(processorFolder, temporary);
+            CheckpointStore.Commit(root, iteration, temporary, StateAt(loader, iteration, consumed, skipped, modelJson, dp));
+            log.WriteLine($"saved checkpoint {final} ({pipelineGroup.Size} stages)");
+        }
+        worldGroup.Barrier();
+        return final;
+    }
+
+    /// <summary>
+    /// Where this rank's optimizer state lies in a checkpoint: beside trainer_state.json, or in this stage's rank folder of a
+    /// pipeline-parallel one — which must have this run's layout (the weights load at any layout; optimizer state does not).
+    /// </summary>
+    string OptimizerStatePrefix(string iterationFolder)
+    {
+        if (!CheckpointStore.IsStageCheckpoint(iterationFolder)) return "";
+        if (args.NoLoadOptim) return StageFolder() + "/";
+        string root = Path.GetDirectoryName(iterationFolder)!;
+        int iteration = int.Parse(Path.GetFileName(iterationFolder)["iter_".Length..], System.Globalization.CultureInfo.InvariantCulture);
+        using var saved = new MmCheckpoint(root, iteration);
+        if (saved.Layout.ToJson() != pipeline.Layout.ToJson())
+        {
+            throw new ArgumentException($"{iterationFolder} was written with the pipeline layout {saved.Layout.ToJson()}, this run's is {pipeline.Layout.ToJson()}: " +
+                                        "the weights load at any layout, the optimizer state does not. Pass --no-load-optim (and --no-load-rng) to continue with a fresh optimizer, " +
+                                        "or keep the checkpoint's --pipeline-model-parallel-size and pipeline_num_layers");
+        }
+        return StageFolder() + "/";
+    }
+
+    /// <summary>This stage's rank folder in a MindSpeed-layout checkpoint.</summary>
+    string StageFolder() => new PipelinePlan(pipeline.Layout).Folder(0, pipelineGroup.Rank);
 
     /// <summary>Checkpoints are written once, by rank 0 (data-parallel replicas are identical); the others wait for it.</summary>
     string? SaveOnRankZero(IProcessGroup dp, DistributedAdamW? distributed, int iteration, Func<string> save)

@@ -5,6 +5,17 @@ using OmniTune.Training.Arguments;
 
 namespace OmniTune.Training.Pipeline;
 
+/// <summary>A run's pipeline: the plan and the per-tower tables it came from (the checkpoint layout).</summary>
+/// <param name="Plan">Slots and what each runs.</param>
+/// <param name="Vision">Vision encoder layers per (chunk, stage).</param>
+/// <param name="Audio">Audio encoder layers per (chunk, stage).</param>
+/// <param name="Decoder">Decoder layers per (chunk, stage).</param>
+public sealed record PipelineSetup(StagePlan Plan, int[][] Vision, int[][] Audio, int[][] Decoder)
+{
+    /// <summary>The MindSpeed-MM checkpoint layout of this pipeline (TP 1).</summary>
+    public OmniTune.Checkpoints.Conversion.ParallelLayout Layout => new(Decoder, Vision, Audio);
+}
+
 /// <summary>The stage plan of a run (flags and model.json's pipeline_num_layers) and the thinker parts one stage builds.</summary>
 public static class PipelineLayout
 {
@@ -12,7 +23,7 @@ public static class PipelineLayout
     /// The plan for --pipeline-model-parallel-size P (and a virtual pipeline): each tower's pipeline_num_layers from
     /// model.json; without one, an encoder sits wholly on the first stage and, with P = 1, the decoder on the only one.
     /// </summary>
-    public static StagePlan Plan(TrainingArguments args, ModelJsonConfig modelJson, Qwen25OmniThinkerConfig config)
+    public static PipelineSetup Plan(TrainingArguments args, ModelJsonConfig modelJson, Qwen25OmniThinkerConfig config)
     {
         int stages = args.PipelineSize;
         int chunks = modelJson.TextPipeline?.Length ?? 1;
@@ -37,10 +48,12 @@ public static class PipelineLayout
             : stages == 1 ? Default(config.Text.NumHiddenLayers, encoder: false)
             : throw new ArgumentException($"--pipeline-model-parallel-size {stages} needs text_decoder.pipeline_num_layers in {args.ModelJson} " +
                                           "(the decoder layers of each stage, e.g. [1,10,10,7] for the 7B on 4 stages)"));
-        return StagePlan.Build(
-            new StagePlan.Tower("image_encoder.vision_encoder", modelJson.VisionPipeline ?? Default(config.Vision.Depth, encoder: true), config.Vision.Depth),
-            new StagePlan.Tower("audio_encoder.audio_encoder", modelJson.AudioPipeline ?? Default(config.Audio.EncoderLayers, encoder: true), config.Audio.EncoderLayers),
+        int[][] vision = modelJson.VisionPipeline ?? Default(config.Vision.Depth, encoder: true), audio = modelJson.AudioPipeline ?? Default(config.Audio.EncoderLayers, encoder: true);
+        var plan = StagePlan.Build(
+            new StagePlan.Tower("image_encoder.vision_encoder", vision, config.Vision.Depth),
+            new StagePlan.Tower("audio_encoder.audio_encoder", audio, config.Audio.EncoderLayers),
             new StagePlan.Tower("text_decoder", decoder, config.Text.NumHiddenLayers), stages, chunks);
+        return new PipelineSetup(plan, vision, audio, decoder);
     }
 
     /// <summary>The thinker parts <paramref name="stage"/> builds: everything its slots (chunks) run.</summary>
