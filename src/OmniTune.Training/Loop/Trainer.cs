@@ -315,7 +315,7 @@ public sealed class Trainer
         int microBatches = args.GlobalBatchSize / (args.MicroBatchSize * dp.Size);
         double gemmRate = MeasureGemmRate();
         double flopsPerToken = FlopsPerToken(model.Config.Text);
-        bool logs = dp.Rank == 0;   // one rank writes the files (and prints)
+        bool logs = worldGroup.Rank == 0;   // one rank writes the files (and prints)
         string? metrics = args.Save is null || !logs ? null : Path.Combine(args.Save, CheckpointStore.MetricsFile);
         using var training = new TrainingLog(log, metrics, args.LogTps, logs ? args.TensorboardDir : null);
         var stepLosses = new List<double>();

@@ -8,37 +8,11 @@ using OmniTune.Training.Loop;
 namespace OmniTune.Tests.Distributed;
 
 /// <summary>Data-parallel training under mpirun (Open MPI) against the single-process run with the same global batch.</summary>
-public sealed partial class DataParallelTests : IClassFixture<TrainingFixture>
+public sealed class DataParallelTests : IClassFixture<TrainingFixture>
 {
     readonly TrainingFixture fixture;
 
     public DataParallelTests(TrainingFixture fixture) => this.fixture = fixture;
-
-    static void RequireMpirun() =>
-        Assert.True((Environment.GetEnvironmentVariable("PATH") ?? "").Split(':').Any(d => File.Exists(Path.Combine(d, "mpirun"))),
-            "mpirun is required (apt-get install openmpi-bin; bash tools/setup.sh does it)");
-
-    [GeneratedRegex(@"iteration\s+(\d+)/.*? loss: ([0-9.E+-]+)")]
-    private static partial Regex StepLine();
-
-    static (int Code, string Output, double Seconds) Mpirun(string arguments, string term = "dumb")
-    {
-        string cli = Path.Combine(AppContext.BaseDirectory, "omnitune.dll");
-        var start = new ProcessStartInfo("mpirun") { RedirectStandardOutput = true, RedirectStandardError = true };
-        start.Environment["TERM"] = term;
-        foreach (string a in $"--allow-run-as-root --oversubscribe -x TERM -x OMP_NUM_THREADS=1 {arguments}".Split(' ', StringSplitOptions.RemoveEmptyEntries))
-            start.ArgumentList.Add(a.Replace("{cli}", cli, StringComparison.Ordinal));
-        var clock = Stopwatch.StartNew();
-        using var process = Process.Start(start)!;
-        var error = process.StandardError.ReadToEndAsync();
-        string output = process.StandardOutput.ReadToEnd();
-        if (!process.WaitForExit(180_000))
-        {
-            process.Kill(entireProcessTree: true);
-            return (-1, output + error.Result, clock.Elapsed.TotalSeconds);
-        }
-        return (process.ExitCode, output + error.Result, clock.Elapsed.TotalSeconds);
-    }
 
     string Flags(string extra) =>
         $"finetune --mm-model {fixture.ModelJson} --mm-data {fixture.DataJson} --seq-length 256 --lr 2e-3 --lr-decay-style constant --weight-decay 0.01 " +
@@ -51,14 +25,14 @@ public sealed partial class DataParallelTests : IClassFixture<TrainingFixture>
     [InlineData(2, "--global-batch-size 6 --train-iters 5")]   // 8 samples: every epoch drops 2, and the runs must drop the same
     public void Data_parallel_losses_equal_the_single_process_run_with_the_same_global_batch(int ranks, string mode)
     {
-        RequireMpirun();
+        MpiJob.Require();
         var single = Trainer.Run(fixture.Args([.. $"--micro-batch-size 1 --global-batch-size 4 --train-iters 4 {mode}".Split(' ', StringSplitOptions.RemoveEmptyEntries)]), TextWriter.Null);
         int iterations = single.StepLosses.Count;
-        var (code, output, _) = Mpirun($"-np {ranks} dotnet {{cli}} {Flags(mode)}");
+        var (code, output, _) = MpiJob.Run($"-np {ranks} dotnet {{cli}} {Flags(mode)}");
         Assert.True(code == 0, output);
         Assert.Contains($"data parallel over {ranks} ranks", output);
         Assert.Matches(@"data-parallel communication: [0-9.]+ ms per step, [0-9.]+ % of step time", output);
-        var losses = StepLine().Matches(output).Select(m => double.Parse(m.Groups[2].Value, CultureInfo.InvariantCulture)).ToList();
+        var losses = MpiJob.Losses(output);
         Assert.Equal(iterations, losses.Count);   // step lines come from rank 0 only
         if (mode.Contains("replicas", StringComparison.Ordinal))
             Assert.Equal(2, Regex.Count(output, $"replica check after iteration \\d: parameters identical on {ranks} ranks"));
@@ -68,9 +42,9 @@ public sealed partial class DataParallelTests : IClassFixture<TrainingFixture>
     [Fact]
     public void Under_mpirun_only_rank_zero_writes_files_and_prints_and_no_terminal_codes_appear()
     {
-        RequireMpirun();
+        MpiJob.Require();
         using var dir = new TempFolder();
-        var (code, output, _) = Mpirun($"-np 2 dotnet {{cli}} {Flags($"--save {dir.Path}")}", term: "xterm-256color");
+        var (code, output, _) = MpiJob.Run($"-np 2 dotnet {{cli}} {Flags($"--save {dir.Path}")}", term: "xterm-256color");
         Assert.True(code == 0, output);
         Assert.DoesNotContain('\u001b', output);
         Assert.Equal(1, Regex.Count(output, "finished at iteration 4"));
@@ -79,32 +53,29 @@ public sealed partial class DataParallelTests : IClassFixture<TrainingFixture>
         Assert.Equal([1, 2, 3, 4], lines.Select(l => System.Text.Json.JsonDocument.Parse(l).RootElement.GetProperty("Iteration").GetInt32()));
     }
 
-    static List<double> Losses(string output) =>
-        StepLine().Matches(output).Select(m => double.Parse(m.Groups[2].Value, CultureInfo.InvariantCulture)).ToList();
-
     [Fact]
     public void The_distributed_optimizer_matches_the_plain_one_and_resumes_at_another_data_parallel_size()
     {
-        RequireMpirun();
+        MpiJob.Require();
         using var dir = new TempFolder();
-        var plain = Mpirun($"-np 2 dotnet {{cli}} {Flags("")}");
-        var sharded = Mpirun($"-np 2 dotnet {{cli}} {Flags("--use-distributed-optimizer")}");
+        var plain = MpiJob.Run($"-np 2 dotnet {{cli}} {Flags("")}");
+        var sharded = MpiJob.Run($"-np 2 dotnet {{cli}} {Flags("--use-distributed-optimizer")}");
         Assert.True(sharded.Code == 0, sharded.Output);
         Assert.Contains("distributed optimizer:", sharded.Output);
-        var (a, b) = (Losses(plain.Output), Losses(sharded.Output));
+        var (a, b) = (MpiJob.Losses(plain.Output), MpiJob.Losses(sharded.Output));
         Assert.Equal(4, b.Count);
         for (int i = 0; i < 4; i++) Assert.Equal(a[i], b[i], Math.Abs(a[i]) * 2e-5);
 
         string first = Path.Combine(dir.Path, "dp4");
-        var straight = Mpirun($"-np 4 dotnet {{cli}} {Flags("--use-distributed-optimizer")}");
-        var head = Mpirun($"-np 4 dotnet {{cli}} {Flags($"--use-distributed-optimizer --train-iters 2 --save {first}")}");
+        var straight = MpiJob.Run($"-np 4 dotnet {{cli}} {Flags("--use-distributed-optimizer")}");
+        var head = MpiJob.Run($"-np 4 dotnet {{cli}} {Flags($"--use-distributed-optimizer --train-iters 2 --save {first}")}");
         Assert.True(head.Code == 0, head.Output);
         Assert.True(File.Exists(Path.Combine(first, "iter_0000002", "distrib_optim.safetensors")));
-        var tail = Mpirun($"-np 2 dotnet {{cli}} {Flags($"--use-distributed-optimizer --load {first}")}");
+        var tail = MpiJob.Run($"-np 2 dotnet {{cli}} {Flags($"--use-distributed-optimizer --load {first}")}");
         Assert.True(tail.Code == 0, tail.Output);
         Assert.Contains("resuming a data-parallel-4 run at data-parallel size 2", tail.Output);
-        var expected = Losses(straight.Output);
-        var resumed = Losses(head.Output).Concat(Losses(tail.Output)).ToList();
+        var expected = MpiJob.Losses(straight.Output);
+        var resumed = MpiJob.Losses(head.Output).Concat(MpiJob.Losses(tail.Output)).ToList();
         Assert.Equal(4, resumed.Count);
         for (int i = 0; i < 4; i++) Assert.Equal(expected[i], resumed[i], Math.Abs(expected[i]) * 2e-5);
     }
@@ -112,8 +83,8 @@ public sealed partial class DataParallelTests : IClassFixture<TrainingFixture>
     [Fact]
     public void A_rank_that_fails_ends_the_whole_job_quickly_with_its_rank_named()
     {
-        RequireMpirun();
-        var (code, output, seconds) = Mpirun($"-np 1 dotnet {{cli}} {Flags("--train-iters 200")} : -np 1 dotnet {{cli}} {Flags("--load /nonexistent-checkpoint")}");
+        MpiJob.Require();
+        var (code, output, seconds) = MpiJob.Run($"-np 1 dotnet {{cli}} {Flags("--train-iters 200")} : -np 1 dotnet {{cli}} {Flags("--load /nonexistent-checkpoint")}");
         Assert.NotEqual(0, code);
         Assert.Contains("[rank 1/2]", output);
         Assert.Contains("/nonexistent-checkpoint", output);
@@ -123,8 +94,8 @@ public sealed partial class DataParallelTests : IClassFixture<TrainingFixture>
     [Fact]
     public void Every_collective_and_send_receive_agree_on_an_odd_number_of_ranks()
     {
-        RequireMpirun();
-        var (code, output, _) = Mpirun("-np 3 dotnet {cli} comm-check --size-mib 1");
+        MpiJob.Require();
+        var (code, output, _) = MpiJob.Run("-np 3 dotnet {cli} comm-check --size-mib 1");
         Assert.True(code == 0, output);
         Assert.Contains("send/receive and barrier agree on 3 ranks", output);
     }
@@ -132,8 +103,8 @@ public sealed partial class DataParallelTests : IClassFixture<TrainingFixture>
     [Fact]
     public void Each_tower_gets_its_own_groups_so_the_decoder_and_the_encoders_can_be_laid_out_differently()
     {
-        RequireMpirun();
-        var (code, output, _) = Mpirun("-np 4 dotnet {cli} comm-check --size-mib 1 --tp 2");
+        MpiJob.Require();
+        var (code, output, _) = MpiJob.Run("-np 4 dotnet {cli} comm-check --size-mib 1 --tp 2");
         Assert.True(code == 0, output);
         Assert.Contains("decoder layout: tp 2 × cp 1 × dp 2 × pp 1; vision: dp 4", output);
         Assert.Contains("group 'decoder.tp': all-reduce, broadcast, all-gather, reduce-scatter, send/receive and barrier agree on 2 ranks", output);
@@ -144,8 +115,8 @@ public sealed partial class DataParallelTests : IClassFixture<TrainingFixture>
     [Fact]
     public void A_hung_rank_ends_the_job_after_the_timeout_with_the_waiting_rank_and_group_named()
     {
-        RequireMpirun();
-        var (code, output, seconds) = Mpirun("-np 2 dotnet {cli} comm-check --timeout-seconds 3 --stall-rank 1");
+        MpiJob.Require();
+        var (code, output, seconds) = MpiJob.Run("-np 2 dotnet {cli} comm-check --timeout-seconds 3 --stall-rank 1");
         Assert.NotEqual(0, code);
         Assert.Contains("rank 0 of group 'world'", output);
         Assert.Contains("waited more than 3 s for its peers", output);

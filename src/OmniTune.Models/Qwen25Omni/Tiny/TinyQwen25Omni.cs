@@ -100,12 +100,13 @@ public static class TinyQwen25Omni
         return new Qwen25OmniConfig { Thinker = thinker, TorchDtype = "float32" };
     }
 
-    /// <summary>Writes the whole folder; returns its config.</summary>
-    public static Qwen25OmniConfig Write(string folder, int seed = 0, ScalarType dtype = ScalarType.Float32)
+    /// <summary>Writes the whole folder; returns its config (changed by <paramref name="adjust"/> first, e.g. more layers).</summary>
+    public static Qwen25OmniConfig Write(string folder, int seed = 0, ScalarType dtype = ScalarType.Float32, Func<Qwen25OmniConfig, Qwen25OmniConfig>? adjust = null)
     {
         Directory.CreateDirectory(folder);
         TinyTokenizer tokenizer = TinyTokenizerBuilder.Build();
         Qwen25OmniConfig config = Config(tokenizer) with { TorchDtype = dtype == ScalarType.BFloat16 ? "bfloat16" : "float32" };
+        if (adjust is not null) config = adjust(config);
         TinyTokenizerBuilder.Write(tokenizer, folder);
         Qwen25OmniConfigLoader.Save(config, folder);
         File.WriteAllText(Path.Combine(folder, "preprocessor_config.json"), PreprocessorConfig);

@@ -1,0 +1,127 @@
+using System.Text.Json;
+using OmniTune.Cli.Demo;
+using OmniTune.Models.Qwen25Omni.Tiny;
+using OmniTune.Tests.Testing;
+using OmniTune.Training.Checkpointing;
+
+namespace OmniTune.Tests.Distributed;
+
+/// <summary>A tiny Qwen2.5-Omni with 4 decoder layers and the demo's image, audio, video-with-sound and text conversations.</summary>
+public sealed class PipelineFixture : IDisposable
+{
+    readonly TempFolder folder = new();
+
+    public PipelineFixture()
+    {
+        Model = Path.Combine(folder.Path, "model");
+        TinyQwen25Omni.Write(Model, seed: 3, adjust: c => c with { Thinker = c.Thinker with { Text = c.Thinker.Text with { NumHiddenLayers = 4, MaxWindowLayers = 4 } } });
+        string data = Path.Combine(folder.Path, "data");
+        DemoDataset.Write(data);
+        DataJson = Path.Combine(folder.Path, "data.json");
+        File.WriteAllText(DataJson, JsonSerializer.Serialize(new
+        {
+            dataset_param = new
+            {
+                preprocess_parameters = new { model_name_or_path = Model, use_audio_in_video = true, image_max_pixels = 262144, video_max_pixels = 16384 },
+                basic_parameters = new { template = "qwen2_omni", dataset_dir = data, dataset = Path.Combine(data, "demo.json"), cache_dir = Path.Combine(folder.Path, "cache") },
+                attr = new { images = "images", videos = "videos", audios = "audios", messages = "messages", role_tag = "role", content_tag = "content", user_tag = "user", assistant_tag = "assistant" },
+            },
+        }));
+    }
+
+    public string Model { get; }
+
+    public string DataJson { get; }
+
+    public string Folder => folder.Path;
+
+    /// <summary>A model.json with the towers' pipeline_num_layers (JSON arrays as text, or null to leave one out).</summary>
+    public string ModelJson(string name, string? vision, string? audio, string? text, bool freezeStageZero = false)
+    {
+        string Layers(string? list) => list is null ? "" : $", \"pipeline_num_layers\": {list}";
+        string path = Path.Combine(folder.Path, name);
+        File.WriteAllText(path, $$"""
+            {
+              "image_encoder": { "vision_encoder": { "freeze": true{{Layers(vision)}} }, "vision_projector": { "freeze": {{(freezeStageZero ? "true" : "false")}} } },
+              "audio_encoder": { "audio_encoder": { "freeze": {{(freezeStageZero ? "true" : "false")}}{{Layers(audio)}} } },
+              "text_decoder": { "freeze": false{{Layers(text)}} }
+            }
+            """);
+        return path;
+    }
+
+    public void Dispose() => folder.Dispose();
+}
+
+/// <summary>
+/// Pipeline-parallel training under mpirun against the single-process run (also under mpirun, -np 1, so that both use one
+/// thread per process): every iteration's loss and the final weights (through convert mm-to-hf) are bit-identical.
+/// </summary>
+public sealed class PipelineParallelTests : IClassFixture<PipelineFixture>
+{
+    readonly PipelineFixture fixture;
+
+    public PipelineParallelTests(PipelineFixture fixture) => this.fixture = fixture;
+
+    string Flags(string modelJson, string extra) =>
+        $"finetune --mm-model {modelJson} --mm-data {fixture.DataJson} --seq-length 1024 --lr 2e-3 --lr-decay-style constant --weight-decay 0.01 " +
+        $"--clip-grad 1.0 --log-interval 1 --num-workers 0 --seed 5 --micro-batch-size 1 --global-batch-size 4 --train-iters 6 {extra}";
+
+    (List<double> Losses, Dictionary<string, byte[]> Weights) Single(string save)
+    {
+        var (code, output, _) = MpiJob.Run($"-np 1 dotnet {{cli}} {Flags(fixture.ModelJson("single.json", null, null, null), $"--save {save}")}");
+        Assert.True(code == 0, output);
+        return (MpiJob.Losses(output), Weights(Path.Combine(CheckpointStore.IterationFolder(save, 6), CheckpointStore.ModelFolder)));
+    }
+
+    static Dictionary<string, byte[]> Weights(string hfFolder)
+    {
+        using var checkpoint = OmniTune.Core.Safetensors.SafetensorsCheckpoint.Open(hfFolder);
+        return checkpoint.Keys.ToDictionary(k => k, k => checkpoint.Read(k).bytes.ToArray());
+    }
+
+    Dictionary<string, byte[]> ConvertedWeights(string trainingRoot)
+    {
+        string hf = Path.Combine(fixture.Folder, "hf-" + Guid.NewGuid().ToString("N")[..8]);
+        using (var mm = new OmniTune.Checkpoints.Conversion.MmCheckpoint(trainingRoot))
+            OmniTune.Checkpoints.Conversion.CheckpointConverter.ToHf(mm, hf, null);
+        return Weights(hf);
+    }
+
+    [Theory]
+    [InlineData("pp2", 2, 2, "[2,0]", "[2,0]", "[1,3]", "")]
+    [InlineData("pp4", 4, 4, "[2,0,0,0]", "[2,0,0,0]", "[1,1,1,1]", "")]                                   // the guide's 7B layout, scaled
+    [InlineData("vpp2", 2, 2, "[[2,0],[0,0]]", "[[2,0],[0,0]]", "[[1,1],[1,1]]", "--virtual-pipeline-model-parallel-size 2")]
+    [InlineData("pp2-dp2", 4, 2, "[2,0]", "[1,1]", "[0,4]", "--use-distributed-optimizer")]   // 2 stages × 2 replicas, ZeRO-1; audio spans the stages
+    public void Pipeline_layouts_reproduce_the_single_process_run(string name, int ranks, int stages, string vision, string audio, string text, string extra)
+    {
+        MpiJob.Require();
+        var (expectedLosses, expectedWeights) = Single(Path.Combine(fixture.Folder, $"single-{name}"));
+        string save = Path.Combine(fixture.Folder, name);
+        string modelJson = fixture.ModelJson($"{name}.json", vision, audio, text);
+        var (code, output, _) = MpiJob.Run($"-np {ranks} dotnet {{cli}} {Flags(modelJson, $"--pipeline-model-parallel-size {stages} --save {save} {extra}")}");
+        Assert.True(code == 0, output);
+        Assert.Contains($"pipeline parallel over {stages} stages", output);
+        Assert.True(File.Exists(Path.Combine(CheckpointStore.IterationFolder(save, 6), $"mp_rank_00_{stages - 1:D3}", "model_optim_rng.safetensors")));
+        var losses = MpiJob.Losses(output);
+        var weights = ConvertedWeights(save);
+        Assert.Equal(expectedWeights.Keys.Order(), weights.Keys.Order());
+        if (ranks == stages)
+        {
+            // Pipeline only: the same operations on the same data in the same order, so the same bits.
+            Assert.Equal(expectedLosses, losses);
+            Assert.All(expectedWeights, kv => Assert.True(kv.Value.AsSpan().SequenceEqual(weights[kv.Key]), $"{kv.Key} differs from the single-process run"));
+            return;
+        }
+        // With data parallel the gradients of the micro-batches are summed in another order (all-reduce across replicas
+        // instead of one accumulation), so the last bits differ: losses within 2e-5 relative, weights within 1e-5.
+        Assert.Equal(expectedLosses.Count, losses.Count);
+        for (int i = 0; i < losses.Count; i++) Assert.Equal(expectedLosses[i], losses[i], Math.Abs(expectedLosses[i]) * 2e-5);
+        foreach (var (key, bytes) in expectedWeights)
+        {
+            float[] a = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(bytes).ToArray(), b = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(weights[key]).ToArray();
+            float worst = a.Zip(b, (x, y) => Math.Abs(x - y)).Max();
+            Assert.True(worst < 1e-5, $"{key} differs by {worst} from the single-process run");
+        }
+    }
+}
