@@ -102,22 +102,15 @@ static class ConvertCommand
         return command;
     }
 
-    /// <summary>A MindSpeed-MM-layout root, or a training checkpoint root (whose iteration holds a Hugging Face folder).</summary>
+    /// <summary>Any checkpoint folder (MindSpeed-MM layout, training checkpoint of any layout, Hugging Face), LoRA adapters merged into <paramref name="baseHf"/>.</summary>
     static IThinkerTensorSource OpenMm(string root, string? baseHf = null)
     {
-        if (MmCheckpoint.IsMmCheckpoint(root)) return new MmCheckpoint(root);
-        if (OmniTune.Training.Checkpointing.CheckpointStore.IsCheckpointRoot(root))
-        {
-            string folder = GenerateCommand.ResolveModelFolder(root);
-            bool weights = File.Exists(Path.Combine(folder, "model.safetensors"));
-            if (weights) return new HfTensorSource(folder);
-            if (!File.Exists(Path.Combine(folder, "adapter_model.safetensors"))) throw new FileNotFoundException($"{folder}: neither weights nor LoRA adapters");
-            if (baseHf is null) throw new ArgumentException($"{folder} holds LoRA adapters only: pass --hf-dir with the base model to merge them into");
-            var merged = new LoraMergedSource(new HfTensorSource(baseHf), folder);
-            Console.WriteLine($"merging {merged.AdapterCount} LoRA adapters from {folder} into {baseHf}");
-            return merged;
-        }
-        throw new DirectoryNotFoundException($"{root}: neither a MindSpeed-MM checkpoint nor an OmniTune training checkpoint");
+        var located = OmniTune.Training.Checkpointing.CheckpointLocator.Locate(root);
+        if (located.OpenWeights is not null) return located.Weights();
+        if (baseHf is null) throw new ArgumentException($"{located.AdapterFolder} holds LoRA adapters only: pass --hf-dir with the base model to merge them into");
+        var merged = new LoraMergedSource(new HfTensorSource(baseHf), located.AdapterFolder!);
+        Console.WriteLine($"merging {merged.AdapterCount} LoRA adapters from {located.AdapterFolder} into {baseHf}");
+        return merged;
     }
 
     static void WithProgress(string title, Action<IProgress<long>> work)

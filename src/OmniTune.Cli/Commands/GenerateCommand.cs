@@ -2,7 +2,8 @@ using System.CommandLine;
 using OmniTune.Data.Media;
 using OmniTune.Data.Processing;
 using OmniTune.Data.Text;
-using OmniTune.Models.Qwen25Omni.Loading;
+using OmniTune.Checkpoints.Conversion;
+using OmniTune.Models.Qwen25Omni.Thinker;
 using OmniTune.Training.Checkpointing;
 using OmniTune.Training.Generation;
 using OmniTune.Training.Lora;
@@ -33,20 +34,22 @@ static class GenerateCommand
         command.SetAction(parse => CommandErrors.Run(() =>
         {
             var options = new GenerationOptions(parse.GetValue(maxTokens), parse.GetValue(temperature), parse.GetValue(topP), parse.GetValue(seed)).Validated();
-            string folder = ResolveModelFolder(parse.GetValue(model)!);
+            var located = CheckpointLocator.Locate(parse.GetValue(model)!);
             string[] i = parse.GetValue(images) ?? [], a = parse.GetValue(audios) ?? [], v = parse.GetValue(videos) ?? [];
-            var processor = Qwen25OmniProcessor.Load(folder, new ProcessorSettings { UseAudioInVideo = parse.GetValue(audioInVideo) });
+            var processor = Qwen25OmniProcessor.Load(located.ConfigFolder, new ProcessorSettings { UseAudioInVideo = parse.GetValue(audioInVideo) });
             string text = parse.GetValue(prompt)!;
             string Missing(string tag, int count) => string.Concat(Enumerable.Repeat(tag, Math.Max(0, count - (text.Split(tag).Length - 1))));
             text = Missing("<image>", i.Length) + Missing("<video>", v.Length) + (parse.GetValue(audioInVideo) ? "" : Missing("<audio>", a.Length)) + text;
             var encoded = processor.EncodePrompt([new ChatMessage(ChatRole.User, text)], new SampleMedia(i, v, a), parse.GetValue(system));
             var (inputs, _) = ThinkerInputsBuilder.FromConversation(encoded, parse.GetValue(audioInVideo));
-            var (thinker, _, _) = ThinkerCheckpointLoader.Load(folder);
+            Qwen25OmniThinkerForConditionalGeneration thinker;
+            using (var source = located.Weights()) thinker = ThinkerSourceLoader.Load(source);
             using (thinker)
             {
                 if (parse.GetValue(adapter) is string adapterPath)
                 {
-                    string adapterFolder = ResolveModelFolder(adapterPath);
+                    string adapterFolder = CheckpointLocator.Locate(adapterPath).AdapterFolder
+                        ?? throw new ArgumentException($"--adapter {adapterPath}: no LoRA adapters there ({LoraAdapters.ConfigFile}, {LoraAdapters.WeightsFile})");
                     using var adapters = LoraAdapters.Attach(thinker, LoraAdapters.ReadSettings(adapterFolder), _ => true);
                     adapters.Load(adapterFolder);
                     adapters.MergeInto(thinker);
@@ -58,23 +61,5 @@ static class GenerateCommand
             return 0;
         }));
         return command;
-    }
-
-    /// <summary>
-    /// A Hugging Face folder as is; the model folder of a training checkpoint root's latest iteration; or, for a
-    /// MindSpeed-MM-layout checkpoint, a Hugging Face folder reassembled from it (under the system temp folder).
-    /// </summary>
-    public static string ResolveModelFolder(string path)
-    {
-        if (OmniTune.Checkpoints.Conversion.MmCheckpoint.IsMmCheckpoint(path))
-        {
-            string converted = Path.Combine(Path.GetTempPath(), $"omnitune-mm-{Guid.NewGuid():N}");
-            using var mm = new OmniTune.Checkpoints.Conversion.MmCheckpoint(path);
-            OmniTune.Checkpoints.Conversion.CheckpointConverter.ToHf(mm, converted, null);
-            return converted;
-        }
-        return CheckpointStore.IsCheckpointRoot(path)
-            ? Path.Combine(CheckpointStore.IterationFolder(path, CheckpointStore.ResolveIteration(path, null)), CheckpointStore.ModelFolder)
-            : path;
     }
 }

@@ -56,9 +56,12 @@ public sealed class Trainer
     TrainingResult Run()
     {
         using IProcessGroup world = ProcessGroups.World(args.DistributedTimeout);
+        // Intra-op threads: OMP_NUM_THREADS when set, else the cores shared among the ranks of this machine. Set explicitly
+        // (also for one process) so that torch and MKL agree: a GEMM reduced by another number of threads differs in its last bits.
+        set_num_threads(int.TryParse(Environment.GetEnvironmentVariable("OMP_NUM_THREADS"), out int threads) && threads > 0
+            ? threads : Math.Max(1, Environment.ProcessorCount / world.Size));
         if (world.Size > 1)
         {
-            set_num_threads(Math.Max(1, Environment.ProcessorCount / world.Size));
             if (world.Rank != 0) return new Trainer(args, TextWriter.Null, null).RunOn(world) with { LogsHere = false };
         }
         return RunOn(world);
@@ -242,42 +245,37 @@ public sealed class Trainer
     {
         if (args.Load is string load)
         {
-            if (CheckpointStore.IsTrainingCheckpoint(load, args.LoadIteration))
+            var located = CheckpointLocator.Locate(load, args.LoadIteration);
+            switch (located.Kind)
             {
-                int iteration = CheckpointStore.ResolveIteration(load, args.LoadIteration);
-                string folder = CheckpointStore.IterationFolder(load, iteration);
-                string modelFolder = Path.Combine(folder, CheckpointStore.ModelFolder);
-                if (CheckpointStore.IsStageCheckpoint(folder))
+                case CheckpointKind.Training:
                 {
-                    // A pipeline-parallel training checkpoint: MindSpeed layout, one rank folder per stage.
-                    if (args.Lora is not null) throw new NotSupportedException($"{folder}: LoRA with a pipeline-parallel checkpoint is not built yet");
-                    return new Start(folder, folder, CheckpointStore.ReadState(folder), Weights: () => new MmCheckpoint(load, iteration));
+                    string folder = located.IterationFolder!;
+                    bool stages = CheckpointStore.IsStageCheckpoint(folder);
+                    if (located.AdapterFolder is not null && args.Lora is not null)
+                    {
+                        string baseModel = args.LoadBaseModel ?? data.DatasetParam.PreprocessParameters.ModelNameOrPath
+                            ?? throw new ArgumentException($"{located.AdapterFolder} holds LoRA adapters: pass --load-base-model with the base weights");
+                        return new Start(baseModel, folder, CheckpointStore.ReadState(folder), located.AdapterFolder);
+                    }
+                    if (located.OpenWeights is null)
+                        throw new ArgumentException($"{located.AdapterFolder} holds only LoRA adapters: pass the run's --lora-* flags (and --load-base-model) to continue it");
+                    if (args.Lora is not null)
+                    {
+                        log.WriteLine($"note: {folder} has no adapters; LoRA starts afresh on its weights");
+                        return new Start(located.ConfigFolder, null, null, Weights: stages ? located.OpenWeights : null);
+                    }
+                    return new Start(located.ConfigFolder, folder, CheckpointStore.ReadState(folder), Weights: stages ? located.OpenWeights : null);
                 }
-                bool hasAdapters = File.Exists(Path.Combine(modelFolder, LoraAdapters.WeightsFile));
-                bool hasWeights = File.Exists(Path.Combine(modelFolder, OmniTune.Core.Safetensors.SafetensorsCheckpoint.SingleFileName));
-                if (hasAdapters && args.Lora is not null)
-                {
-                    string baseModel = args.LoadBaseModel ?? data.DatasetParam.PreprocessParameters.ModelNameOrPath
-                        ?? throw new ArgumentException($"{modelFolder} holds LoRA adapters: pass --load-base-model with the base weights");
-                    return new Start(baseModel, folder, CheckpointStore.ReadState(folder), modelFolder);
-                }
-                if (!hasWeights)
-                    throw new ArgumentException($"{modelFolder} holds only LoRA adapters: pass the run's --lora-* flags (and --load-base-model) to continue it");
-                if (args.Lora is not null)
-                {
-                    log.WriteLine($"note: {modelFolder} has no adapters; LoRA starts afresh on its weights");
-                    return new Start(modelFolder, null, null);
-                }
-                return new Start(modelFolder, folder, CheckpointStore.ReadState(folder));
+                case CheckpointKind.MindSpeed:
+                    // Any TP/PP/VPP layout (e.g. convert hf-to-mm output): read straight into the model.
+                    return new Start(located.ConfigFolder, null, null, Weights: located.OpenWeights);
+                case CheckpointKind.HuggingFace:
+                    return new Start(load, null, null);
+                default:
+                    throw new ArgumentException($"--load {load} holds LoRA adapters alone: pass the base model with --load-base-model and the run's --lora-* flags, " +
+                                                "or --load a training checkpoint");
             }
-            if (MmCheckpoint.IsMmCheckpoint(load))
-            {
-                // A MindSpeed-MM-layout checkpoint (any TP/PP/VPP, e.g. convert hf-to-mm output): read straight into the model.
-                using (var probe = new MmCheckpoint(load))
-                    return new Start(probe.ConfigFolder, null, null, Weights: () => new MmCheckpoint(load));
-            }
-            if (File.Exists(Path.Combine(load, "config.json"))) return new Start(load, null, null);
-            throw new DirectoryNotFoundException($"--load {load}: neither a checkpoint root ({CheckpointStore.Tracker}) nor a Hugging Face folder (config.json)");
         }
         string base_ = data.DatasetParam.PreprocessParameters.ModelNameOrPath
             ?? throw new ArgumentException("no starting weights: pass --load or set preprocess_parameters.model_name_or_path in data.json");
@@ -433,6 +431,7 @@ public sealed class Trainer
             log.WriteLine($"data-parallel communication: {syncMs / stepsRun:F1} ms per step, {100 * syncMs / runMs:F1} % of step time " +
                 (distributed is null ? "(gradient all-reduce)" : "(distributed optimizer step: reduce-scatter, sharded AdamW, all-gather)") +
                 $"; waiting for the slowest rank: {waitMs / stepsRun:F1} ms per step, {100 * waitMs / runMs:F1} %");
+        if (pipelineGroup.Size > 1 && stepsRun > 0) ReportPipeline(stepsRun);
         if (args.Save is not null && lastSaved != iteration)
             lastCheckpoint = pipeline.Plan.Stages > 1
                 ? SaveStages(model, optimizer, loader, iteration, consumed, skipped, processorFolder, modelJson, masters, dp, distributed)
@@ -544,6 +543,23 @@ public sealed class Trainer
                                         "or keep the checkpoint's --pipeline-model-parallel-size and pipeline_num_layers");
         }
         return StageFolder() + "/";
+    }
+
+    /// <summary>
+    /// Per stage, the time spent computing and the share spent waiting for a neighbour (the pipeline bubble plus
+    /// communication), gathered over the pipeline group and printed by rank 0.
+    /// </summary>
+    void ReportPipeline(int steps)
+    {
+        using Tensor mine = tensor(new[] { runner.BusyMilliseconds, runner.WaitMilliseconds });
+        using Tensor all = pipelineGroup.AllGather(mine.reshape(1, 2));
+        double[] values = all.data<double>().ToArray();
+        log.WriteLine($"pipeline report over {steps} steps ({pipeline.Plan.Stages} stages{(pipeline.Plan.Chunks > 1 ? $" × {pipeline.Plan.Chunks} chunks" : "")}):");
+        for (int stage = 0; stage < pipelineGroup.Size; stage++)
+        {
+            double busy = values[2 * stage], wait = values[2 * stage + 1];
+            log.WriteLine($"  stage {stage}: busy {busy / steps:F1} ms per step, idle {wait / steps:F1} ms per step ({100 * wait / Math.Max(1e-9, busy + wait):F1} % bubble and transfers)");
+        }
     }
 
     /// <summary>This stage's rank folder in a MindSpeed-layout checkpoint.</summary>

@@ -83,10 +83,11 @@ public sealed class LoraAdapters : IDisposable
         var names = settings.TargetModules.SelectMany(LoraSettings.HuggingFaceNames).ToHashSet(StringComparer.Ordinal);
         var layers = new Dictionary<string, LoraLayer>(StringComparer.Ordinal);
         var hooks = new List<Action>();
-        Parameter first = model.parameters().First();
+        Parameter first = model.HuggingFaceParameters().First().Parameter;
         foreach (var (path, module) in model.named_modules())
         {
             if (module is not Linear linear || !names.Contains(path.Split('.')[^1]) || path.StartsWith("visual.merger.", StringComparison.Ordinal)) continue;
+            if (!model.Parts.Builds(path + ".weight")) continue;   // another pipeline stage's layer
             if (!trainableTower(Optimization.TrainableParameters.TowerOf(path + ".weight"))) continue;
             var adapter = new LoraLayer(linear.in_features, linear.out_features, settings, first.device, first.dtype);
             layers[path] = adapter;

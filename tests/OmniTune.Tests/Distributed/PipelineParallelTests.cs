@@ -74,11 +74,7 @@ public sealed class PipelineParallelTests : IClassFixture<PipelineFixture>
         return (MpiJob.Losses(output), Weights(Path.Combine(CheckpointStore.IterationFolder(save, 6), CheckpointStore.ModelFolder)));
     }
 
-    static Dictionary<string, byte[]> Weights(string hfFolder)
-    {
-        using var checkpoint = OmniTune.Core.Safetensors.SafetensorsCheckpoint.Open(hfFolder);
-        return checkpoint.Keys.ToDictionary(k => k, k => checkpoint.Read(k).bytes.ToArray());
-    }
+    static Dictionary<string, byte[]> Weights(string hfFolder) => CheckpointBytes.Read(hfFolder);
 
     Dictionary<string, byte[]> ConvertedWeights(string trainingRoot)
     {
@@ -90,7 +86,7 @@ public sealed class PipelineParallelTests : IClassFixture<PipelineFixture>
 
     [Theory]
     [InlineData("pp2", 2, 2, "[2,0]", "[2,0]", "[1,3]", "")]
-    [InlineData("pp4", 4, 4, "[2,0,0,0]", "[2,0,0,0]", "[1,1,1,1]", "")]                                   // the guide's 7B layout, scaled
+    [InlineData("pp4", 4, 4, "[2,0,0,0]", "[2,0,0,0]", "[1,1,1,1]", "--use-flash-attn --variable-seq-lengths")]   // the guide's 7B layout and flags, scaled
     [InlineData("vpp2", 2, 2, "[[2,0],[0,0]]", "[[2,0],[0,0]]", "[[1,1],[1,1]]", "--virtual-pipeline-model-parallel-size 2")]
     [InlineData("pp2-dp2", 4, 2, "[2,0]", "[1,1]", "[0,4]", "--use-distributed-optimizer")]   // 2 stages × 2 replicas, ZeRO-1; audio spans the stages
     public void Pipeline_layouts_reproduce_the_single_process_run(string name, int ranks, int stages, string vision, string audio, string text, string extra)
@@ -99,6 +95,14 @@ public sealed class PipelineParallelTests : IClassFixture<PipelineFixture>
         var (expectedLosses, expectedWeights) = Single(Path.Combine(fixture.Folder, $"single-{name}"));
         string save = Path.Combine(fixture.Folder, name);
         string modelJson = fixture.ModelJson($"{name}.json", vision, audio, text);
+        if (name == "pp4")
+        {
+            // As the guide does: convert hf → mm with the same layout first, then train from that folder.
+            string mm = Path.Combine(fixture.Folder, "mm-pp4");
+            using (var hf = new OmniTune.Checkpoints.Conversion.HfTensorSource(fixture.Model))
+                OmniTune.Checkpoints.Conversion.CheckpointConverter.ToMm(hf, new OmniTune.Checkpoints.Conversion.ParallelLayout([[1, 1, 1, 1]], [[2, 0, 0, 0]], [[2, 0, 0, 0]]), mm);
+            extra += $" --load {mm}";
+        }
         var (code, output, _) = MpiJob.Run($"-np {ranks} dotnet {{cli}} {Flags(modelJson, $"--pipeline-model-parallel-size {stages} --save {save} {extra}")}");
         Assert.True(code == 0, output);
         Assert.Contains($"pipeline parallel over {stages} stages", output);
@@ -110,18 +114,83 @@ public sealed class PipelineParallelTests : IClassFixture<PipelineFixture>
         {
             // Pipeline only: the same operations on the same data in the same order, so the same bits.
             Assert.Equal(expectedLosses, losses);
-            Assert.All(expectedWeights, kv => Assert.True(kv.Value.AsSpan().SequenceEqual(weights[kv.Key]), $"{kv.Key} differs from the single-process run"));
+            Assert.All(expectedWeights, kv => Assert.True(kv.Value.AsSpan().SequenceEqual(weights[kv.Key]),
+                $"{kv.Key} differs from the single-process run by up to {MaxDifference(kv.Value, weights[kv.Key])}"));
             return;
         }
         // With data parallel the gradients of the micro-batches are summed in another order (all-reduce across replicas
-        // instead of one accumulation), so the last bits differ: losses within 2e-5 relative, weights within 1e-5.
+        // instead of one accumulation), so the last bits differ: losses within 2e-5 relative, weights within 5e-5. The
+        // key biases are the exception: their gradient is zero in exact arithmetic (softmax ignores a constant added to
+        // every score of a query), so what Adam sees is rounding noise, normalised to steps of up to lr each.
         Assert.Equal(expectedLosses.Count, losses.Count);
         for (int i = 0; i < losses.Count; i++) Assert.Equal(expectedLosses[i], losses[i], Math.Abs(expectedLosses[i]) * 2e-5);
         foreach (var (key, bytes) in expectedWeights)
         {
-            float[] a = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(bytes).ToArray(), b = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(weights[key]).ToArray();
-            float worst = a.Zip(b, (x, y) => Math.Abs(x - y)).Max();
-            Assert.True(worst < 1e-5, $"{key} differs by {worst} from the single-process run");
+            float worst = MaxDifference(bytes, weights[key]);
+            double tolerance = key.EndsWith("self_attn.k_proj.bias", StringComparison.Ordinal) ? 2e-3 * 6 : 5e-5;
+            Assert.True(worst < tolerance, $"{key} differs by {worst} from the single-process run");
         }
+    }
+
+    static float MaxDifference(byte[] a, byte[] b) =>
+        System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(a).ToArray().Zip(System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(b).ToArray(), (x, y) => Math.Abs(x - y)).Max();
+
+    [Fact]
+    public void A_stage_with_only_frozen_encoders_runs_forward_and_backward_and_steps_nothing()
+    {
+        MpiJob.Require();
+        // Vision encoder, projector and audio encoder frozen, all on stage 0; the decoder on stage 1.
+        string single = fixture.ModelJson("frozen-single.json", null, null, null, freezeStageZero: true);
+        var (code, reference, _) = MpiJob.Run($"-np 1 dotnet {{cli}} {Flags(single, "--train-iters 3")}");
+        Assert.True(code == 0, reference);
+        string modelJson = fixture.ModelJson("frozen.json", "[2,0]", "[2,0]", "[0,4]", freezeStageZero: true);
+        var (code2, output, _) = MpiJob.Run($"-np 2 dotnet {{cli}} {Flags(modelJson, "--train-iters 3 --pipeline-model-parallel-size 2 --enable-dummy-optimizer")}");
+        Assert.True(code2 == 0, output);
+        Assert.Contains("pipeline stage 0 holds no trainable parameters: it runs forward and backward and steps nothing (--enable-dummy-optimizer changes nothing here", output);
+        Assert.Equal(MpiJob.Losses(reference), MpiJob.Losses(output));
+        Assert.Matches(@"stage 1: busy [0-9.]+ ms per step, idle [0-9.]+ ms per step \([0-9.]+ % bubble and transfers\)", output);
+    }
+
+    [Fact]
+    public void A_layout_with_encoder_layers_after_the_decoder_start_is_refused_with_the_rule()
+    {
+        MpiJob.Require();
+        string modelJson = fixture.ModelJson("wrong.json", "[1,1]", "[2,0]", "[1,3]");
+        var (code, output, seconds) = MpiJob.Run($"-np 2 dotnet {{cli}} {Flags(modelJson, "--pipeline-model-parallel-size 2")}");
+        Assert.NotEqual(0, code);
+        Assert.Contains("image_encoder.vision_encoder.pipeline_num_layers [1,1] with text_decoder.pipeline_num_layers [1,3]: the text decoder starts on stage 0 " +
+                        "but the vision encoder still has layers on stage 1", output);
+        Assert.True(seconds < 60, $"the job took {seconds:F0} s to end");
+    }
+
+    [Fact]
+    public void A_pipeline_run_resumes_bit_exactly_and_its_checkpoint_loads_at_another_layout_and_in_generate()
+    {
+        MpiJob.Require();
+        string modelJson = fixture.ModelJson("resume.json", "[2,0]", "[2,0]", "[2,2]");
+        string straight = Path.Combine(fixture.Folder, "resume-straight"), split = Path.Combine(fixture.Folder, "resume-split");
+        var whole = MpiJob.Run($"-np 2 dotnet {{cli}} {Flags(modelJson, $"--pipeline-model-parallel-size 2 --save {straight}")}");
+        Assert.True(whole.Code == 0, whole.Output);
+        var head = MpiJob.Run($"-np 2 dotnet {{cli}} {Flags(modelJson, $"--pipeline-model-parallel-size 2 --save {split} --train-iters 3")}");
+        Assert.True(head.Code == 0, head.Output);
+        var tail = MpiJob.Run($"-np 2 dotnet {{cli}} {Flags(modelJson, $"--pipeline-model-parallel-size 2 --save {split} --load {split}")}");
+        Assert.True(tail.Code == 0, tail.Output);
+        Assert.Contains("resuming after iteration 3", tail.Output);
+        Assert.Equal(MpiJob.Losses(whole.Output), MpiJob.Losses(head.Output).Concat(MpiJob.Losses(tail.Output)));
+        var (a, b) = (ConvertedWeights(straight), ConvertedWeights(split));
+        Assert.All(a, kv => Assert.True(kv.Value.AsSpan().SequenceEqual(b[kv.Key]), $"{kv.Key} differs after resume"));
+
+        // Another layout: the weights load (resharded on load), the optimizer state does not unless asked to start afresh.
+        string single = fixture.ModelJson("resume-single.json", null, null, null);
+        var refused = MpiJob.Run($"-np 1 dotnet {{cli}} {Flags(single, $"--load {split} --ckpt-step 3 --train-iters 4")}");
+        Assert.NotEqual(0, refused.Code);
+        Assert.Contains("the weights load at any layout, the optimizer state does not. Pass --no-load-optim", refused.Output);
+        var fresh = MpiJob.Run($"-np 1 dotnet {{cli}} {Flags(single, $"--load {split} --ckpt-step 3 --train-iters 4 --no-load-optim")}");
+        Assert.True(fresh.Code == 0, fresh.Output);
+        Assert.Single(MpiJob.Losses(fresh.Output));
+
+        // generate reads the pipeline checkpoint directly.
+        var answer = MpiJob.Run($"-np 1 dotnet {{cli}} generate --model {split} --prompt Hello --max-new-tokens 3");
+        Assert.True(answer.Code == 0, answer.Output);
     }
 }

@@ -17,7 +17,7 @@ public sealed class RecomputeTests
         using var scope = NewDisposeScope();
         CausalLmLoss.Mean(model.Forward(sample.Inputs), sample.Labels).backward();
         return model.named_parameters().Where(p => p.parameter.grad is not null)
-            .ToDictionary(p => p.name, p => p.parameter.grad!.contiguous().bytes.ToArray());
+            .ToDictionary(p => p.name, p => CheckpointBytes.Of(p.parameter.grad!.contiguous()));
     }
 
     [Theory]

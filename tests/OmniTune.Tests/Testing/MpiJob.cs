@@ -24,7 +24,7 @@ public static partial class MpiJob
         string cli = Path.Combine(AppContext.BaseDirectory, "omnitune.dll");
         var start = new ProcessStartInfo("mpirun") { RedirectStandardOutput = true, RedirectStandardError = true };
         start.Environment["TERM"] = term;
-        foreach (string a in $"--allow-run-as-root --oversubscribe -x TERM -x OMP_NUM_THREADS=1 -x MKL_CBWR=AUTO,STRICT {arguments}".Split(' ', StringSplitOptions.RemoveEmptyEntries))
+        foreach (string a in $"--allow-run-as-root --oversubscribe -x TERM -x OMP_NUM_THREADS=1 {arguments}".Split(' ', StringSplitOptions.RemoveEmptyEntries))
             start.ArgumentList.Add(a.Replace("{cli}", cli, StringComparison.Ordinal));
         var clock = Stopwatch.StartNew();
         using var process = Process.Start(start)!;

@@ -9,7 +9,7 @@ public static class TensorAssert
     {
         Assert.Equal(expected.dtype, actual.dtype);
         Assert.Equal(expected.shape, actual.shape);
-        Assert.True(expected.contiguous().bytes.SequenceEqual(actual.contiguous().bytes), "tensors differ in their bytes");
+        Assert.True(CheckpointBytes.Of(expected.contiguous()).AsSpan().SequenceEqual(CheckpointBytes.Of(actual.contiguous())), "tensors differ in their bytes");
     }
 
     /// <summary>Max absolute difference at most <paramref name="tolerance"/>.</summary>

@@ -62,7 +62,7 @@ public sealed class LoraTests : IClassFixture<TrainingFixture>
                 using Tensor fromSave = saved.Read("thinker." + key), fromConverter = converted.Read(key);
                 Assert.Equal(ScalarType.BFloat16, fromSave.dtype);
                 Assert.True(fromSave.bytes.SequenceEqual(fromConverter.bytes), $"{key}: the trainer's merged save and the converter differ");
-                Assert.True(fromSave.bytes.SequenceEqual(parameter.detach().bytes), $"{key}: the trainer's merged save and generate's merge differ");
+                Assert.True(fromSave.bytes.SequenceEqual(CheckpointBytes.Of(parameter.detach())), $"{key}: the trainer's merged save and generate's merge differ");
                 using Tensor before = original.Read("thinker." + key);
                 if (!before.bytes.SequenceEqual(fromSave.bytes)) differing++;
             }
@@ -93,8 +93,8 @@ public sealed class LoraTests : IClassFixture<TrainingFixture>
         // The merged checkpoint differs from the base only in adapted weights, and loads as a plain model.
         using var merged = SafetensorsCheckpoint.Open(modelFolder);
         using var baseModel = SafetensorsCheckpoint.Open(fixture.Model);
-        Assert.True(merged.Read("thinker.model.layers.1.mlp.gate_proj.weight").bytes.SequenceEqual(baseModel.Read("thinker.model.layers.1.mlp.gate_proj.weight").bytes));
-        Assert.False(merged.Read("thinker.model.layers.1.mlp.down_proj.weight").bytes.SequenceEqual(baseModel.Read("thinker.model.layers.1.mlp.down_proj.weight").bytes));
+        Assert.True(CheckpointBytes.Of(merged.Read("thinker.model.layers.1.mlp.gate_proj.weight")).AsSpan().SequenceEqual(CheckpointBytes.Of(baseModel.Read("thinker.model.layers.1.mlp.gate_proj.weight"))));
+        Assert.False(CheckpointBytes.Of(merged.Read("thinker.model.layers.1.mlp.down_proj.weight")).AsSpan().SequenceEqual(CheckpointBytes.Of(baseModel.Read("thinker.model.layers.1.mlp.down_proj.weight"))));
         var (loaded, _, _) = ThinkerCheckpointLoader.Load(modelFolder);
         loaded.Dispose();
 

@@ -33,6 +33,6 @@ public sealed class MixedPrecisionTests : IClassFixture<TrainingFixture>
         Assert.Equal(ScalarType.BFloat16, weights.Info("thinker.model.layers.0.mlp.up_proj.weight").DType);
         // The bf16 model weight is the rounded master.
         Tensor master = masters.Read("model.layers.0.mlp.up_proj.weight");
-        Assert.True(master.to(ScalarType.BFloat16).bytes.SequenceEqual(weights.Read("thinker.model.layers.0.mlp.up_proj.weight").bytes));
+        Assert.True(CheckpointBytes.Of(master.to(ScalarType.BFloat16)).AsSpan().SequenceEqual(CheckpointBytes.Of(weights.Read("thinker.model.layers.0.mlp.up_proj.weight"))));
     }
 }

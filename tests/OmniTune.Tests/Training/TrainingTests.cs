@@ -13,11 +13,7 @@ public sealed class TrainingTests : IClassFixture<TrainingFixture>
 
     public TrainingTests(TrainingFixture fixture) => this.fixture = fixture;
 
-    static Dictionary<string, byte[]> Weights(string modelFolder)
-    {
-        using var checkpoint = SafetensorsCheckpoint.Open(modelFolder);
-        return checkpoint.Keys.ToDictionary(k => k, k => checkpoint.Read(k).bytes.ToArray());
-    }
+    static Dictionary<string, byte[]> Weights(string modelFolder) => CheckpointBytes.Read(modelFolder);
 
     [Fact]
     public void The_schedule_follows_megatrons_sample_based_formulas()
