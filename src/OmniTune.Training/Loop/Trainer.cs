@@ -249,24 +249,24 @@ public sealed class Trainer
             switch (located.Kind)
             {
                 case CheckpointKind.Training:
-                {
-                    string folder = located.IterationFolder!;
-                    bool stages = CheckpointStore.IsStageCheckpoint(folder);
-                    if (located.AdapterFolder is not null && args.Lora is not null)
                     {
-                        string baseModel = args.LoadBaseModel ?? data.DatasetParam.PreprocessParameters.ModelNameOrPath
-                            ?? throw new ArgumentException($"{located.AdapterFolder} holds LoRA adapters: pass --load-base-model with the base weights");
-                        return new Start(baseModel, folder, CheckpointStore.ReadState(folder), located.AdapterFolder);
+                        string folder = located.IterationFolder!;
+                        bool stages = CheckpointStore.IsStageCheckpoint(folder);
+                        if (located.AdapterFolder is not null && args.Lora is not null)
+                        {
+                            string baseModel = args.LoadBaseModel ?? data.DatasetParam.PreprocessParameters.ModelNameOrPath
+                                ?? throw new ArgumentException($"{located.AdapterFolder} holds LoRA adapters: pass --load-base-model with the base weights");
+                            return new Start(baseModel, folder, CheckpointStore.ReadState(folder), located.AdapterFolder);
+                        }
+                        if (located.OpenWeights is null)
+                            throw new ArgumentException($"{located.AdapterFolder} holds only LoRA adapters: pass the run's --lora-* flags (and --load-base-model) to continue it");
+                        if (args.Lora is not null)
+                        {
+                            log.WriteLine($"note: {folder} has no adapters; LoRA starts afresh on its weights");
+                            return new Start(located.ConfigFolder, null, null, Weights: stages ? located.OpenWeights : null);
+                        }
+                        return new Start(located.ConfigFolder, folder, CheckpointStore.ReadState(folder), Weights: stages ? located.OpenWeights : null);
                     }
-                    if (located.OpenWeights is null)
-                        throw new ArgumentException($"{located.AdapterFolder} holds only LoRA adapters: pass the run's --lora-* flags (and --load-base-model) to continue it");
-                    if (args.Lora is not null)
-                    {
-                        log.WriteLine($"note: {folder} has no adapters; LoRA starts afresh on its weights");
-                        return new Start(located.ConfigFolder, null, null, Weights: stages ? located.OpenWeights : null);
-                    }
-                    return new Start(located.ConfigFolder, folder, CheckpointStore.ReadState(folder), Weights: stages ? located.OpenWeights : null);
-                }
                 case CheckpointKind.MindSpeed:
                     // Any TP/PP/VPP layout (e.g. convert hf-to-mm output): read straight into the model.
                     return new Start(located.ConfigFolder, null, null, Weights: located.OpenWeights);
