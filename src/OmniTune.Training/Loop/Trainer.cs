@@ -71,6 +71,9 @@ public sealed class Trainer
     IProcessGroup pipelineGroup = null!, worldGroup = null!;
     Qwen25OmniConfig fullConfig = null!;
     PipelineSetup pipeline = null!;
+    OptimizerStep optimizerStep = null!;
+    GradientSynchronizer replicas = null!;
+    List<(string Name, Parameter Parameter)> replicaParameters = [];
     PipelineStepRunner runner = null!;
 
     TrainingResult RunOn(IProcessGroup world)
@@ -152,6 +155,7 @@ public sealed class Trainer
                 ? new DistributedAdamW(trainable, dp, args.AdamBeta1, args.AdamBeta2, args.AdamEps, args.WeightDecay)
                 : null;
             if (distributed is not null) log.WriteLine($"distributed optimizer: {distributed.ShardSize:N0} parameters of optimizer state per rank (ZeRO-1 over '{dp.Name}')");
+            var modelTrainable = trainable;   // the model's own parameters (gradients arrive here; replicas compare them)
             if (masters is not null)
             {
                 trainable = masters.Masters;
@@ -210,7 +214,12 @@ public sealed class Trainer
             }
             using var loader = new SupervisedDataLoader(dataset.Samples, collator, args.MicroBatchSize, args.Seed, args.Shuffle, args.NumWorkers,
                 dp.Rank, dp.Size, new LoaderPosition(state.LoaderEpoch, batch), args.GlobalBatchSize);
-            CheckReplicasAgree(trainable, dp);
+            replicas = new GradientSynchronizer(dp, args.LossMode);
+            optimizerStep = distributed is not null
+                ? new ShardedAdamWStep(distributed, optimizer, args.LossMode, pipelineGroup)
+                : new AdamWStep(optimizer, modelTrainable, masters, new GradientSynchronizer(gradientGroup ?? dp, args.LossMode), pipelineGroup);
+            replicaParameters = modelTrainable;
+            replicas.CheckReplicasAgree(modelTrainable);
             runner = new PipelineStepRunner(model, plan, pipelineGroup, device);
             return Loop(model, trainable, optimizer, loader, state, scheduleOffset, processorFolder, modelJson, device, adapters, masters, dp, distributed);
         }
@@ -292,6 +301,11 @@ public sealed class Trainer
             return model;
         }
         using IThinkerTensorSource source = start.Weights();
+        if (source is MmCheckpoint mm && mm.Layout.ToJson() != pipeline.Layout.ToJson())
+        {
+            log.WriteLine($"note: {source.ConfigFolder} was written with the layout {mm.Layout.ToJson()}, this run's pipeline_num_layers give " +
+                          $"{pipeline.Layout.ToJson()}: the weights are resharded as they load (convert reshard writes a copy in this run's layout)");
+        }
         var loaded = ThinkerSourceLoader.Load(source, device, dtype, parts);
         log.WriteLine($"model: {loaded.HuggingFaceParameters().Count()} tensors of this stage read from the MindSpeed-layout checkpoint {source.ConfigFolder} on {device}");
         return loaded;
@@ -332,7 +346,7 @@ public sealed class Trainer
             var batches = Enumerable.Range(0, microBatches).Select(_ => loader.Next()).ToList();
             double stepLoss = 0;
             long stepTokens = args.LossMode == LossMode.PerToken ? SumOver(dp, batches.Sum(b => StepLoss.CountedTokens(b.Labels))) : 0;
-            ZeroGradients(optimizer);
+            optimizerStep.ZeroGradients();
             using (var scope = NewDisposeScope())
             {
                 stepLoss = runner.Run(batches, (logits, labels) => StepLoss.ForMicroBatch(logits, labels, args.LossMode, microBatches, stepTokens));
@@ -347,58 +361,30 @@ public sealed class Trainer
             var sync = Stopwatch.StartNew();
             if (dp.Size > 1) dp.Barrier();   // separates load imbalance from communication in the report below
             waitMs += sync.Elapsed.TotalMilliseconds;
-            sync.Restart();
-            if (distributed is null) SynchronizeGradients(trainable, gradientGroup ?? dp);
-            syncMs += sync.Elapsed.TotalMilliseconds;
             stepLoss = SumOver(pipelineGroup, stepLoss);   // the loss is known on the last stage
             stepLoss = args.LossMode == LossMode.PerToken ? SumOver(dp, stepLoss) : SumOver(dp, stepLoss) / dp.Size;
-            masters?.GradientsToMasters();
-            double lrNow = schedule.ForIteration(iteration - scheduleOffset, args.GlobalBatchSize);
-            sync.Restart();
-            double norm = distributed is null ? Math.Sqrt(SumOver(pipelineGroup, GradientSquares(trainable)))
-                : double.IsFinite(stepLoss) ? distributed.Step(lrNow, args.ClipGrad, average: args.LossMode != LossMode.PerToken, pipelineGroup) : double.NaN;
-            if (distributed is not null) syncMs += sync.Elapsed.TotalMilliseconds;
             double lr = schedule.ForIteration(iteration - scheduleOffset, args.GlobalBatchSize);
+            double norm = optimizerStep.Step(lr, args.ClipGrad, double.IsFinite(stepLoss));
             consumed += args.GlobalBatchSize;
             if (!double.IsFinite(stepLoss) || !double.IsFinite(norm))
             {
                 skipped++;
                 nanStreak++;
-                ZeroGradients(optimizer);
+                optimizerStep.Skip();
                 log.WriteLine($"warning: iteration {iteration} has a non-finite {(double.IsFinite(stepLoss) ? "gradient norm" : "loss")}; the step is skipped ({nanStreak} in a row)");
                 if (nanStreak >= args.MaxNanSteps)
                     throw new InvalidOperationException($"{nanStreak} non-finite steps in a row (--max-nan-steps {args.MaxNanSteps}); stopping. Lower --lr or check the data around iteration {iteration}.");
             }
-            else if (distributed is not null)
-            {
-                nanStreak = 0;   // the distributed optimizer already clipped, stepped and gathered
-                stepLosses.Add(stepLoss);
-                intervalLoss += stepLoss;
-                intervalSteps++;
-            }
             else
             {
-                nanStreak = 0;
-                if (args.ClipGrad > 0 && norm > args.ClipGrad)
-                {
-                    double coefficient = args.ClipGrad / (norm + 1e-6);
-                    using (NewDisposeScope())
-                    using (no_grad())
-                    {
-                        foreach (var (_, p) in trainable) p.grad?.mul_(coefficient);
-                    }
-                }
-                foreach (var group in optimizer.ParamGroups) group.LearningRate = lr;
-                EnsureGradients(trainable);
-                optimizer.step();
-                masters?.MastersToModel();
+                nanStreak = 0;   // the step clipped, updated (and gathered, when sharded)
                 stepLosses.Add(stepLoss);
                 intervalLoss += stepLoss;
                 intervalSteps++;
             }
             if (args.ReplicaCheckInterval is int check && iteration % check == 0 && dp.Size > 1)
             {
-                CheckReplicasAgree(trainable, dp, iteration);
+                replicas.CheckReplicasAgree(replicaParameters, iteration);
                 log.WriteLine($"replica check after iteration {iteration}: parameters identical on {dp.Size} ranks");
             }
             lastNorm = norm;
@@ -427,6 +413,7 @@ public sealed class Trainer
             }
         }
         int stepsRun = iteration - state.Iteration;
+        syncMs = optimizerStep.CommunicationMilliseconds;
         if (dp.Size > 1 && stepsRun > 0)
             log.WriteLine($"data-parallel communication: {syncMs / stepsRun:F1} ms per step, {100 * syncMs / runMs:F1} % of step time " +
                 (distributed is null ? "(gradient all-reduce)" : "(distributed optimizer step: reduce-scatter, sharded AdamW, all-gather)") +
@@ -580,13 +567,7 @@ public sealed class Trainer
     }
 
     /// <summary>Sum of a scalar over the group.</summary>
-    static double SumOver(IProcessGroup dp, double value)
-    {
-        if (dp.Size == 1) return value;
-        using Tensor t = tensor(new[] { value });
-        dp.AllReduce(t);
-        return t.item<double>();
-    }
+    static double SumOver(IProcessGroup group, double value) => GradientSynchronizer.SumOver(group, value);
 
     static long SumOver(IProcessGroup dp, long value) => (long)SumOver(dp, (double)value);
 
@@ -604,96 +585,6 @@ public sealed class Trainer
         var group = NcclProcessGroup.Create(dp, $"{dp.Name}.nccl", device.index);
         log.WriteLine($"gradients all-reduced over NCCL (group '{group.Name}'), each rank on cuda:<local rank>");
         return group;
-    }
-
-    /// <summary>
-    /// Data-parallel gradient synchronisation: every trainable gradient (zeros where none) goes into one flat bucket,
-    /// which is summed across ranks and averaged (default and per-sample modes; per-token losses are already divided by
-    /// the global token count, so their gradients are only summed).
-    /// </summary>
-    void SynchronizeGradients(List<(string Name, Parameter Parameter)> trainable, IProcessGroup dp)
-    {
-        if (dp.Size == 1) return;
-        using var scope = NewDisposeScope();
-        using (no_grad())
-        {
-            var grads = trainable.Select(p => p.Parameter.grad ?? zeros_like(p.Parameter)).ToList();
-            Tensor bucket = cat(grads.Select(g => g.to(ScalarType.Float32).reshape(-1)).ToArray());
-            dp.AllReduce(bucket);
-            if (args.LossMode != LossMode.PerToken) bucket.div_(dp.Size);
-            long offset = 0;
-            foreach (var (_, p) in trainable)
-            {
-                long n = p.numel();
-                Tensor slice = bucket.narrow(0, offset, n).view(p.shape).to(p.dtype);
-                if (p.grad is null) p.grad = slice.clone().DetachFromDisposeScope();
-                else p.grad.copy_(slice);
-                offset += n;
-            }
-        }
-    }
-
-    /// <summary>
-    /// Fails fast, naming the group, when data-parallel replicas do not hold identical parameters: at the start (every rank
-    /// must load the same weights) and, with --check-weight-hash-across-dp-replicas-interval, after every N-th step.
-    /// </summary>
-    static void CheckReplicasAgree(List<(string Name, Parameter Parameter)> trainable, IProcessGroup dp, int? afterIteration = null)
-    {
-        if (dp.Size == 1) return;
-        double checksum = 0;
-        using (NewDisposeScope())
-        using (no_grad())
-        {
-            foreach (var (_, p) in trainable)
-            {
-                Tensor d = p.to(ScalarType.Float64);
-                checksum += d.sum().item<double>() + d.abs().sum().item<double>() * 1e-3;
-            }
-        }
-        using Tensor max = tensor(new[] { checksum }), min = tensor(new[] { -checksum });
-        dp.AllReduce(max, ReduceOp.Max);
-        dp.AllReduce(min, ReduceOp.Max);
-        if (max.item<double>() == checksum && -min.item<double>() == checksum) return;
-        throw new InvalidOperationException(afterIteration is int at
-            ? $"group '{dp.Name}': after iteration {at}, rank {dp.Rank}'s parameters differ from another replica's (checksum {checksum:R}); the replicas have diverged"
-            : $"group '{dp.Name}': rank {dp.Rank}'s parameters differ from another replica's (checksum {checksum:R}); every rank must load the same weights");
-    }
-
-    /// <summary>
-    /// Gives every trainable parameter a gradient (zeros when no micro-batch reached it, e.g. the projector in a text-only
-    /// step), so every step updates every trainable parameter as Megatron's gradient buffers do, whether or not the run
-    /// was resumed; otherwise Adam's momentum would move such parameters in a straight run but not after a resume.
-    /// </summary>
-    /// <summary>optimizer.zero_grad() makes a tensor wrapper per parameter; a scope releases them now rather than at the next GC.</summary>
-    static void ZeroGradients(OptimizerHelper optimizer)
-    {
-        using var scope = NewDisposeScope();
-        optimizer.zero_grad();
-    }
-
-    static void EnsureGradients(List<(string Name, Parameter Parameter)> trainable)
-    {
-        using var scope = NewDisposeScope();   // the parameter keeps its gradient; the wrappers go
-        foreach (var (_, p) in trainable)
-        {
-            if (p.grad is null) p.grad = zeros_like(p);
-        }
-    }
-
-    /// <summary>Sum of the squared gradients of this rank's parameters (the global norm sums it over the pipeline stages).</summary>
-    static double GradientSquares(List<(string Name, Parameter Parameter)> trainable)
-    {
-        double sum = 0;
-        using (NewDisposeScope())
-        using (no_grad())
-        {
-            foreach (var (_, p) in trainable)
-            {
-                if (p.grad is not { } grad) continue;
-                sum += grad.to(ScalarType.Float64).pow(2).sum().item<double>();
-            }
-        }
-        return sum;
     }
 
     /// <summary>fp32 GEMM rate (GFLOP/s) of this machine, measured once for the MFU column.</summary>

@@ -193,4 +193,36 @@ public sealed class PipelineParallelTests : IClassFixture<PipelineFixture>
         var answer = MpiJob.Run($"-np 1 dotnet {{cli}} generate --model {split} --prompt Hello --max-new-tokens 3");
         Assert.True(answer.Code == 0, answer.Output);
     }
+
+    [Fact]
+    public void A_stage_killed_mid_run_ends_the_whole_job_with_a_message()
+    {
+        MpiJob.Require();
+        string modelJson = fixture.ModelJson("killed.json", "[2,0]", "[2,0]", "[2,2]");
+        string marker = Path.Combine(fixture.Folder, "killed-" + Guid.NewGuid().ToString("N")[..8]);   // in every rank's command line
+        var (code, output, seconds) = MpiJob.Run($"-np 2 dotnet {{cli}} {Flags(modelJson, $"--pipeline-model-parallel-size 2 --train-iters 200 --save {marker} --save-interval 1000")}",
+            onLine: line =>
+            {
+                if (!line.Contains("iteration        2/", StringComparison.Ordinal)) return;
+                foreach (var process in System.Diagnostics.Process.GetProcessesByName("dotnet"))
+                {
+                    string environment;
+                    try
+                    {
+                        if (!File.ReadAllText($"/proc/{process.Id}/cmdline").Contains(marker, StringComparison.Ordinal)) continue;
+                        environment = File.ReadAllText($"/proc/{process.Id}/environ");
+                    }
+                    catch (IOException)
+                    {
+                        continue;
+                    }
+                    if (environment.Contains("OMPI_COMM_WORLD_RANK=1\0", StringComparison.Ordinal)) process.Kill();   // SIGKILL: no handler runs
+                }
+            });
+        Assert.NotEqual(0, code);
+        Assert.Contains("iteration        2/", output);
+        Assert.DoesNotContain("iteration      200/", output);
+        Assert.Matches("signal 9|Killed|waited more than", output);
+        Assert.True(seconds < 120, $"the job took {seconds:F0} s to end after a stage died");
+    }
 }

@@ -19,7 +19,7 @@ public static partial class MpiJob
     /// Runs <c>mpirun … {arguments}</c> where <c>{cli}</c> stands for omnitune.dll; every rank runs with one thread, so a
     /// single-process reference started with <c>-np 1</c> computes exactly as the ranks do.
     /// </summary>
-    public static (int Code, string Output, double Seconds) Run(string arguments, string term = "dumb")
+    public static (int Code, string Output, double Seconds) Run(string arguments, string term = "dumb", Action<string>? onLine = null)
     {
         string cli = Path.Combine(AppContext.BaseDirectory, "omnitune.dll");
         var start = new ProcessStartInfo("mpirun") { RedirectStandardOutput = true, RedirectStandardError = true };
@@ -29,7 +29,12 @@ public static partial class MpiJob
         var clock = Stopwatch.StartNew();
         using var process = Process.Start(start)!;
         var error = process.StandardError.ReadToEndAsync();
-        string output = process.StandardOutput.ReadToEnd();
+        var output = new System.Text.StringBuilder();
+        while (process.StandardOutput.ReadLine() is { } line)
+        {
+            output.AppendLine(line);
+            onLine?.Invoke(line);
+        }
         if (!process.WaitForExit(180_000))
         {
             process.Kill(entireProcessTree: true);
