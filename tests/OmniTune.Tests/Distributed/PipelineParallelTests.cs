@@ -36,9 +36,10 @@ public sealed class PipelineFixture : IDisposable
     public string Folder => folder.Path;
 
     /// <summary>A model.json with the towers' pipeline_num_layers (JSON arrays as text, or null to leave one out).</summary>
-    public string ModelJson(string name, string? vision, string? audio, string? text, bool freezeStageZero = false)
+    public string ModelJson(string name, string? vision, string? audio, string? text, bool freezeStageZero = false, bool recompute = false)
     {
-        string Layers(string? list) => list is null ? "" : $", \"pipeline_num_layers\": {list}";
+        string Layers(string? list) => (list is null ? "" : $", \"pipeline_num_layers\": {list}")
+            + (recompute ? ", \"recompute_granularity\": \"full\", \"recompute_method\": \"uniform\", \"recompute_num_layers\": 1" : "");
         string path = Path.Combine(folder.Path, name);
         File.WriteAllText(path, $$"""
             {
@@ -67,9 +68,9 @@ public sealed class PipelineParallelTests : IClassFixture<PipelineFixture>
         $"finetune --mm-model {modelJson} --mm-data {fixture.DataJson} --seq-length 1024 --lr 2e-3 --lr-decay-style constant --weight-decay 0.01 " +
         $"--clip-grad 1.0 --log-interval 1 --num-workers 0 --seed 5 --micro-batch-size 1 --global-batch-size 4 --train-iters 6 {extra}";
 
-    (List<double> Losses, Dictionary<string, byte[]> Weights) Single(string save)
+    (List<double> Losses, Dictionary<string, byte[]> Weights) Single(string save, string extra = "")
     {
-        var (code, output, _) = MpiJob.Run($"-np 1 dotnet {{cli}} {Flags(fixture.ModelJson("single.json", null, null, null), $"--save {save}")}");
+        var (code, output, _) = MpiJob.Run($"-np 1 dotnet {{cli}} {Flags(fixture.ModelJson("single.json", null, null, null), $"--save {save} {extra}")}");
         Assert.True(code == 0, output);
         return (MpiJob.Losses(output), Weights(Path.Combine(CheckpointStore.IterationFolder(save, 6), CheckpointStore.ModelFolder)));
     }
@@ -88,13 +89,15 @@ public sealed class PipelineParallelTests : IClassFixture<PipelineFixture>
     [InlineData("pp2", 2, 2, "[2,0]", "[2,0]", "[1,3]", "")]
     [InlineData("pp4", 4, 4, "[2,0,0,0]", "[2,0,0,0]", "[1,1,1,1]", "--use-flash-attn --variable-seq-lengths")]   // the guide's 7B layout and flags, scaled
     [InlineData("vpp2", 2, 2, "[[2,0],[0,0]]", "[[2,0],[0,0]]", "[[1,1],[1,1]]", "--virtual-pipeline-model-parallel-size 2")]
+    [InlineData("pp2-recompute-per-token", 2, 2, "[1,1]", "[2,0]", "[0,4]", "--calculate-per-token-loss")]   // recompute in every tower; the vision encoder spans the stages
     [InlineData("pp2-dp2", 4, 2, "[2,0]", "[1,1]", "[0,4]", "--use-distributed-optimizer")]   // 2 stages × 2 replicas, ZeRO-1; audio spans the stages
     public void Pipeline_layouts_reproduce_the_single_process_run(string name, int ranks, int stages, string vision, string audio, string text, string extra)
     {
         MpiJob.Require();
-        var (expectedLosses, expectedWeights) = Single(Path.Combine(fixture.Folder, $"single-{name}"));
+        bool recompute = name.Contains("recompute", StringComparison.Ordinal);
+        var (expectedLosses, expectedWeights) = Single(Path.Combine(fixture.Folder, $"single-{name}"), recompute ? extra : "");
         string save = Path.Combine(fixture.Folder, name);
-        string modelJson = fixture.ModelJson($"{name}.json", vision, audio, text);
+        string modelJson = fixture.ModelJson($"{name}.json", vision, audio, text, recompute: recompute);
         if (name == "pp4")
         {
             // As the guide does: convert hf → mm with the same layout first, then train from that folder.
