@@ -54,7 +54,11 @@ public static class CheckpointLocator
             int it = CheckpointStore.ResolveIteration(path, iteration);
             string folder = CheckpointStore.IterationFolder(path, it);
             if (CheckpointStore.IsStageCheckpoint(folder))
-                return new(CheckpointKind.Training, path, folder, folder, null, () => new MmCheckpoint(path, it));
+            {
+                return CheckpointStore.HasStageAdapters(folder)
+                    ? new(CheckpointKind.Training, path, folder, folder, folder, null)   // LoRA: adapters per stage folder
+                    : new(CheckpointKind.Training, path, folder, folder, null, () => new MmCheckpoint(path, it));
+            }
             string model = System.IO.Path.Combine(folder, CheckpointStore.ModelFolder);
             bool weights = File.Exists(System.IO.Path.Combine(model, OmniTune.Core.Safetensors.SafetensorsCheckpoint.SingleFileName));
             bool adapters = File.Exists(System.IO.Path.Combine(model, LoraAdapters.WeightsFile));

@@ -40,9 +40,21 @@ public static class CheckpointStore
     /// <summary>Folder of iteration <paramref name="iteration"/>.</summary>
     public static string IterationFolder(string root, int iteration) => Path.Combine(root, $"iter_{iteration:D7}");
 
-    /// <summary>Whether an iteration folder holds a pipeline-parallel checkpoint (MindSpeed rank folders, not a Hugging Face folder).</summary>
+    /// <summary>The pipeline layout of a pipeline-parallel checkpoint (JSON), beside trainer_state.json.</summary>
+    public const string LayoutFile = "parallel_layout.json";
+
+    /// <summary>
+    /// Whether an iteration folder holds a pipeline-parallel checkpoint: MindSpeed rank folders with weights, or (LoRA) with
+    /// each stage's adapters — not the Hugging Face folder of a single-stage checkpoint (which has its config.json).
+    /// </summary>
     public static bool IsStageCheckpoint(string iterationFolder) =>
-        Directory.Exists(iterationFolder) && Directory.GetDirectories(iterationFolder, "mp_rank_*").Any(d => File.Exists(Path.Combine(d, OmniTune.Checkpoints.Conversion.MmCheckpoint.FileName)));
+        Directory.Exists(iterationFolder) && Directory.GetDirectories(iterationFolder, "mp_rank_*").Any(d =>
+            File.Exists(Path.Combine(d, OmniTune.Checkpoints.Conversion.MmCheckpoint.FileName))
+            || (File.Exists(Path.Combine(d, Lora.LoraAdapters.WeightsFile)) && !File.Exists(Path.Combine(d, "config.json"))));
+
+    /// <summary>Whether a pipeline-parallel checkpoint holds LoRA adapters (per stage) rather than weights.</summary>
+    public static bool HasStageAdapters(string iterationFolder) =>
+        Directory.GetDirectories(iterationFolder, "mp_rank_*").Any(d => File.Exists(Path.Combine(d, Lora.LoraAdapters.WeightsFile)));
 
     /// <summary>
     /// Whether <paramref name="root"/> holds a training checkpoint (trainer_state.json) at iteration <paramref name="chosen"/>

@@ -129,12 +129,13 @@ public sealed class Trainer
         using (model)
         {
             var trainable = TrainableParameters.Apply(model, modelJson);
-            using LoraAdapters? adapters = args.Lora is null ? null : LoraAdapters.Attach(model, args.Lora, tower => trainable.Any(p => TrainableParameters.TowerOf(p.Name) == tower));
+            using LoraAdapters? adapters = args.Lora is null ? null : LoraAdapters.Attach(model, args.Lora, tower => trainable.Any(p => TrainableParameters.TowerOf(p.Name) == tower), args.Seed, allowNone: pipelineGroup.Size > 1);
             if (adapters is not null)
             {
                 foreach (var (_, p) in trainable) p.requires_grad = false;
                 trainable = adapters.Parameters().Select(p => ("lora:" + p.Key, p.Parameter)).ToList();
-                if (start.AdapterFolder is not null) adapters.Load(start.AdapterFolder);
+                if (start.AdapterFolder is not null)
+                    adapters.Load(CheckpointStore.IsStageCheckpoint(start.AdapterFolder) ? Path.Combine(start.AdapterFolder, StageFolder()) : start.AdapterFolder);
                 log.WriteLine($"{adapters}{(start.AdapterFolder is null ? "" : $", adapters loaded from {start.AdapterFolder}")}");
             }
             model.Visual.Recompute = modelJson.VisionRecompute;
@@ -407,7 +408,7 @@ public sealed class Trainer
             if (args.Save is not null && args.SaveInterval is int every && iteration % every == 0)
             {
                 lastCheckpoint = pipeline.Plan.Stages > 1
-                    ? SaveStages(model, optimizer, loader, iteration, consumed, skipped, processorFolder, modelJson, masters, dp, distributed)
+                    ? SaveStages(model, optimizer, loader, iteration, consumed, skipped, processorFolder, modelJson, adapters, masters, dp, distributed)
                     : SaveOnRankZero(dp, distributed, iteration, () => Save(model, optimizer, loader, iteration, consumed, skipped, processorFolder, modelJson, adapters, masters, dp, distributed));
                 lastSaved = iteration;
             }
@@ -421,7 +422,7 @@ public sealed class Trainer
         if (pipelineGroup.Size > 1 && stepsRun > 0) ReportPipeline(stepsRun);
         if (args.Save is not null && lastSaved != iteration)
             lastCheckpoint = pipeline.Plan.Stages > 1
-                ? SaveStages(model, optimizer, loader, iteration, consumed, skipped, processorFolder, modelJson, masters, dp, distributed)
+                ? SaveStages(model, optimizer, loader, iteration, consumed, skipped, processorFolder, modelJson, adapters, masters, dp, distributed)
                 : SaveOnRankZero(dp, distributed, iteration, () => Save(model, optimizer, loader, iteration, consumed, skipped, processorFolder, modelJson, adapters, masters, dp, distributed));
         if (args.Save is not null && stepLosses.Count > 0 && logs)
         {
@@ -478,7 +479,7 @@ public sealed class Trainer
     /// moves the folder in place and the tracker on. A checkpoint is "latest" only once every stage has written.
     /// </summary>
     string SaveStages(Qwen25OmniThinkerForConditionalGeneration model, OptimizerHelper optimizer, SupervisedDataLoader loader, int iteration, long consumed,
-        int skipped, string processorFolder, ModelJsonConfig modelJson, MasterWeights? masters, IProcessGroup dp, DistributedAdamW? distributed)
+        int skipped, string processorFolder, ModelJsonConfig modelJson, LoraAdapters? adapters, MasterWeights? masters, IProcessGroup dp, DistributedAdamW? distributed)
     {
         string root = args.Save!, final = CheckpointStore.IterationFolder(root, iteration), temporary = final + ".tmp-stages";
         if (worldGroup.Rank == 0)
@@ -493,8 +494,15 @@ public sealed class Trainer
         if (distributed is not null && !args.NoSaveOptim) distributed.Save(Path.Combine(rankFolder, DistributedAdamW.FileName));
         if (dp.Rank == 0)
         {
-            using (var source = new ModelTensorSource(model, fullConfig, processorFolder))
+            if (adapters is not null)
+            {
+                adapters.Save(rankFolder);   // LoRA: this stage's adapters only (the base weights are the run's base model)
+            }
+            else
+            {
+                using var source = new ModelTensorSource(model, fullConfig, processorFolder);
                 CheckpointConverter.WriteRank(source, pipeline.Layout, 0, pipelineGroup.Rank, temporary);
+            }
             if (!args.NoSaveOptim && distributed is null)
             {
                 optimizer.save_state_dict(Path.Combine(rankFolder, CheckpointStore.OptimizerFile));
@@ -505,6 +513,7 @@ public sealed class Trainer
         if (worldGroup.Rank == 0)
         {
             CheckpointConverter.CopySideFiles(processorFolder, temporary);
+            File.WriteAllText(Path.Combine(temporary, CheckpointStore.LayoutFile), pipeline.Layout.ToJson());
             CheckpointStore.Commit(root, iteration, temporary, StateAt(loader, iteration, consumed, skipped, modelJson, dp));
             log.WriteLine($"saved checkpoint {final} ({pipelineGroup.Size} stages)");
         }
@@ -520,12 +529,10 @@ public sealed class Trainer
     {
         if (!CheckpointStore.IsStageCheckpoint(iterationFolder)) return "";
         if (args.NoLoadOptim) return StageFolder() + "/";
-        string root = Path.GetDirectoryName(iterationFolder)!;
-        int iteration = int.Parse(Path.GetFileName(iterationFolder)["iter_".Length..], System.Globalization.CultureInfo.InvariantCulture);
-        using var saved = new MmCheckpoint(root, iteration);
-        if (saved.Layout.ToJson() != pipeline.Layout.ToJson())
+        string saved = File.ReadAllText(Path.Combine(iterationFolder, CheckpointStore.LayoutFile));
+        if (saved != pipeline.Layout.ToJson())
         {
-            throw new ArgumentException($"{iterationFolder} was written with the pipeline layout {saved.Layout.ToJson()}, this run's is {pipeline.Layout.ToJson()}: " +
+            throw new ArgumentException($"{iterationFolder} was written with the pipeline layout {saved}, this run's is {pipeline.Layout.ToJson()}: " +
                                         "the weights load at any layout, the optimizer state does not. Pass --no-load-optim (and --no-load-rng) to continue with a fresh optimizer, " +
                                         "or keep the checkpoint's --pipeline-model-parallel-size and pipeline_num_layers");
         }

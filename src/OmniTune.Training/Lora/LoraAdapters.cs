@@ -15,11 +15,17 @@ public sealed class LoraLayer : nn.Module
     readonly double scaling, dropout;
 
     /// <summary>Creates an adapter for a linear layer of <paramref name="inFeatures"/> → <paramref name="outFeatures"/>.</summary>
-    public LoraLayer(long inFeatures, long outFeatures, LoraSettings settings, Device? device, ScalarType dtype) : base("lora")
+    public LoraLayer(long inFeatures, long outFeatures, LoraSettings settings, Device? device, ScalarType dtype, Generator? init = null) : base("lora")
     {
         lora_A = nn.Linear(inFeatures, settings.Rank, hasBias: false, device: device, dtype: dtype);
         lora_B = nn.Linear(settings.Rank, outFeatures, hasBias: false, device: device, dtype: dtype);
-        using (no_grad()) lora_B.weight!.zero_();
+        using (no_grad())
+        {
+            lora_B.weight!.zero_();
+            // PEFT's kaiming_uniform_(a = √5) on A is uniform(±1/√fan_in); drawn from the layer's own generator when given,
+            // so that an adapter starts the same whichever pipeline stage builds it.
+            if (init is not null) lora_A.weight!.uniform_(-1 / Math.Sqrt(inFeatures), 1 / Math.Sqrt(inFeatures), generator: init);
+        }
         scaling = settings.Scaling;
         dropout = settings.Dropout;
         RegisterComponents();
@@ -77,8 +83,13 @@ public sealed class LoraAdapters : IDisposable
     /// <summary>Adapted modules by Hugging Face path (e.g. model.layers.0.self_attn.q_proj).</summary>
     public IReadOnlyDictionary<string, LoraLayer> Layers => layers;
 
-    /// <summary>Attaches adapters to every target linear of the towers <paramref name="trainableTower"/> accepts.</summary>
-    public static LoraAdapters Attach(Qwen25OmniThinkerForConditionalGeneration model, LoraSettings settings, Func<string, bool> trainableTower)
+    /// <summary>
+    /// Attaches adapters to every target linear of the towers <paramref name="trainableTower"/> accepts (the ones this
+    /// process builds). Each adapter's A is drawn from a generator seeded by <paramref name="seed"/> and the layer's
+    /// name, so every layout starts from the same adapters. <paramref name="allowNone"/>: a pipeline stage may hold none.
+    /// </summary>
+    public static LoraAdapters Attach(Qwen25OmniThinkerForConditionalGeneration model, LoraSettings settings, Func<string, bool> trainableTower,
+        long seed = 0, bool allowNone = false)
     {
         var names = settings.TargetModules.SelectMany(LoraSettings.HuggingFaceNames).ToHashSet(StringComparer.Ordinal);
         var layers = new Dictionary<string, LoraLayer>(StringComparer.Ordinal);
@@ -89,12 +100,13 @@ public sealed class LoraAdapters : IDisposable
             if (module is not Linear linear || !names.Contains(path.Split('.')[^1]) || path.StartsWith("visual.merger.", StringComparison.Ordinal)) continue;
             if (!model.Parts.Builds(path + ".weight")) continue;   // another pipeline stage's layer
             if (!trainableTower(Optimization.TrainableParameters.TowerOf(path + ".weight"))) continue;
-            var adapter = new LoraLayer(linear.in_features, linear.out_features, settings, first.device, first.dtype);
+            using var init = new Generator((ulong)unchecked(seed * 1_000_003 + StableHash(path)));
+            var adapter = new LoraLayer(linear.in_features, linear.out_features, settings, first.device, first.dtype, init);
             layers[path] = adapter;
             var remover = linear.register_forward_hook((_, input, output) => output + adapter.Delta(input));
             hooks.Add(remover.remove);
         }
-        if (layers.Count == 0)
+        if (layers.Count == 0 && !allowNone)
             throw new ArgumentException($"--lora-target-modules {string.Join(",", settings.TargetModules)} matched no linear layer of a trainable tower");
         return new LoraAdapters(settings, layers, hooks);
     }
@@ -204,6 +216,14 @@ public sealed class LoraAdapters : IDisposable
     {
         DetachHooks();
         foreach (LoraLayer layer in layers.Values) layer.Dispose();
+    }
+
+    /// <summary>FNV-1a of a module path: the same in every process (string.GetHashCode is randomised per process).</summary>
+    static long StableHash(string text)
+    {
+        ulong hash = 14695981039346656037;
+        foreach (char c in text) hash = (hash ^ c) * 1099511628211;
+        return (long)(hash >> 1);
     }
 
     /// <summary>Parses --lora-target-modules (space- or comma-separated).</summary>

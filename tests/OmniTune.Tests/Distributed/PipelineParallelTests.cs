@@ -228,4 +228,23 @@ public sealed class PipelineParallelTests : IClassFixture<PipelineFixture>
         Assert.Matches("signal 9|Killed|waited more than", output);
         Assert.True(seconds < 120, $"the job took {seconds:F0} s to end after a stage died");
     }
+
+    [Fact]
+    public void Lora_trains_on_every_stage_as_in_one_process_and_resumes_from_the_stage_adapters()
+    {
+        MpiJob.Require();
+        const string lora = "--lora-target-modules linear_qkv linear_fc1 --lora-r 4 --lora-alpha 8 --train-iters 4";
+        var (code, single, _) = MpiJob.Run($"-np 1 dotnet {{cli}} {Flags(fixture.ModelJson("lora-single.json", null, null, null), lora)}");
+        Assert.True(code == 0, single);
+        string modelJson = fixture.ModelJson("lora.json", "[2,0]", "[2,0]", "[1,3]");
+        string save = Path.Combine(fixture.Folder, "lora-pp2"), resumed = Path.Combine(fixture.Folder, "lora-pp2-resumed");
+        var pipeline = MpiJob.Run($"-np 2 dotnet {{cli}} {Flags(modelJson, $"{lora} --pipeline-model-parallel-size 2 --save {save} --save-interval 2")}");
+        Assert.True(pipeline.Code == 0, pipeline.Output);
+        Assert.Equal(MpiJob.Losses(single), MpiJob.Losses(pipeline.Output));
+        Assert.True(File.Exists(Path.Combine(CheckpointStore.IterationFolder(save, 4), "mp_rank_00_001", "adapter_model.safetensors")));
+        var tail = MpiJob.Run($"-np 2 dotnet {{cli}} {Flags(modelJson, $"{lora} --pipeline-model-parallel-size 2 --load {save} --ckpt-step 2 --save {resumed}")}");
+        Assert.True(tail.Code == 0, tail.Output);
+        Assert.Contains("resuming after iteration 2", tail.Output);
+        Assert.Equal(MpiJob.Losses(single).Skip(2), MpiJob.Losses(tail.Output));
+    }
 }
