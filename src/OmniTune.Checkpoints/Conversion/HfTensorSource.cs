@@ -20,18 +20,11 @@ public sealed class HfTensorSource : IThinkerTensorSource
         checkpoint = SafetensorsCheckpoint.Open(folder);
         prefix = ThinkerCheckpointLoader.DetectPrefix(checkpoint);
         TiedLmHead = !checkpoint.Contains(prefix + ThinkerWeightLayout.LmHeadKey);
-        var layout = ThinkerWeightLayout.For(Config.Thinker, TiedLmHead);
-        var problems = layout.Where(w => !checkpoint.Contains(prefix + w.Key)).Select(w => $"missing {prefix}{w.Key}")
-            .Concat(layout.Where(w => checkpoint.Contains(prefix + w.Key) && !checkpoint.Info(prefix + w.Key).Shape.SequenceEqual(w.Shape))
-                .Select(w => $"{prefix}{w.Key} has shape [{string.Join(", ", checkpoint.Info(prefix + w.Key).Shape)}], config.json says [{string.Join(", ", w.Shape)}]"))
-            .ToList();
-        var known = layout.Select(w => prefix + w.Key).ToHashSet(StringComparer.Ordinal);
-        problems.AddRange(checkpoint.Keys.Where(k => (prefix.Length > 0 ? k.StartsWith(prefix, StringComparison.Ordinal) : !k.StartsWith("talker.", StringComparison.Ordinal) && !k.StartsWith("token2wav.", StringComparison.Ordinal))
-            && !known.Contains(k)).Select(k => $"unexpected {k}"));
-        if (problems.Count > 0)
+        var comparison = ThinkerCheckpointLoader.Compare(checkpoint, ThinkerWeightLayout.For(Config.Thinker, TiedLmHead));
+        if (!comparison.Matches)
         {
             checkpoint.Dispose();
-            throw new CheckpointMismatchException($"{folder}: {problems.Count} problem(s): {string.Join("; ", problems.Take(10))}");
+            throw new CheckpointMismatchException(ThinkerCheckpointLoader.DescribeMismatch(folder, comparison.Missing, comparison.Unexpected, comparison.ShapeErrors));
         }
     }
 

@@ -18,6 +18,23 @@ public sealed record DemoSample(string Question, string Answer, string[] Images,
 /// </summary>
 public static class DemoDataset
 {
+    /// <summary>
+    /// A MindSpeed-MM data.json for the samples <see cref="Write"/> put in <paramref name="data"/> (the demo's media
+    /// settings: audio in video, 512² images, 128² video frames), with <paramref name="model"/> as model_name_or_path.
+    /// </summary>
+    public static void WriteDataJson(string path, string model, string data, string cache) =>
+        File.WriteAllText(path, System.Text.Json.JsonSerializer.Serialize(new
+        {
+            dataset_param = new
+            {
+                dataset_type = "huggingface",
+                preprocess_parameters = new { model_name_or_path = model, use_audio_in_video = true, image_max_pixels = 262144, video_max_pixels = 16384 },
+                basic_parameters = new { template = "qwen2_omni", dataset_dir = data, dataset = Path.Combine(data, "demo.json"), cache_dir = cache },
+                attr = new { images = "images", videos = "videos", audios = "audios", messages = "messages", role_tag = "role", content_tag = "content", user_tag = "user", assistant_tag = "assistant" },
+            },
+            dataloader_param = new { dataloader_mode = "sampler", drop_last = true, shuffle = true },
+        }));
+
     /// <summary>Writes media and <c>demo.json</c> (mllm format) into <paramref name="folder"/>; returns the samples.</summary>
     public static List<DemoSample> Write(string folder)
     {

@@ -35,17 +35,7 @@ public static class MultimodalDemo
         var samples = DemoDataset.Write(data);
         log.WriteLine($"[2/5] synthesized {samples.Count} conversations (shapes, tones, videos with sound, text) in {data}");
         string dataJson = Path.Combine(folder, "data.json"), modelJson = Path.Combine(folder, "model.json");
-        File.WriteAllText(dataJson, JsonSerializer.Serialize(new
-        {
-            dataset_param = new
-            {
-                dataset_type = "huggingface",
-                preprocess_parameters = new { model_name_or_path = model, use_audio_in_video = true, image_max_pixels = 262144, video_max_pixels = 16384 },
-                basic_parameters = new { template = "qwen2_omni", dataset_dir = data, dataset = Path.Combine(data, "demo.json"), cache_dir = Path.Combine(folder, "cache") },
-                attr = new { images = "images", videos = "videos", audios = "audios", messages = "messages", role_tag = "role", content_tag = "content", user_tag = "user", assistant_tag = "assistant" },
-            },
-            dataloader_param = new { dataloader_mode = "sampler", drop_last = true, shuffle = true },
-        }));
+        DemoDataset.WriteDataJson(dataJson, model, data, Path.Combine(folder, "cache"));
         File.WriteAllText(modelJson, """
             {
               "model_id": "qwen2_5_omni",

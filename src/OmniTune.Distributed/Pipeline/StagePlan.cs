@@ -97,7 +97,7 @@ public sealed class StagePlan
         if (stages < 1 || chunks < 1) throw new ArgumentException($"pipeline size {stages} × virtual chunks {chunks} must both be at least 1");
         foreach (Tower t in new[] { vision, audio, decoder }) CheckShape(t, stages, chunks);
         int slots = stages * chunks;
-        int[] v = Flatten(vision, stages), a = Flatten(audio, stages), d = Flatten(decoder, stages);
+        int[] v = Flatten(vision), a = Flatten(audio), d = Flatten(decoder);
         int decoderFirst = Array.FindIndex(d, n => n > 0), decoderLast = Array.FindLastIndex(d, n => n > 0);
         if (decoderLast != slots - 1)
         {
@@ -153,7 +153,7 @@ public sealed class StagePlan
         if (sum != t.Total) throw new ArgumentException($"{t.Name}.pipeline_num_layers {Describe(t)} sums to {sum}, but the model has {t.Total} {TowerWord(t)} layers");
     }
 
-    static int[] Flatten(Tower t, int stages) => t.Layers.SelectMany(r => r).ToArray();   // slot = chunk · stages + stage
+    static int[] Flatten(Tower t) => t.Layers.SelectMany(r => r).ToArray();   // slot = chunk · stages + stage
 
     static string Describe(Tower t) => t.Layers.Length == 1 ? $"[{string.Join(",", t.Layers[0])}]" : $"[{string.Join(",", t.Layers.Select(r => $"[{string.Join(",", r)}]"))}]";
 

@@ -1,4 +1,3 @@
-using System.Text.Json;
 using OmniTune.Cli.Demo;
 using OmniTune.Models.Qwen25Omni.Tiny;
 using OmniTune.Tests.Testing;
@@ -18,15 +17,7 @@ public sealed class PipelineFixture : IDisposable
         string data = Path.Combine(folder.Path, "data");
         DemoDataset.Write(data);
         DataJson = Path.Combine(folder.Path, "data.json");
-        File.WriteAllText(DataJson, JsonSerializer.Serialize(new
-        {
-            dataset_param = new
-            {
-                preprocess_parameters = new { model_name_or_path = Model, use_audio_in_video = true, image_max_pixels = 262144, video_max_pixels = 16384 },
-                basic_parameters = new { template = "qwen2_omni", dataset_dir = data, dataset = Path.Combine(data, "demo.json"), cache_dir = Path.Combine(folder.Path, "cache") },
-                attr = new { images = "images", videos = "videos", audios = "audios", messages = "messages", role_tag = "role", content_tag = "content", user_tag = "user", assistant_tag = "assistant" },
-            },
-        }));
+        DemoDataset.WriteDataJson(DataJson, Model, data, Path.Combine(folder.Path, "cache"));
     }
 
     public string Model { get; }
