@@ -1,5 +1,6 @@
 using System.Text;
 using OmniTune.Distributed;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace OmniTune.Training.Pipeline;
@@ -7,7 +8,9 @@ namespace OmniTune.Training.Pipeline;
 /// <summary>
 /// What crosses from one pipeline slot to the next: named tensors (decoder hidden states, unfinished encoder rows,
 /// finished encoder tokens), whatever the micro-batch's length and media. On the wire a small header comes first (the
-/// count and which tensors need gradients back), then the names, then each tensor with its own shape and dtype.
+/// count and which tensors need gradients back), then the names, then each tensor with its own shape and dtype. The
+/// tensors travel through host memory over the MPI group (on GPUs an NCCL point-to-point path would avoid the copies;
+/// not built yet).
 /// </summary>
 public static class ActivationBundle
 {
@@ -27,14 +30,14 @@ public static class ActivationBundle
             pending.Add(group.SendAsync(names, destination, channel));
         foreach (var (_, t, _) in tensors)
         {
-            using Tensor payload = t.detach().contiguous();
+            using Tensor payload = t.detach().cpu().contiguous();
             pending.Add(group.SendAsync(payload, destination, channel));
         }
         return pending;
     }
 
-    /// <summary>Receives a bundle; tensors flagged by the sender come back with requires_grad set.</summary>
-    public static List<(string Name, Tensor Tensor, bool NeedsGradient)> Receive(IProcessGroup group, int source, int channel)
+    /// <summary>Receives a bundle onto <paramref name="device"/>; tensors flagged by the sender come back with requires_grad set.</summary>
+    public static List<(string Name, Tensor Tensor, bool NeedsGradient)> Receive(IProcessGroup group, int source, int channel, Device device)
     {
         long[] header;
         using (Tensor h = group.Receive(source, channel)) header = h.data<long>().ToArray();
@@ -46,6 +49,11 @@ public static class ActivationBundle
         {
             bool needsGradient = header[1 + i] == 1;
             Tensor t = group.Receive(source, channel);
+            if (device.type != DeviceType.CPU)
+            {
+                using Tensor host = t;
+                t = host.to(device);
+            }
             if (needsGradient) t.requires_grad_(true);
             result.Add((names[i], t, needsGradient));
         }

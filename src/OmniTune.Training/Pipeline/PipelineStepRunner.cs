@@ -64,7 +64,7 @@ public sealed class PipelineStepRunner
                 StageSlot slot = plan.Slot(pipeline.Rank, action.Chunk);
                 if (action.Step == PipelineStep.Forward)
                 {
-                    var received = slot.Index == 0 ? [] : Timed(() => ActivationBundle.Receive(pipeline, (slot.Index - 1) % stages, ActivationBundle.Activations), wait: true);
+                    var received = slot.Index == 0 ? [] : Timed(() => ActivationBundle.Receive(pipeline, (slot.Index - 1) % stages, ActivationBundle.Activations, device), wait: true);
                     var clock = Stopwatch.StartNew();
                     using (var scope = NewDisposeScope())
                     {
@@ -109,7 +109,7 @@ public sealed class PipelineStepRunner
         {
             var needing = s.Outputs.Where(o => o.Value.requires_grad).ToList();
             var gradients = s.Loss is null && needing.Count > 0
-                ? Timed(() => ActivationBundle.Receive(pipeline, (slot.Index + 1) % stages, ActivationBundle.Gradients), wait: true)
+                ? Timed(() => ActivationBundle.Receive(pipeline, (slot.Index + 1) % stages, ActivationBundle.Gradients, device), wait: true)
                 : [];
             var clock = Stopwatch.StartNew();
             using (var scope = NewDisposeScope())
