@@ -69,12 +69,12 @@ public sealed class Trainer
 
     IProcessGroup? gradientGroup;
     IProcessGroup pipelineGroup = null!, worldGroup = null!;
-    Qwen25OmniConfig fullConfig = null!;
     PipelineSetup pipeline = null!;
     OptimizerStep optimizerStep = null!;
     GradientSynchronizer replicas = null!;
     List<(string Name, Parameter Parameter)> replicaParameters = [];
     PipelineStepRunner runner = null!;
+    TrainingCheckpointWriter checkpoints = null!;
 
     TrainingResult RunOn(IProcessGroup world)
     {
@@ -107,7 +107,6 @@ public sealed class Trainer
         var (config, configReport) = Qwen25OmniConfigLoader.Load(start.ModelFolder);
         if (configReport.Describe() is { } unknownConfig) log.WriteLine(unknownConfig);
         var modelJson = ModelJsonConfig.Load(args.ModelJson, config.Thinker);
-        fullConfig = config;
         pipeline = PipelineLayout.Plan(args, modelJson, config.Thinker);
         var plan = pipeline.Plan;
         var parts = PipelineLayout.PartsOf(plan, pipelineGroup.Rank);
@@ -119,6 +118,7 @@ public sealed class Trainer
         }
 
         string processorFolder = data.DatasetParam.PreprocessParameters.ModelNameOrPath ?? start.ModelFolder;
+        checkpoints = new TrainingCheckpointWriter(args, world, dp, pipelineGroup, pipeline, config, processorFolder, log);
         var processor = Qwen25OmniProcessor.Load(processorFolder, DataJsonLoader.ToProcessorSettings(data.DatasetParam.PreprocessParameters));
         var dataset = SupervisedDatasetBuilder.Build(data, processor, new DatasetBuildOptions(args.SeqLength), log);
         log.WriteLine($"dataset: {dataset.Samples.Count} samples ({dataset.Invalid.Count} rejected){(dataset.FromCache ? ", from cache" : "")}");
@@ -135,7 +135,7 @@ public sealed class Trainer
                 foreach (var (_, p) in trainable) p.requires_grad = false;
                 trainable = adapters.Parameters().Select(p => ("lora:" + p.Key, p.Parameter)).ToList();
                 if (start.AdapterFolder is not null)
-                    adapters.Load(CheckpointStore.IsStageCheckpoint(start.AdapterFolder) ? Path.Combine(start.AdapterFolder, StageFolder()) : start.AdapterFolder);
+                    adapters.Load(CheckpointStore.IsStageCheckpoint(start.AdapterFolder) ? Path.Combine(start.AdapterFolder, checkpoints.StageFolder) : start.AdapterFolder);
                 log.WriteLine($"{adapters}{(start.AdapterFolder is null ? "" : $", adapters loaded from {start.AdapterFolder}")}");
             }
             model.Visual.Recompute = modelJson.VisionRecompute;
@@ -175,7 +175,7 @@ public sealed class Trainer
             if (start.State is not null)
             {
                 string folder = start.IterationFolder!;
-                string prefix = OptimizerStatePrefix(folder);   // "" or this stage's rank folder
+                string prefix = checkpoints.OptimizerStatePrefix(folder);   // "" or this stage's rank folder
                 string Name(string file) => prefix + file;
                 if (!args.NoLoadOptim && distributed is not null)
                 {
@@ -325,6 +325,9 @@ public sealed class Trainer
         LoraAdapters? adapters, MasterWeights? masters, IProcessGroup dp, DistributedAdamW? distributed)
     {
         var schedule = LearningRateSchedule.For(args);
+        int iteration = state.Iteration, skipped = state.SkippedIterations, nanStreak = 0, lastSaved = state.Iteration;
+        long consumed = state.ConsumedSamples;
+        CheckpointContents Contents(int at) => new(model, optimizer, adapters, masters, distributed, () => StateAt(loader, at, consumed, skipped, modelJson, dp));
         int microBatches = args.GlobalBatchSize / (args.MicroBatchSize * dp.Size);
         double gemmRate = MeasureGemmRate();
         double flopsPerToken = FlopsPerToken(model.Config.Text);
@@ -332,8 +335,6 @@ public sealed class Trainer
         string? metrics = args.Save is null || !logs ? null : Path.Combine(args.Save, CheckpointStore.MetricsFile);
         using var training = new TrainingLog(log, metrics, args.LogTps, logs ? args.TensorboardDir : null);
         var stepLosses = new List<double>();
-        int iteration = state.Iteration, skipped = state.SkippedIterations, nanStreak = 0, lastSaved = state.Iteration;
-        long consumed = state.ConsumedSamples;
         string? lastCheckpoint = null;
         double intervalLoss = 0, intervalMs = 0, intervalTokens = 0, intervalPadded = 0, lastNorm = 0, lastLr = 0;
         int intervalSteps = 0, intervalMicro = 0, intervalIterations = 0;
@@ -407,9 +408,7 @@ public sealed class Trainer
             }
             if (args.Save is not null && args.SaveInterval is int every && iteration % every == 0)
             {
-                lastCheckpoint = pipeline.Plan.Stages > 1
-                    ? SaveStages(model, optimizer, loader, iteration, consumed, skipped, processorFolder, modelJson, adapters, masters, dp, distributed)
-                    : SaveOnRankZero(dp, distributed, iteration, () => Save(model, optimizer, loader, iteration, consumed, skipped, processorFolder, modelJson, adapters, masters, dp, distributed));
+                lastCheckpoint = checkpoints.Save(iteration, Contents(iteration));
                 lastSaved = iteration;
             }
         }
@@ -421,9 +420,7 @@ public sealed class Trainer
                 $"; waiting for the slowest rank: {waitMs / stepsRun:F1} ms per step, {100 * waitMs / runMs:F1} %");
         if (pipelineGroup.Size > 1 && stepsRun > 0) ReportPipeline(stepsRun);
         if (args.Save is not null && lastSaved != iteration)
-            lastCheckpoint = pipeline.Plan.Stages > 1
-                ? SaveStages(model, optimizer, loader, iteration, consumed, skipped, processorFolder, modelJson, adapters, masters, dp, distributed)
-                : SaveOnRankZero(dp, distributed, iteration, () => Save(model, optimizer, loader, iteration, consumed, skipped, processorFolder, modelJson, adapters, masters, dp, distributed));
+            lastCheckpoint = checkpoints.Save(iteration, Contents(iteration));
         if (args.Save is not null && stepLosses.Count > 0 && logs)
         {
             string plot = Path.Combine(args.Save, CheckpointStore.PlotFile);
@@ -433,31 +430,6 @@ public sealed class Trainer
         string? modelFolder = lastCheckpoint is null || pipeline.Plan.Stages > 1 ? null : Path.Combine(lastCheckpoint, CheckpointStore.ModelFolder);
         if (adapters is not null && !adapters.Settings.SaveFullWeight) modelFolder = null;   // adapters only: not a standalone model
         return new TrainingResult(iteration, stepLosses, lastCheckpoint, modelFolder);
-    }
-
-    string Save(Qwen25OmniThinkerForConditionalGeneration model, OptimizerHelper optimizer, SupervisedDataLoader loader, int iteration, long consumed,
-        int skipped, string processorFolder, ModelJsonConfig modelJson, LoraAdapters? adapters, MasterWeights? masters, IProcessGroup dp,
-        DistributedAdamW? distributed)
-    {
-        var state = StateAt(loader, iteration, consumed, skipped, modelJson, dp);
-        Action<string>? writeAdapters = adapters is null ? null : modelFolder =>
-        {
-            adapters.Save(modelFolder);
-            if (adapters.Settings.SaveFullWeight) adapters.SaveMerged(model, modelFolder);
-        };
-        Action<string>? writeOptimizer = args.NoSaveOptim ? null : path =>
-        {
-            if (distributed is not null)
-            {
-                File.Move(Path.Combine(args.Save!, $".distrib_optim-{iteration}.staging"), Path.Combine(Path.GetDirectoryName(path)!, DistributedAdamW.FileName));
-                return;
-            }
-            optimizer.save_state_dict(path);
-            masters?.Save(Path.Combine(Path.GetDirectoryName(path)!, MasterWeights.FileName));
-        };
-        string folder = CheckpointStore.Save(args.Save!, iteration, model, processorFolder, state, writeOptimizer, writeAdapters, writeWeights: adapters is null);
-        log.WriteLine($"saved checkpoint {folder}");
-        return folder;
     }
 
     TrainerState StateAt(SupervisedDataLoader loader, int iteration, long consumed, int skipped, ModelJsonConfig modelJson, IProcessGroup dp) => new()
@@ -471,73 +443,6 @@ public sealed class Trainer
         DataParallelSize = dp.Size,
         Config = ResolvedConfig(modelJson),
     };
-
-    /// <summary>
-    /// A pipeline-parallel checkpoint in MindSpeed-MM's layout: every stage's first data-parallel rank writes its rank
-    /// folder (<c>mp_rank_00_00P/model_optim_rng.safetensors</c> with MindSpeed names, its optimizer state beside it)
-    /// into one temporary iteration folder; after a barrier rank 0 adds config, tokenizer files and trainer_state.json,
-    /// moves the folder in place and the tracker on. A checkpoint is "latest" only once every stage has written.
-    /// </summary>
-    string SaveStages(Qwen25OmniThinkerForConditionalGeneration model, OptimizerHelper optimizer, SupervisedDataLoader loader, int iteration, long consumed,
-        int skipped, string processorFolder, ModelJsonConfig modelJson, LoraAdapters? adapters, MasterWeights? masters, IProcessGroup dp, DistributedAdamW? distributed)
-    {
-        string root = args.Save!, final = CheckpointStore.IterationFolder(root, iteration), temporary = final + ".tmp-stages";
-        if (worldGroup.Rank == 0)
-        {
-            Directory.CreateDirectory(root);
-            if (Directory.Exists(temporary)) Directory.Delete(temporary, recursive: true);
-            Directory.CreateDirectory(temporary);
-        }
-        worldGroup.Barrier();
-        string rankFolder = Path.Combine(temporary, StageFolder());
-        Directory.CreateDirectory(rankFolder);
-        if (distributed is not null && !args.NoSaveOptim) distributed.Save(Path.Combine(rankFolder, DistributedAdamW.FileName));
-        if (dp.Rank == 0)
-        {
-            if (adapters is not null)
-            {
-                adapters.Save(rankFolder);   // LoRA: this stage's adapters only (the base weights are the run's base model)
-            }
-            else
-            {
-                using var source = new ModelTensorSource(model, fullConfig, processorFolder);
-                CheckpointConverter.WriteRank(source, pipeline.Layout, 0, pipelineGroup.Rank, temporary);
-            }
-            if (!args.NoSaveOptim && distributed is null)
-            {
-                optimizer.save_state_dict(Path.Combine(rankFolder, CheckpointStore.OptimizerFile));
-                masters?.Save(Path.Combine(rankFolder, MasterWeights.FileName));
-            }
-        }
-        worldGroup.Barrier();
-        if (worldGroup.Rank == 0)
-        {
-            CheckpointConverter.CopySideFiles(processorFolder, temporary);
-            File.WriteAllText(Path.Combine(temporary, CheckpointStore.LayoutFile), pipeline.Layout.ToJson());
-            CheckpointStore.Commit(root, iteration, temporary, StateAt(loader, iteration, consumed, skipped, modelJson, dp));
-            log.WriteLine($"saved checkpoint {final} ({pipelineGroup.Size} stages)");
-        }
-        worldGroup.Barrier();
-        return final;
-    }
-
-    /// <summary>
-    /// Where this rank's optimizer state lies in a checkpoint: beside trainer_state.json, or in this stage's rank folder of a
-    /// pipeline-parallel one — which must have this run's layout (the weights load at any layout; optimizer state does not).
-    /// </summary>
-    string OptimizerStatePrefix(string iterationFolder)
-    {
-        if (!CheckpointStore.IsStageCheckpoint(iterationFolder)) return "";
-        if (args.NoLoadOptim) return StageFolder() + "/";
-        string saved = File.ReadAllText(Path.Combine(iterationFolder, CheckpointStore.LayoutFile));
-        if (saved != pipeline.Layout.ToJson())
-        {
-            throw new ArgumentException($"{iterationFolder} was written with the pipeline layout {saved}, this run's is {pipeline.Layout.ToJson()}: " +
-                                        "the weights load at any layout, the optimizer state does not. Pass --no-load-optim (and --no-load-rng) to continue with a fresh optimizer, " +
-                                        "or keep the checkpoint's --pipeline-model-parallel-size and pipeline_num_layers");
-        }
-        return StageFolder() + "/";
-    }
 
     /// <summary>
     /// Per stage, the time spent computing and the share spent waiting for a neighbour (the pipeline bubble plus
@@ -554,23 +459,6 @@ public sealed class Trainer
             double busy = values[2 * stage], wait = values[2 * stage + 1];
             log.WriteLine($"  stage {stage}: busy {busy / steps:F1} ms per step, idle {wait / steps:F1} ms per step ({100 * wait / Math.Max(1e-9, busy + wait):F1} % bubble and transfers)");
         }
-    }
-
-    /// <summary>This stage's rank folder in a MindSpeed-layout checkpoint.</summary>
-    string StageFolder() => new PipelinePlan(pipeline.Layout).Folder(0, pipelineGroup.Rank);
-
-    /// <summary>Checkpoints are written once, by rank 0 (data-parallel replicas are identical); the others wait for it.</summary>
-    string? SaveOnRankZero(IProcessGroup dp, DistributedAdamW? distributed, int iteration, Func<string> save)
-    {
-        // The sharded optimizer state is gathered by every rank into a staging file first (rank 0 writes it).
-        if (distributed is not null && !args.NoSaveOptim)
-        {
-            Directory.CreateDirectory(args.Save!);
-            distributed.Save(Path.Combine(args.Save!, $".distrib_optim-{iteration}.staging"));
-        }
-        string? folder = dp.Rank == 0 ? save() : null;
-        dp.Barrier();
-        return folder;
     }
 
     /// <summary>Sum of a scalar over the group.</summary>

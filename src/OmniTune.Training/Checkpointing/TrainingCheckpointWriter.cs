@@ -1,0 +1,140 @@
+using OmniTune.Checkpoints.Conversion;
+using OmniTune.Distributed;
+using OmniTune.Models.Qwen25Omni.Config;
+using OmniTune.Models.Qwen25Omni.Thinker;
+using OmniTune.Training.Arguments;
+using OmniTune.Training.Lora;
+using OmniTune.Training.Optimization;
+using OmniTune.Training.Pipeline;
+using TorchSharp.Modules;
+
+namespace OmniTune.Training.Checkpointing;
+
+/// <summary>What one checkpoint holds; <see cref="State"/> is read when the trainer state is written.</summary>
+/// <param name="Model">This process's model (all of it, or one pipeline stage's parts).</param>
+/// <param name="Optimizer">The AdamW optimizer (state written unless --no-save-optim).</param>
+/// <param name="Adapters">LoRA adapters, written instead of the base weights.</param>
+/// <param name="Masters">fp32 master weights of a bf16 model.</param>
+/// <param name="Distributed">The sharded optimizer (ZeRO-1), whose state every data-parallel rank helps gather.</param>
+/// <param name="State">The trainer state at this iteration.</param>
+public sealed record CheckpointContents(Qwen25OmniThinkerForConditionalGeneration Model, OptimizerHelper Optimizer, LoraAdapters? Adapters, MasterWeights? Masters,
+    DistributedAdamW? Distributed, Func<TrainerState> State);
+
+/// <summary>
+/// Writes the trainer's checkpoints under --save, for one process or data-parallel replicas (rank 0 writes a Hugging
+/// Face folder with the optimizer state beside it) and for pipeline stages (MindSpeed-MM's rank folders, every stage
+/// writing its own into one temporary iteration folder committed once all have written), and says where a resumed
+/// run finds this rank's optimizer state.
+/// </summary>
+public sealed class TrainingCheckpointWriter(TrainingArguments args, IProcessGroup world, IProcessGroup dataParallel, IProcessGroup pipelineGroup,
+    PipelineSetup pipeline, Qwen25OmniConfig config, string processorFolder, TextWriter log)
+{
+    /// <summary>This stage's rank folder in a MindSpeed-layout checkpoint (mp_rank_00 or mp_rank_00_00P).</summary>
+    public string StageFolder => new PipelinePlan(pipeline.Layout).Folder(0, pipelineGroup.Rank);
+
+    /// <summary>Writes iteration <paramref name="iteration"/> (a collective: every rank calls it); returns its folder on the writing ranks.</summary>
+    public string? Save(int iteration, CheckpointContents contents) =>
+        pipeline.Plan.Stages > 1 ? SaveStages(iteration, contents) : SaveSingle(iteration, contents);
+
+    /// <summary>
+    /// Where this rank's optimizer state lies in a checkpoint: beside trainer_state.json, or in this stage's rank folder of a
+    /// pipeline-parallel one — which must have this run's layout (the weights load at any layout; optimizer state does not).
+    /// </summary>
+    public string OptimizerStatePrefix(string iterationFolder)
+    {
+        if (!CheckpointStore.IsStageCheckpoint(iterationFolder)) return "";
+        if (args.NoLoadOptim) return StageFolder + "/";
+        string saved = File.ReadAllText(Path.Combine(iterationFolder, CheckpointStore.LayoutFile));
+        if (saved != pipeline.Layout.ToJson())
+        {
+            throw new ArgumentException($"{iterationFolder} was written with the pipeline layout {saved}, this run's is {pipeline.Layout.ToJson()}: " +
+                                        "the weights load at any layout, the optimizer state does not. Pass --no-load-optim (and --no-load-rng) to continue with a fresh optimizer, " +
+                                        "or keep the checkpoint's --pipeline-model-parallel-size and pipeline_num_layers");
+        }
+        return StageFolder + "/";
+    }
+
+    /// <summary>Written once, by rank 0 (data-parallel replicas are identical); the others wait for it.</summary>
+    string? SaveSingle(int iteration, CheckpointContents c)
+    {
+        // The sharded optimizer state is gathered by every rank into a staging file first (rank 0 writes it).
+        string staging = Path.Combine(args.Save!, $".distrib_optim-{iteration}.staging");
+        if (c.Distributed is not null && !args.NoSaveOptim)
+        {
+            Directory.CreateDirectory(args.Save!);
+            c.Distributed.Save(staging);
+        }
+        string? folder = null;
+        if (dataParallel.Rank == 0)
+        {
+            Action<string>? writeAdapters = c.Adapters is null ? null : modelFolder =>
+            {
+                c.Adapters.Save(modelFolder);
+                if (c.Adapters.Settings.SaveFullWeight) c.Adapters.SaveMerged(c.Model, modelFolder);
+            };
+            Action<string>? writeOptimizer = args.NoSaveOptim ? null : path =>
+            {
+                if (c.Distributed is not null)
+                {
+                    File.Move(staging, Path.Combine(Path.GetDirectoryName(path)!, DistributedAdamW.FileName));
+                    return;
+                }
+                c.Optimizer.save_state_dict(path);
+                c.Masters?.Save(Path.Combine(Path.GetDirectoryName(path)!, MasterWeights.FileName));
+            };
+            folder = CheckpointStore.Save(args.Save!, iteration, c.Model, processorFolder, c.State(), writeOptimizer, writeAdapters, writeWeights: c.Adapters is null);
+            log.WriteLine($"saved checkpoint {folder}");
+        }
+        dataParallel.Barrier();
+        return folder;
+    }
+
+    /// <summary>
+    /// A pipeline-parallel checkpoint in MindSpeed-MM's layout: every stage's first data-parallel rank writes its rank
+    /// folder (<c>mp_rank_00_00P/model_optim_rng.safetensors</c> with MindSpeed names, or its LoRA adapters; its optimizer
+    /// state beside it) into one temporary iteration folder; after a barrier rank 0 adds config, tokenizer files, the
+    /// layout and trainer_state.json, moves the folder in place and the tracker on. A checkpoint is "latest" only once
+    /// every stage has written.
+    /// </summary>
+    string SaveStages(int iteration, CheckpointContents c)
+    {
+        string root = args.Save!, final = CheckpointStore.IterationFolder(root, iteration), temporary = final + ".tmp-stages";
+        if (world.Rank == 0)
+        {
+            Directory.CreateDirectory(root);
+            if (Directory.Exists(temporary)) Directory.Delete(temporary, recursive: true);
+            Directory.CreateDirectory(temporary);
+        }
+        world.Barrier();
+        string rankFolder = Path.Combine(temporary, StageFolder);
+        Directory.CreateDirectory(rankFolder);
+        if (c.Distributed is not null && !args.NoSaveOptim) c.Distributed.Save(Path.Combine(rankFolder, DistributedAdamW.FileName));
+        if (dataParallel.Rank == 0)
+        {
+            if (c.Adapters is not null)
+            {
+                c.Adapters.Save(rankFolder);   // LoRA: this stage's adapters only (the base weights are the run's base model)
+            }
+            else
+            {
+                using var source = new ModelTensorSource(c.Model, config, processorFolder);
+                CheckpointConverter.WriteRank(source, pipeline.Layout, 0, pipelineGroup.Rank, temporary);
+            }
+            if (!args.NoSaveOptim && c.Distributed is null)
+            {
+                c.Optimizer.save_state_dict(Path.Combine(rankFolder, CheckpointStore.OptimizerFile));
+                c.Masters?.Save(Path.Combine(rankFolder, MasterWeights.FileName));
+            }
+        }
+        world.Barrier();
+        if (world.Rank == 0)
+        {
+            CheckpointConverter.CopySideFiles(processorFolder, temporary);
+            File.WriteAllText(Path.Combine(temporary, CheckpointStore.LayoutFile), pipeline.Layout.ToJson());
+            CheckpointStore.Commit(root, iteration, temporary, c.State());
+            log.WriteLine($"saved checkpoint {final} ({pipelineGroup.Size} stages)");
+        }
+        world.Barrier();
+        return final;
+    }
+}
