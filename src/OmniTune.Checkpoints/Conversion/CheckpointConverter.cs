@@ -44,9 +44,12 @@ public static class CheckpointConverter
     /// <summary>
     /// Writes the rank folder of (<paramref name="tp"/>, <paramref name="stage"/>) of <paramref name="layout"/> under
     /// <paramref name="iterationFolder"/> (<c>mp_rank_XX[_YYY]/model_optim_rng.safetensors</c>): only the tensors of that
-    /// stage's slots are read from <paramref name="source"/>, so a pipeline stage writes its own part. Returns the bytes.
+    /// stage's slots are read from <paramref name="source"/>, so a pipeline stage writes its own part. With
+    /// <paramref name="sourceIsPart"/> the source already holds tensor-parallel rank <paramref name="tp"/>'s parts (a
+    /// tensor-parallel model's own parameters, in Hugging Face layout): they are merged (q/k/v interleaved over this rank's
+    /// query groups, gate/up concatenated) but not cut again. Returns the bytes.
     /// </summary>
-    public static long WriteRank(IThinkerTensorSource source, ParallelLayout layout, int tp, int stage, string iterationFolder)
+    public static long WriteRank(IThinkerTensorSource source, ParallelLayout layout, int tp, int stage, string iterationFolder, bool sourceIsPart = false)
     {
         var plan = new PipelinePlan(layout);
         var map = MmTensorMap.For(source.Config.Thinker, source.TiedLmHead);
@@ -58,6 +61,14 @@ public static class CheckpointConverter
             {
                 if (plan.LocalIndex(t, slot) is not int local) continue;
                 int parts = plan.TpOf(t.Tower), part = tp % parts;
+                if (sourceIsPart)
+                {
+                    MmTensor held = t with { Groups = t.Groups / parts };   // this rank's query groups / heads
+                    var (heldType, heldShape) = PartShape(held, source, 1);
+                    tensors.Add(new TensorToWrite(plan.ChunkPrefix(chunk) + t.LocalName(local), heldType, heldShape,
+                        () => TensorOps.Merge(held, t.Sources.Select(source.Read).ToArray()).contiguous()));
+                    continue;
+                }
                 var (dtype, shape) = PartShape(t, source, parts);
                 tensors.Add(new TensorToWrite(plan.ChunkPrefix(chunk) + t.LocalName(local), dtype, shape, () =>
                 {

@@ -129,6 +129,12 @@ public sealed record TrainingArguments
     /// <summary>TensorBoard event folder (none when null).</summary>
     public string? TensorboardDir { get; init; }
 
+    /// <summary>Tensor-parallel size of the text decoder (--tensor-model-parallel-size); the encoders follow it.</summary>
+    public int TensorSize { get; init; } = 1;
+
+    /// <summary>--sequence-parallel: the decoder's norms and residuals on 1/TP of the sequence.</summary>
+    public bool SequenceParallel { get; init; }
+
     /// <summary>Pipeline stages (--pipeline-model-parallel-size).</summary>
     public int PipelineSize { get; init; } = 1;
 
@@ -156,15 +162,15 @@ public sealed record TrainingArguments
     /// <summary>Builds the configuration from flags; every inconsistency is an error naming the flag.</summary>
     public static TrainingArguments FromFlags(MegatronFlags f)
     {
-        foreach (string axis in new[] { "tensor-model-parallel-size", "context-parallel-size", "expert-model-parallel-size" })
+        foreach (string axis in new[] { "context-parallel-size", "expert-model-parallel-size" })
         {
             if (f.Int(axis) is int size && size != 1)
-                throw new NotSupportedException($"--{axis} {size}: this kind of parallel training is not built yet; use 1 (data parallel is: start N ranks with mpirun -np N)");
+                throw new NotSupportedException($"--{axis} {size}: this kind of parallel training is not built yet; use 1 (data, tensor and pipeline parallel are)");
         }
-        foreach (string flag in new[] { "hetero-parallel", "sequence-parallel" })
-        {
-            if (f.Has(flag)) throw new NotSupportedException($"--{flag}: not built yet (it needs tensor parallel, which does not exist yet)");
-        }
+        if (f.Has("hetero-parallel")) throw new NotSupportedException("--hetero-parallel: not built yet (per-tower layouts come with the heterogeneous-parallel work)");
+        int tensor = f.Int("tensor-model-parallel-size")!.Value;
+        if (tensor < 1) throw new ArgumentException($"--tensor-model-parallel-size {tensor}: must be at least 1");
+        if (f.Has("sequence-parallel") && tensor == 1) throw new ArgumentException("--sequence-parallel needs --tensor-model-parallel-size above 1 (it cuts the sequence across the tensor-parallel group)");
         int pipeline = f.Int("pipeline-model-parallel-size")!.Value;
         if (pipeline < 1) throw new ArgumentException($"--pipeline-model-parallel-size {pipeline}: must be at least 1");
         int? virtualSize = f.Int("virtual-pipeline-model-parallel-size"), layersPerVirtualStage = f.Int("num-layers-per-virtual-pipeline-stage");
@@ -217,6 +223,8 @@ public sealed record TrainingArguments
             Device = f.Text("device")!,
             MaxNanSteps = f.Int("max-nan-steps")!.Value,
             PipelineSize = pipeline,
+            TensorSize = tensor,
+            SequenceParallel = f.Has("sequence-parallel"),
             VirtualPipelineSize = virtualSize,
             LayersPerVirtualStage = layersPerVirtualStage,
             EnableDummyOptimizer = f.Has("enable-dummy-optimizer"),

@@ -27,14 +27,14 @@ public sealed record CheckpointContents(Qwen25OmniThinkerForConditionalGeneratio
 /// run finds this rank's optimizer state.
 /// </summary>
 public sealed class TrainingCheckpointWriter(TrainingArguments args, IProcessGroup world, IProcessGroup dataParallel, IProcessGroup pipelineGroup,
-    PipelineSetup pipeline, Qwen25OmniConfig config, string processorFolder, TextWriter log)
+    IProcessGroup tensorGroup, PipelineSetup pipeline, Qwen25OmniConfig config, string processorFolder, TextWriter log)
 {
-    /// <summary>This stage's rank folder in a MindSpeed-layout checkpoint (mp_rank_00 or mp_rank_00_00P).</summary>
-    public string StageFolder => new PipelinePlan(pipeline.Layout).Folder(0, pipelineGroup.Rank);
+    /// <summary>This rank's folder in a MindSpeed-layout checkpoint (mp_rank_0T, or mp_rank_0T_00P with pipeline stages).</summary>
+    public string StageFolder => new PipelinePlan(pipeline.Layout).Folder(tensorGroup.Rank, pipelineGroup.Rank);
 
     /// <summary>Writes iteration <paramref name="iteration"/> (a collective: every rank calls it); returns its folder on the writing ranks.</summary>
     public string? Save(int iteration, CheckpointContents contents) =>
-        pipeline.Plan.Stages > 1 ? SaveStages(iteration, contents) : SaveSingle(iteration, contents);
+        pipeline.RankFolders ? SaveStages(iteration, contents) : SaveSingle(iteration, contents);
 
     /// <summary>
     /// Where this rank's optimizer state lies in a checkpoint: beside trainer_state.json, or in this stage's rank folder of a
@@ -118,7 +118,7 @@ public sealed class TrainingCheckpointWriter(TrainingArguments args, IProcessGro
             else
             {
                 using var source = new ModelTensorSource(c.Model, config, processorFolder);
-                CheckpointConverter.WriteRank(source, pipeline.Layout, 0, pipelineGroup.Rank, temporary);
+                CheckpointConverter.WriteRank(source, pipeline.Layout, tensorGroup.Rank, pipelineGroup.Rank, temporary, sourceIsPart: tensorGroup.Size > 1);
             }
             if (!args.NoSaveOptim && c.Distributed is null)
             {
@@ -132,7 +132,7 @@ public sealed class TrainingCheckpointWriter(TrainingArguments args, IProcessGro
             CheckpointConverter.CopySideFiles(processorFolder, temporary);
             File.WriteAllText(Path.Combine(temporary, CheckpointStore.LayoutFile), pipeline.Layout.ToJson());
             CheckpointStore.Commit(root, iteration, temporary, c.State());
-            log.WriteLine($"saved checkpoint {final} ({pipelineGroup.Size} stages)");
+            log.WriteLine($"saved checkpoint {final} ({string.Join(" × ", new[] { tensorGroup.Size > 1 ? $"{tensorGroup.Size} tensor-parallel ranks" : null, pipelineGroup.Size > 1 ? $"{pipelineGroup.Size} stages" : null }.OfType<string>())})");
         }
         world.Barrier();
         return final;

@@ -1,3 +1,5 @@
+using OmniTune.Distributed;
+using OmniTune.Distributed.TensorParallel;
 using OmniTune.Training.Arguments;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -10,14 +12,19 @@ namespace OmniTune.Training.Loop;
 /// </summary>
 public static class StepLoss
 {
-    /// <summary>Per-token cross-entropy [B, S−1] (0 where ignored) and the mask of counted tokens.</summary>
-    public static (Tensor Losses, Tensor Mask) TokenLosses(Tensor logits, Tensor labels)
+    /// <summary>
+    /// Per-token cross-entropy [B, S−1] (0 where ignored) and the mask of counted tokens. With a <paramref name="vocabulary"/>
+    /// group of several ranks the logits are this rank's slice of the vocabulary (a vocabulary-parallel LM head).
+    /// </summary>
+    public static (Tensor Losses, Tensor Mask) TokenLosses(Tensor logits, Tensor labels, IProcessGroup? vocabulary = null)
     {
         using var scope = NewDisposeScope();
         long v = logits.shape[^1];
         Tensor shiftedLogits = logits.narrow(1, 0, logits.shape[1] - 1).to(ScalarType.Float32);
         Tensor shiftedLabels = labels.narrow(1, 1, labels.shape[1] - 1);
-        Tensor losses = nn.functional.cross_entropy(shiftedLogits.reshape(-1, v), shiftedLabels.reshape(-1), ignore_index: -100, reduction: nn.Reduction.None)
+        Tensor losses = (vocabulary is { Size: > 1 }
+                ? VocabParallelCrossEntropy.Losses(shiftedLogits.reshape(-1, v), shiftedLabels.reshape(-1), vocabulary)
+                : nn.functional.cross_entropy(shiftedLogits.reshape(-1, v), shiftedLabels.reshape(-1), ignore_index: -100, reduction: nn.Reduction.None))
             .reshape(shiftedLabels.shape);
         Tensor mask = shiftedLabels.ne(-100).to(ScalarType.Float32);
         return (losses.MoveToOuterDisposeScope(), mask.MoveToOuterDisposeScope());
@@ -34,10 +41,11 @@ public static class StepLoss
     /// The micro-batch's loss to back-propagate (already divided so that summing over the step's micro-batches gives the
     /// step loss) and its contribution to the logged loss.
     /// </summary>
-    public static (Tensor Backward, double Logged) ForMicroBatch(Tensor logits, Tensor labels, LossMode mode, int microBatches, long stepTokens)
+    public static (Tensor Backward, double Logged) ForMicroBatch(Tensor logits, Tensor labels, LossMode mode, int microBatches, long stepTokens,
+        IProcessGroup? vocabulary = null)
     {
         using var scope = NewDisposeScope();
-        var (losses, mask) = TokenLosses(logits, labels);
+        var (losses, mask) = TokenLosses(logits, labels, vocabulary);
         Tensor loss = mode switch
         {
             LossMode.Default => (losses * mask).sum() / mask.sum().clamp_min(1) / microBatches,

@@ -14,6 +14,7 @@ using OmniTune.Training.Checkpointing;
 using OmniTune.Training.Logging;
 using OmniTune.Training.Lora;
 using OmniTune.Training.Optimization;
+using OmniTune.Training.Parallel;
 using OmniTune.Training.Pipeline;
 using OmniTune.Checkpoints.Conversion;
 using OmniTune.Distributed.Pipeline;
@@ -69,6 +70,8 @@ public sealed class Trainer
 
     IProcessGroup? gradientGroup;
     IProcessGroup pipelineGroup = null!, worldGroup = null!;
+    TimedProcessGroup tensorGroup = null!;
+    ThinkerParallelism parallelism = null!;
     PipelineSetup pipeline = null!;
     OptimizerStep optimizerStep = null!;
     GradientSynchronizer replicas = null!;
@@ -79,10 +82,14 @@ public sealed class Trainer
     TrainingResult RunOn(IProcessGroup world)
     {
         worldGroup = world;
-        var dims = new ParallelDims(world.Size, pp: args.PipelineSize);
+        var dims = new ParallelDims(world.Size, tp: args.TensorSize, pp: args.PipelineSize);
         using var parallel = TowerGroups.Build(world, "model", dims);
         var dp = parallel.Dp;
         pipelineGroup = parallel.Pp;
+        using var timedTensor = new TimedProcessGroup(parallel.Tp);
+        tensorGroup = timedTensor;
+        if (tensorGroup.Size > 1)
+            log.WriteLine($"tensor parallel over {tensorGroup.Size} ranks (group '{tensorGroup.Name}'){(args.SequenceParallel ? ", sequence parallel in the text decoder" : "")}");
         if (args.GlobalBatchSize % (args.MicroBatchSize * dp.Size) != 0)
             throw new ArgumentException($"--global-batch-size {args.GlobalBatchSize} is not a multiple of --micro-batch-size {args.MicroBatchSize} × data-parallel size {dp.Size}");
         if (dp.Size > 1) log.WriteLine($"data parallel over {dp.Size} ranks (group '{dp.Name}'), {args.GlobalBatchSize / (args.MicroBatchSize * dp.Size)} micro-batches per rank and step");
@@ -118,7 +125,7 @@ public sealed class Trainer
         }
 
         string processorFolder = data.DatasetParam.PreprocessParameters.ModelNameOrPath ?? start.ModelFolder;
-        checkpoints = new TrainingCheckpointWriter(args, world, dp, pipelineGroup, pipeline, config, processorFolder, log);
+        checkpoints = new TrainingCheckpointWriter(args, world, dp, pipelineGroup, tensorGroup, pipeline, config, processorFolder, log);
         var processor = Qwen25OmniProcessor.Load(processorFolder, DataJsonLoader.ToProcessorSettings(data.DatasetParam.PreprocessParameters));
         var dataset = SupervisedDatasetBuilder.Build(data, processor, new DatasetBuildOptions(args.SeqLength), log);
         log.WriteLine($"dataset: {dataset.Samples.Count} samples ({dataset.Invalid.Count} rejected){(dataset.FromCache ? ", from cache" : "")}");
@@ -128,10 +135,13 @@ public sealed class Trainer
         var model = LoadModel(start, device, dtype, parts);
         using (model)
         {
+            // Every tower at the decoder's tensor-parallel size (MindSpeed-MM's default: vit_tp_size = audio_tp_size = 0).
+            parallelism = ThinkerParallelism.Apply(model, tensorGroup, tensorGroup, tensorGroup, args.SequenceParallel);
             var trainable = TrainableParameters.Apply(model, modelJson);
             using LoraAdapters? adapters = args.Lora is null ? null : LoraAdapters.Attach(model, args.Lora, tower => trainable.Any(p => TrainableParameters.TowerOf(p.Name) == tower), args.Seed, allowNone: pipelineGroup.Size > 1);
             if (adapters is not null)
             {
+                parallelism.AddShards(adapters.Shards().Select(s => ("lora:" + s.Key, s.Shard)));
                 foreach (var (_, p) in trainable) p.requires_grad = false;
                 trainable = adapters.Parameters().Select(p => ("lora:" + p.Key, p.Parameter)).ToList();
                 if (start.AdapterFolder is not null)
@@ -153,7 +163,7 @@ public sealed class Trainer
 
             using MasterWeights? masters = bf16 && !args.UseDistributedOptimizer ? MasterWeights.Create(trainable) : null;
             using DistributedAdamW? distributed = args.UseDistributedOptimizer
-                ? new DistributedAdamW(trainable, dp, args.AdamBeta1, args.AdamBeta2, args.AdamEps, args.WeightDecay)
+                ? new DistributedAdamW(trainable, dp, args.AdamBeta1, args.AdamBeta2, args.AdamEps, args.WeightDecay, parallelism.CountsInNorm)
                 : null;
             if (distributed is not null) log.WriteLine($"distributed optimizer: {distributed.ShardSize:N0} parameters of optimizer state per rank (ZeRO-1 over '{dp.Name}')");
             var modelTrainable = trainable;   // the model's own parameters (gradients arrive here; replicas compare them)
@@ -203,7 +213,9 @@ public sealed class Trainer
             }
             if (state.Iteration >= args.TrainIters) log.WriteLine($"nothing to do: the checkpoint is at iteration {state.Iteration}, --train-iters is {args.TrainIters}");
 
-            var collator = new BatchCollator(processor.Settings, RopeIndexSettings.From(config.Thinker), config.Thinker.PadTokenId);
+            // Sequence parallel cuts the padded sequence into equal parts: pad to a multiple of the group as well as of 8.
+            int padMultiple = args.SequenceParallel ? Lcm(8, tensorGroup.Size) : 8;
+            var collator = new BatchCollator(processor.Settings, RopeIndexSettings.From(config.Thinker), config.Thinker.PadTokenId, padMultiple);
             int batch = state.LoaderBatch;
             if (start.State is not null && state.DataParallelSize != dp.Size)
             {
@@ -217,11 +229,11 @@ public sealed class Trainer
                 dp.Rank, dp.Size, new LoaderPosition(state.LoaderEpoch, batch), args.GlobalBatchSize);
             replicas = new GradientSynchronizer(dp, args.LossMode);
             optimizerStep = distributed is not null
-                ? new ShardedAdamWStep(distributed, optimizer, args.LossMode, pipelineGroup)
-                : new AdamWStep(optimizer, modelTrainable, masters, new GradientSynchronizer(gradientGroup ?? dp, args.LossMode), pipelineGroup);
+                ? new ShardedAdamWStep(distributed, optimizer, args.LossMode, pipelineGroup, modelTrainable, parallelism)
+                : new AdamWStep(optimizer, modelTrainable, masters, new GradientSynchronizer(gradientGroup ?? dp, args.LossMode), pipelineGroup, parallelism);
             replicaParameters = modelTrainable;
             replicas.CheckReplicasAgree(modelTrainable);
-            runner = new PipelineStepRunner(model, plan, pipelineGroup, device);
+            runner = new PipelineStepRunner(model, plan, pipelineGroup, device, args.SequenceParallel ? tensorGroup : null);
             return Loop(model, trainable, optimizer, loader, state, scheduleOffset, processorFolder, modelJson, device, adapters, masters, dp, distributed);
         }
     }
@@ -351,7 +363,7 @@ public sealed class Trainer
             optimizerStep.ZeroGradients();
             using (var scope = NewDisposeScope())
             {
-                stepLoss = runner.Run(batches, (logits, labels) => StepLoss.ForMicroBatch(logits, labels, args.LossMode, microBatches, stepTokens));
+                stepLoss = runner.Run(batches, (logits, labels) => StepLoss.ForMicroBatch(logits, labels, args.LossMode, microBatches, stepTokens, tensorGroup));
             }
             foreach (TrainingBatch batch in batches)
             {
@@ -419,6 +431,9 @@ public sealed class Trainer
                 (distributed is null ? "(gradient all-reduce)" : "(distributed optimizer step: reduce-scatter, sharded AdamW, all-gather)") +
                 $"; waiting for the slowest rank: {waitMs / stepsRun:F1} ms per step, {100 * waitMs / runMs:F1} %");
         if (pipelineGroup.Size > 1 && stepsRun > 0) ReportPipeline(stepsRun);
+        if (tensorGroup.Size > 1 && stepsRun > 0)
+            log.WriteLine($"tensor-parallel communication: {tensorGroup.Milliseconds / stepsRun:F1} ms per step, {100 * tensorGroup.Milliseconds / runMs:F1} % of step time " +
+                          $"({tensorGroup.Calls / stepsRun} collectives per step in forward, backward and the loss)");
         if (args.Save is not null && lastSaved != iteration)
             lastCheckpoint = checkpoints.Save(iteration, Contents(iteration));
         if (args.Save is not null && stepLosses.Count > 0 && logs)
@@ -427,7 +442,7 @@ public sealed class Trainer
             TrainingLog.SavePlot(plot, metrics!, state.Iteration + 1, stepLosses);
             log.WriteLine($"loss curve: {plot}");
         }
-        string? modelFolder = lastCheckpoint is null || pipeline.Plan.Stages > 1 ? null : Path.Combine(lastCheckpoint, CheckpointStore.ModelFolder);
+        string? modelFolder = lastCheckpoint is null || pipeline.RankFolders ? null : Path.Combine(lastCheckpoint, CheckpointStore.ModelFolder);
         if (adapters is not null && !adapters.Settings.SaveFullWeight) modelFolder = null;   // adapters only: not a standalone model
         return new TrainingResult(iteration, stepLosses, lastCheckpoint, modelFolder);
     }
@@ -460,6 +475,8 @@ public sealed class Trainer
             log.WriteLine($"  stage {stage}: busy {busy / steps:F1} ms per step, idle {wait / steps:F1} ms per step ({100 * wait / Math.Max(1e-9, busy + wait):F1} % bubble and transfers)");
         }
     }
+
+    static int Lcm(int a, int b) => a / (int)System.Numerics.BigInteger.GreatestCommonDivisor(a, b) * b;
 
     /// <summary>Sum of a scalar over the group.</summary>
     static double SumOver(IProcessGroup group, double value) => GradientSynchronizer.SumOver(group, value);

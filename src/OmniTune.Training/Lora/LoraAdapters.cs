@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text.Json;
 using OmniTune.Core.Safetensors;
+using OmniTune.Distributed.TensorParallel;
 using OmniTune.Models.Qwen25Omni.Thinker;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -8,34 +9,58 @@ using static TorchSharp.torch;
 
 namespace OmniTune.Training.Lora;
 
-/// <summary>One adapter: y = base(x) + B(A(dropout(x))) · α/r, A Kaiming-uniform, B zeros.</summary>
+/// <summary>
+/// One adapter: y = base(x) + B(A(dropout(x))) · α/r, A Kaiming-uniform, B zeros. On a tensor-parallel layer the adapter
+/// is cut as MindSpeed (Megatron's LoRA) cuts it: on a column-parallel layer B by rows (A whole), on a row-parallel layer
+/// A by columns (B whole), and runs through the layer's own mappings; A is drawn whole and cut, so every layout starts alike.
+/// </summary>
 public sealed class LoraLayer : nn.Module
 {
     readonly Linear lora_A, lora_B;
     readonly double scaling, dropout;
+    readonly IParallelLinear? parallel;
 
-    /// <summary>Creates an adapter for a linear layer of <paramref name="inFeatures"/> → <paramref name="outFeatures"/>.</summary>
-    public LoraLayer(long inFeatures, long outFeatures, LoraSettings settings, Device? device, ScalarType dtype, Generator? init = null) : base("lora")
+    /// <summary>
+    /// Creates an adapter for a linear layer of <paramref name="inFeatures"/> → <paramref name="outFeatures"/> (full sizes),
+    /// cut like <paramref name="parallel"/> when the layer is tensor-parallel.
+    /// </summary>
+    public LoraLayer(long inFeatures, long outFeatures, LoraSettings settings, Device? device, ScalarType dtype, Generator? init = null, IParallelLinear? parallel = null)
+        : base("lora")
     {
-        lora_A = nn.Linear(inFeatures, settings.Rank, hasBias: false, device: device, dtype: dtype);
-        lora_B = nn.Linear(settings.Rank, outFeatures, hasBias: false, device: device, dtype: dtype);
+        this.parallel = parallel;
+        int parts = parallel?.Group.Size ?? 1, part = parallel?.Group.Rank ?? 0;
+        bool cutsA = parallel is RowParallelLinear, cutsB = parallel is ColumnParallelLinear;
+        lora_A = nn.Linear(cutsA ? inFeatures / parts : inFeatures, settings.Rank, hasBias: false, device: device, dtype: dtype);
+        lora_B = nn.Linear(settings.Rank, cutsB ? outFeatures / parts : outFeatures, hasBias: false, device: device, dtype: dtype);
         using (no_grad())
         {
             lora_B.weight!.zero_();
             // PEFT's kaiming_uniform_(a = √5) on A is uniform(±1/√fan_in); drawn from the layer's own generator when given,
-            // so that an adapter starts the same whichever pipeline stage builds it.
-            if (init is not null) lora_A.weight!.uniform_(-1 / Math.Sqrt(inFeatures), 1 / Math.Sqrt(inFeatures), generator: init);
+            // so that an adapter starts the same whichever pipeline stage or tensor-parallel rank builds it.
+            if (init is not null)
+            {
+                using Tensor whole = empty(settings.Rank, inFeatures, dtype, device);
+                whole.uniform_(-1 / Math.Sqrt(inFeatures), 1 / Math.Sqrt(inFeatures), generator: init);
+                lora_A.weight!.copy_(cutsA ? new TensorShard(1, part, parts).Of(whole) : whole);
+            }
         }
+        Shards = cutsA ? new() { ["lora_A.weight"] = new TensorShard(1, part, parts) }
+            : cutsB ? new() { ["lora_B.weight"] = new TensorShard(0, part, parts) }
+            : [];
         scaling = settings.Scaling;
         dropout = settings.Dropout;
         RegisterComponents();
     }
 
-    /// <summary>The adapter's contribution for input x.</summary>
+    /// <summary>Adapter weights cut across the tensor-parallel group, by name in the adapter.</summary>
+    public Dictionary<string, TensorShard> Shards { get; }
+
+    /// <summary>The adapter's contribution for input x (what the adapted layer received).</summary>
     public Tensor Delta(Tensor x)
     {
         Tensor input = dropout > 0 && training ? Dropout(x) : x;
-        return lora_B.forward(lora_A.forward(input)) * scaling;
+        Tensor delta = parallel is null ? lora_B.forward(lora_A.forward(input)) : parallel.Adapter(input, lora_A.forward, lora_B.forward);
+        return delta * scaling;
     }
 
     /// <summary>
@@ -97,19 +122,25 @@ public sealed class LoraAdapters : IDisposable
         Parameter first = model.HuggingFaceParameters().First().Parameter;
         foreach (var (path, module) in model.named_modules())
         {
-            if (module is not Linear linear || !names.Contains(path.Split('.')[^1]) || path.StartsWith("visual.merger.", StringComparison.Ordinal)) continue;
+            if (module is not (Linear or IParallelLinear) || !names.Contains(path.Split('.')[^1]) || path.StartsWith("visual.merger.", StringComparison.Ordinal)) continue;
             if (!model.Parts.Builds(path + ".weight")) continue;   // another pipeline stage's layer
             if (!trainableTower(Optimization.TrainableParameters.TowerOf(path + ".weight"))) continue;
             using var init = new Generator((ulong)unchecked(seed * 1_000_003 + StableHash(path)));
-            var adapter = new LoraLayer(linear.in_features, linear.out_features, settings, first.device, first.dtype, init);
+            var parallel = module as IParallelLinear;
+            var (inFeatures, outFeatures) = module is Linear linear ? (linear.in_features, linear.out_features) : (parallel!.InFeatures, parallel.OutFeatures);
+            var adapter = new LoraLayer(inFeatures, outFeatures, settings, first.device, first.dtype, init, parallel);
             layers[path] = adapter;
-            var remover = linear.register_forward_hook((_, input, output) => output + adapter.Delta(input));
+            var remover = ((nn.Module<Tensor, Tensor>)module).register_forward_hook((_, input, output) => output + adapter.Delta(input));
             hooks.Add(remover.remove);
         }
         if (layers.Count == 0 && !allowNone)
             throw new ArgumentException($"--lora-target-modules {string.Join(",", settings.TargetModules)} matched no linear layer of a trainable tower");
         return new LoraAdapters(settings, layers, hooks);
     }
+
+    /// <summary>Adapter weights cut across a tensor-parallel group, by PEFT-style key.</summary>
+    public IEnumerable<(string Key, TensorShard Shard)> Shards() =>
+        layers.SelectMany(l => l.Value.Shards.Select(s => ($"{l.Key}.{s.Key}", s.Value)));
 
     /// <summary>Adapter parameters by PEFT-style key (<c>model.layers.0.self_attn.q_proj.lora_A.weight</c>).</summary>
     public IEnumerable<(string Key, Parameter Parameter)> Parameters() =>
@@ -193,13 +224,14 @@ public sealed class LoraAdapters : IDisposable
     /// <summary>Adds B·A·α/r into the base weights and removes the hooks: the model then computes the same without adapters.</summary>
     public void MergeInto(Qwen25OmniThinkerForConditionalGeneration model)
     {
-        var linears = model.named_modules().Where(m => layers.ContainsKey(m.name)).ToDictionary(m => m.name, m => (Linear)m.module);
+        var weights = model.named_modules().Where(m => layers.ContainsKey(m.name))
+            .ToDictionary(m => m.name, m => m.module is IParallelLinear parallel ? parallel.Weight : ((Linear)m.module).weight!);
         using (no_grad())
         {
             foreach (var (path, adapter) in layers)
             {
-                using Tensor merged = adapter.Merged(linears[path].weight!);
-                linears[path].weight!.copy_(merged);
+                using Tensor merged = adapter.Merged(weights[path]);   // a tensor-parallel layer merges its own part
+                weights[path].copy_(merged);
             }
         }
         DetachHooks();

@@ -21,12 +21,17 @@ public sealed class DistributedAdamW : IDisposable
     readonly List<(string Name, Parameter Parameter)> parameters;
     readonly IProcessGroup group;
     readonly long total, padded, shardSize, shardStart;
-    readonly Tensor master, expAvg, expAvgSq, decayMask;
+    readonly Tensor master, expAvg, expAvgSq, decayMask, normMask;
     readonly double beta1, beta2, eps, weightDecay;
     long step;
 
-    /// <summary>Creates the optimizer over <paramref name="trainable"/> for <paramref name="dataParallel"/>.</summary>
-    public DistributedAdamW(List<(string Name, Parameter Parameter)> trainable, IProcessGroup dataParallel, double beta1, double beta2, double eps, double weightDecay)
+    /// <summary>
+    /// Creates the optimizer over <paramref name="trainable"/> for <paramref name="dataParallel"/>; <paramref name="countsInNorm"/>
+    /// says which parameters this rank counts in the global gradient norm (all when null; under tensor parallel a whole
+    /// parameter counts on one rank of the group).
+    /// </summary>
+    public DistributedAdamW(List<(string Name, Parameter Parameter)> trainable, IProcessGroup dataParallel, double beta1, double beta2, double eps, double weightDecay,
+        Func<string, bool>? countsInNorm = null)
     {
         parameters = trainable;
         group = dataParallel;
@@ -42,6 +47,8 @@ public sealed class DistributedAdamW : IDisposable
         expAvgSq = zeros(shardSize).DetachFromDisposeScope();
         Tensor mask = Flatten(p => full_like(p.detach().to(ScalarType.Float32), TrainableParameters.Decays(parameters.First(x => ReferenceEquals(x.Parameter, p)).Name, p) ? 1.0 : 0.0));
         decayMask = mask.narrow(0, shardStart, shardSize).clone().DetachFromDisposeScope();
+        Tensor counted = Flatten(p => full_like(p.detach().to(ScalarType.Float32), countsInNorm?.Invoke(parameters.First(x => ReferenceEquals(x.Parameter, p)).Name) ?? true ? 1.0 : 0.0));
+        normMask = counted.narrow(0, shardStart, shardSize).to(ScalarType.Float64).DetachFromDisposeScope();
     }
 
     /// <summary>Elements owned by this rank.</summary>
@@ -58,17 +65,19 @@ public sealed class DistributedAdamW : IDisposable
     /// Reduce-scatters the gradients (averaged over ranks unless <paramref name="average"/> is false), returns the global
     /// gradient norm, clips to <paramref name="clip"/> (0 = no clipping), updates this rank's shard with
     /// <paramref name="lr"/> and all-gathers the new parameters into the model. A non-finite norm skips the update.
-    /// With <paramref name="pipeline"/>, the squares of every stage's gradients count in the norm.
+    /// With <paramref name="pipeline"/> and <paramref name="tensor"/>, the squares of every stage's and every tensor-parallel
+    /// rank's gradients count in the norm.
     /// </summary>
-    public double Step(double lr, double clip, bool average, IProcessGroup? pipeline = null)
+    public double Step(double lr, double clip, bool average, IProcessGroup? pipeline = null, IProcessGroup? tensor = null)
     {
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
         Tensor grads = Flatten(p => p.grad is null ? zeros_like(p, dtype: ScalarType.Float32) : p.grad.to(ScalarType.Float32));
         Tensor shard = group.ReduceScatter(grads);
         if (average) shard.div_(group.Size);
-        using Tensor squares = tensor(new[] { shard.to(ScalarType.Float64).pow(2).sum().item<double>() });
+        using Tensor squares = torch.tensor(new[] { (shard.to(ScalarType.Float64).pow(2) * normMask).sum().item<double>() });
         group.AllReduce(squares);
+        tensor?.AllReduce(squares);     // the other tensor-parallel parts
         pipeline?.AllReduce(squares);   // the other stages' parameters count in the global norm
         double norm = Math.Sqrt(squares.item<double>());
         if (!double.IsFinite(norm)) return norm;
@@ -137,6 +146,7 @@ public sealed class DistributedAdamW : IDisposable
     /// <inheritdoc/>
     public void Dispose()
     {
+        normMask.Dispose();
         master.Dispose();
         expAvg.Dispose();
         expAvgSq.Dispose();

@@ -30,7 +30,7 @@ public abstract class OptimizerStep
 
 /// <summary>AdamW on this rank's trainable parameters, through fp32 master weights when the model is bf16.</summary>
 public sealed class AdamWStep(OptimizerHelper optimizer, IReadOnlyList<(string Name, Parameter Parameter)> modelParameters, MasterWeights? masters,
-    GradientSynchronizer synchronizer, IProcessGroup pipeline) : OptimizerStep
+    GradientSynchronizer synchronizer, IProcessGroup pipeline, Parallel.ThinkerParallelism parallelism) : OptimizerStep
 {
     readonly IReadOnlyList<(string Name, Parameter Parameter)> stepped = masters?.Masters ?? modelParameters;
 
@@ -46,9 +46,10 @@ public sealed class AdamWStep(OptimizerHelper optimizer, IReadOnlyList<(string N
     {
         var clock = Stopwatch.StartNew();
         synchronizer.Synchronize(modelParameters);
+        parallelism.ReduceSequencePartials(modelParameters);
         CommunicationMilliseconds += clock.Elapsed.TotalMilliseconds;
         masters?.GradientsToMasters();
-        double norm = Math.Sqrt(GradientSynchronizer.SumOver(pipeline, Squares(stepped)));
+        double norm = Math.Sqrt(GradientSynchronizer.SumOver(pipeline, GradientSynchronizer.SumOver(parallelism.Tensor, Squares(stepped, parallelism.CountsInNorm))));
         if (!lossFinite || !double.IsFinite(norm)) return norm;
         using (NewDisposeScope())
         using (no_grad())
@@ -71,16 +72,16 @@ public sealed class AdamWStep(OptimizerHelper optimizer, IReadOnlyList<(string N
         return norm;
     }
 
-    /// <summary>Sum of the squared gradients of <paramref name="parameters"/> (float64).</summary>
-    static double Squares(IReadOnlyList<(string Name, Parameter Parameter)> parameters)
+    /// <summary>Sum of the squared gradients (float64) of the <paramref name="parameters"/> this rank <paramref name="counts"/> in the norm.</summary>
+    static double Squares(IReadOnlyList<(string Name, Parameter Parameter)> parameters, Func<string, bool> counts)
     {
         double sum = 0;
         using (NewDisposeScope())
         using (no_grad())
         {
-            foreach (var (_, p) in parameters)
+            foreach (var (name, p) in parameters)
             {
-                if (p.grad is { } grad) sum += grad.to(ScalarType.Float64).pow(2).sum().item<double>();
+                if (p.grad is { } grad && counts(name)) sum += grad.to(ScalarType.Float64).pow(2).sum().item<double>();
             }
         }
         return sum;
@@ -88,7 +89,8 @@ public sealed class AdamWStep(OptimizerHelper optimizer, IReadOnlyList<(string N
 }
 
 /// <summary>The distributed optimizer (ZeRO-1): reduce-scatter, global norm, sharded AdamW, all-gather.</summary>
-public sealed class ShardedAdamWStep(DistributedAdamW optimizer, OptimizerHelper placeholder, LossMode mode, IProcessGroup pipeline) : OptimizerStep
+public sealed class ShardedAdamWStep(DistributedAdamW optimizer, OptimizerHelper placeholder, LossMode mode, IProcessGroup pipeline,
+    IReadOnlyList<(string Name, Parameter Parameter)> modelParameters, Parallel.ThinkerParallelism parallelism) : OptimizerStep
 {
     /// <inheritdoc/>
     public override void ZeroGradients()
@@ -102,7 +104,8 @@ public sealed class ShardedAdamWStep(DistributedAdamW optimizer, OptimizerHelper
     {
         if (!lossFinite) return double.NaN;
         var clock = Stopwatch.StartNew();
-        double norm = optimizer.Step(lr, clip, average: mode != LossMode.PerToken, pipeline);
+        parallelism.ReduceSequencePartials(modelParameters);
+        double norm = optimizer.Step(lr, clip, average: mode != LossMode.PerToken, pipeline, parallelism.Tensor);
         CommunicationMilliseconds += clock.Elapsed.TotalMilliseconds;
         return norm;
     }

@@ -10,10 +10,14 @@ namespace OmniTune.Training.Pipeline;
 /// <param name="Vision">Vision encoder layers per (chunk, stage).</param>
 /// <param name="Audio">Audio encoder layers per (chunk, stage).</param>
 /// <param name="Decoder">Decoder layers per (chunk, stage).</param>
-public sealed record PipelineSetup(StagePlan Plan, int[][] Vision, int[][] Audio, int[][] Decoder)
+/// <param name="TensorSize">Tensor-parallel size (every tower).</param>
+public sealed record PipelineSetup(StagePlan Plan, int[][] Vision, int[][] Audio, int[][] Decoder, int TensorSize = 1)
 {
-    /// <summary>The MindSpeed-MM checkpoint layout of this pipeline (TP 1).</summary>
-    public OmniTune.Checkpoints.Conversion.ParallelLayout Layout => new(Decoder, Vision, Audio);
+    /// <summary>The MindSpeed-MM checkpoint layout of this run (pipeline tables and TP size).</summary>
+    public OmniTune.Checkpoints.Conversion.ParallelLayout Layout => new(Decoder, Vision, Audio, TensorSize);
+
+    /// <summary>Whether checkpoints are written as MindSpeed rank folders (pipeline or tensor parallel) rather than one Hugging Face folder.</summary>
+    public bool RankFolders => Plan.Stages > 1 || TensorSize > 1;
 }
 
 /// <summary>The stage plan of a run (flags and model.json's pipeline_num_layers) and the thinker parts one stage builds.</summary>
@@ -53,7 +57,7 @@ public static class PipelineLayout
             new StagePlan.Tower("image_encoder.vision_encoder", vision, config.Vision.Depth),
             new StagePlan.Tower("audio_encoder.audio_encoder", audio, config.Audio.EncoderLayers),
             new StagePlan.Tower("text_decoder", decoder, config.Text.NumHiddenLayers), stages, chunks);
-        return new PipelineSetup(plan, vision, audio, decoder);
+        return new PipelineSetup(plan, vision, audio, decoder, args.TensorSize);
     }
 
     /// <summary>The thinker parts <paramref name="stage"/> builds: everything its slots (chunks) run.</summary>

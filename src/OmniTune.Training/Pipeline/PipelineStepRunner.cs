@@ -21,13 +21,17 @@ public sealed class PipelineStepRunner
     readonly StagePlan plan;
     readonly IProcessGroup pipeline;
     readonly Device device;
+    readonly IProcessGroup? sequence;
     readonly Dictionary<int, IReadOnlyList<PipelineAction>> schedules = [];
 
-    /// <summary>Runs <paramref name="model"/> (this stage's parts) as stage <paramref name="pipeline"/>.Rank of <paramref name="plan"/>.</summary>
-    public PipelineStepRunner(Qwen25OmniThinkerForConditionalGeneration model, StagePlan plan, IProcessGroup pipeline, Device device)
+    /// <summary>
+    /// Runs <paramref name="model"/> (this stage's parts) as stage <paramref name="pipeline"/>.Rank of <paramref name="plan"/>;
+    /// <paramref name="sequence"/>: the tensor-parallel group the decoder's sequence is cut across (sequence parallel).
+    /// </summary>
+    public PipelineStepRunner(Qwen25OmniThinkerForConditionalGeneration model, StagePlan plan, IProcessGroup pipeline, Device device, IProcessGroup? sequence = null)
     {
         if (pipeline.Size != plan.Stages) throw new ArgumentException($"group '{pipeline.Name}' has {pipeline.Size} ranks, the plan {plan.Stages} stages");
-        (this.model, this.plan, this.pipeline, this.device) = (model, plan, pipeline, device);
+        (this.model, this.plan, this.pipeline, this.device, this.sequence) = (model, plan, pipeline, device, sequence);
     }
 
     /// <summary>Milliseconds spent computing (forward and backward) since the start.</summary>
@@ -69,7 +73,7 @@ public sealed class PipelineStepRunner
                     using (var scope = NewDisposeScope())
                     {
                         TrainingBatch batch = batches[action.MicroBatch];
-                        var (outputs, logits) = StageForward.Run(model, slot, OnDevice(batch.Inputs), received.ToDictionary(r => r.Name, r => r.Tensor));
+                        var (outputs, logits) = StageForward.Run(model, slot, OnDevice(batch.Inputs), received.ToDictionary(r => r.Name, r => r.Tensor), sequence);
                         if (logits is not null)
                         {
                             var (backward, value) = loss(logits, batch.Labels.to(device));

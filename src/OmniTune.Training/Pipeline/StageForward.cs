@@ -1,4 +1,6 @@
+using OmniTune.Distributed;
 using OmniTune.Distributed.Pipeline;
+using OmniTune.Distributed.TensorParallel;
 using OmniTune.Models.Qwen25Omni.Thinker;
 using static TorchSharp.torch;
 
@@ -33,10 +35,12 @@ public static class StageForward
 
     /// <summary>
     /// Runs <paramref name="slot"/> on <paramref name="inputs"/> with what the previous slot sent (<paramref name="received"/>);
-    /// returns what goes to the next slot, or the logits on the decoder's last slot.
+    /// returns what goes to the next slot, or the logits on the decoder's last slot. With <paramref name="sequence"/> (sequence
+    /// parallel) the decoder's hidden states are cut along the sequence after the merge and travel cut; the LM head
+    /// (column-parallel) gathers them.
     /// </summary>
     public static (Dictionary<string, Tensor> Outputs, Tensor? Logits) Run(Qwen25OmniThinkerForConditionalGeneration model, StageSlot slot,
-        ThinkerInputs inputs, IReadOnlyDictionary<string, Tensor> received)
+        ThinkerInputs inputs, IReadOnlyDictionary<string, Tensor> received, IProcessGroup? sequence = null)
     {
         var pending = new Dictionary<string, Tensor>(received, StringComparer.Ordinal);   // taken out as used; the rest passes on
         Tensor Take(string name) => pending.Remove(name, out Tensor? t) ? t
@@ -88,6 +92,7 @@ public static class StageForward
                 ? model.MergeMedia(model.TextModel.Embed(inputs.InputIds), inputs.InputIds, tokens.GetValueOrDefault(Names.AudioTokens),
                     tokens.GetValueOrDefault(Names.VisionTokens("image")), tokens.GetValueOrDefault(Names.VisionTokens("video")))
                 : Take(Names.DecoderHidden);
+            if (slot.Embedding && sequence is not null) h = TensorParallelRegion.Scatter(h, sequence, 1);
             Tensor positions = (inputs.PositionIds ?? model.PositionIds(inputs).Positions).to(h.device);
             using (var pass = model.TextModel.Prepare(positions, inputs.AttentionMask, h.dtype))
                 h = model.TextModel.Layers(h, pass, slot.Decoder.From, slot.Decoder.To);

@@ -38,7 +38,8 @@ public sealed class TrainingTests : IClassFixture<TrainingFixture>
     public void Flags_are_validated_with_clear_messages()
     {
         Assert.Contains("did you mean --micro-batch-size", Assert.Throws<ArgumentException>(() => MegatronFlags.Parse(["--micro-batch-sise", "1"])).Message);
-        Assert.Contains("parallel training is not built yet", Assert.Throws<NotSupportedException>(() => fixture.Args("--tensor-model-parallel-size", "2")).Message);
+        Assert.Contains("parallel training is not built yet", Assert.Throws<NotSupportedException>(() => fixture.Args("--context-parallel-size", "2")).Message);
+        Assert.Contains("--sequence-parallel needs --tensor-model-parallel-size", Assert.Throws<ArgumentException>(() => fixture.Args("--sequence-parallel")).Message);
         Assert.Equal(["linear_qkv", "linear_proj"], fixture.Args("--lora-target-modules", "linear_qkv", "linear_proj").Lora!.TargetModules);
         Assert.Contains("unknown module 'linear_xyz'", Assert.Throws<ArgumentException>(() => fixture.Args("--lora-target-modules", "linear_xyz")).Message);
         Assert.Contains("multiple of --micro-batch-size", Assert.Throws<ArgumentException>(() => fixture.Args("--micro-batch-size", "3", "--global-batch-size", "4")).Message);

@@ -9,7 +9,7 @@ namespace OmniTune.Models.Qwen25Omni.Audio;
 /// <summary>Audio self-attention within chunks: q and v biased, k without bias, biased out_proj.</summary>
 public sealed class Qwen25OmniAudioAttention : nn.Module
 {
-    readonly Linear q_proj, k_proj, v_proj, out_proj;
+    readonly nn.Module<Tensor, Tensor> q_proj, k_proj, v_proj, out_proj;
     readonly int headDim;
 
     /// <summary>Creates the projections.</summary>

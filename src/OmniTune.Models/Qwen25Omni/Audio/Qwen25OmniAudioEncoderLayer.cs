@@ -11,7 +11,7 @@ public sealed class Qwen25OmniAudioEncoderLayer : nn.Module
 {
     readonly Qwen25OmniAudioAttention self_attn;
     readonly LayerNorm self_attn_layer_norm, final_layer_norm;
-    readonly Linear fc1, fc2;
+    readonly nn.Module<Tensor, Tensor> fc1, fc2;
     readonly Func<Tensor, Tensor> activation;
 
     /// <summary>Creates the layer.</summary>

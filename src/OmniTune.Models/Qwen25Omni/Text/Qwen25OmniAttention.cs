@@ -6,12 +6,12 @@ using static TorchSharp.torch;
 namespace OmniTune.Models.Qwen25Omni.Text;
 
 /// <summary>
-/// Grouped-query self-attention with q/k/v biases and TMRoPE (HF <c>Qwen2_5OmniAttention</c>). Head counts come
-/// from the projection widths, so the layer works unchanged when a plan shards the projections.
+/// Grouped-query self-attention with q/k/v biases and TMRoPE (HF <c>Qwen2_5OmniAttention</c>). Head counts and the
+/// sequence length come from the projections' outputs, so the layer works unchanged when a plan shards the projections.
 /// </summary>
 public sealed class Qwen25OmniAttention : nn.Module
 {
-    readonly Linear q_proj, k_proj, v_proj, o_proj;
+    readonly nn.Module<Tensor, Tensor> q_proj, k_proj, v_proj, o_proj;
     readonly int headDim;
 
     /// <summary>Creates the projections for <paramref name="config"/>.</summary>
@@ -34,11 +34,12 @@ public sealed class Qwen25OmniAttention : nn.Module
     public Tensor Forward(Tensor x, Tensor cos, Tensor sin, AttentionMask mask, KvCache? cache = null, int layer = 0)
     {
         using var scope = NewDisposeScope();
-        long b = x.shape[0], s = x.shape[1];
+        Tensor qx = q_proj.call(x), kx = k_proj.call(x), vx = v_proj.call(x);
+        long b = qx.shape[0], s = qx.shape[1];   // from the projections (a plan may gather the sequence in them)
         // [B, S, nh·hd] -> [B, S, nh, hd] -> [B, nh, S, hd]
-        Tensor q = q_proj.call(x).view(b, s, -1, headDim).transpose(1, 2);
-        Tensor k = k_proj.call(x).view(b, s, -1, headDim).transpose(1, 2);
-        Tensor v = v_proj.call(x).view(b, s, -1, headDim).transpose(1, 2);
+        Tensor q = qx.view(b, s, -1, headDim).transpose(1, 2);
+        Tensor k = kx.view(b, s, -1, headDim).transpose(1, 2);
+        Tensor v = vx.view(b, s, -1, headDim).transpose(1, 2);
         q = MultimodalRotaryEmbedding.Apply(q, cos, sin);
         k = MultimodalRotaryEmbedding.Apply(k, cos, sin);
         bool decoding = cache is not null && cache.Length > 0;

@@ -8,7 +8,7 @@ namespace OmniTune.Models.Qwen25Omni.Text;
 /// <summary>SwiGLU without biases: down(silu(gate(x)) ⊙ up(x)).</summary>
 public sealed class Qwen25OmniMlp : nn.Module
 {
-    readonly Linear gate_proj, up_proj, down_proj;
+    readonly nn.Module<Tensor, Tensor> gate_proj, up_proj, down_proj;
 
     /// <summary>Creates the three projections.</summary>
     public Qwen25OmniMlp(Qwen25OmniTextConfig config, Device? device, ScalarType dtype) : base("mlp")

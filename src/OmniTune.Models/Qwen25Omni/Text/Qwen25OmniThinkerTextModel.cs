@@ -9,7 +9,7 @@ namespace OmniTune.Models.Qwen25Omni.Text;
 /// <summary>The thinker's Qwen2 decoder stack (HF <c>Qwen2_5OmniThinkerTextModel</c>, keys <c>model.*</c>).</summary>
 public sealed class Qwen25OmniThinkerTextModel : nn.Module
 {
-    readonly Embedding embed_tokens;
+    readonly nn.Module<Tensor, Tensor> embed_tokens;
     readonly ModuleList<Qwen25OmniDecoderLayer> layers;
     readonly RmsNorm norm;
     readonly MultimodalRotaryEmbedding rotary;
@@ -36,11 +36,11 @@ public sealed class Qwen25OmniThinkerTextModel : nn.Module
     /// <summary>The decoder's configuration.</summary>
     public Qwen25OmniTextConfig Config { get; }
 
-    /// <summary>The token embedding (shared with a tied LM head).</summary>
-    public Embedding EmbedTokens => embed_tokens;
+    /// <summary>The token embedding matrix (shared with a tied LM head).</summary>
+    public Parameter EmbeddingWeight => ((Embedding)embed_tokens).weight!;
 
     /// <summary>Looks up token embeddings: ids [B, S] → [B, S, H].</summary>
-    public Tensor Embed(Tensor inputIds) => embed_tokens.forward(inputIds);
+    public Tensor Embed(Tensor inputIds) => embed_tokens.call(inputIds);
 
     /// <summary>Number of decoder layers.</summary>
     public int LayerCount => layers.Count;

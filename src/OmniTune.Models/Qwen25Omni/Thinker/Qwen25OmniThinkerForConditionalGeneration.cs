@@ -18,7 +18,7 @@ public sealed class Qwen25OmniThinkerForConditionalGeneration : nn.Module
     readonly Qwen25OmniAudioEncoder audio_tower;
     readonly Qwen25OmniVisionEncoder visual;
     readonly Qwen25OmniThinkerTextModel model;
-    readonly Linear lm_head;
+    readonly nn.Module<Tensor, Tensor> lm_head;
 
     /// <summary>
     /// Creates the thinker; with <paramref name="tiedLmHead"/> the head shares the embedding matrix. <paramref name="parts"/>
@@ -35,8 +35,9 @@ public sealed class Qwen25OmniThinkerForConditionalGeneration : nn.Module
         audio_tower = new Qwen25OmniAudioEncoder(config.Audio, device, dtype, parts);
         visual = new Qwen25OmniVisionEncoder(config.Vision, device, dtype, parts);
         model = new Qwen25OmniThinkerTextModel(config.Text, device, dtype, parts);
-        lm_head = nn.Linear(config.Text.HiddenSize, config.Text.VocabSize, hasBias: false, device: ThinkerParts.Place(Parts.Head, device), dtype: dtype);
-        if (tiedLmHead) lm_head.weight = model.EmbedTokens.weight!;
+        Linear head = nn.Linear(config.Text.HiddenSize, config.Text.VocabSize, hasBias: false, device: ThinkerParts.Place(Parts.Head, device), dtype: dtype);
+        if (tiedLmHead) head.weight = model.EmbeddingWeight;
+        lm_head = head;
         RegisterComponents();
     }
 
@@ -66,7 +67,7 @@ public sealed class Qwen25OmniThinkerForConditionalGeneration : nn.Module
         named_parameters().Where(p => !(TiedLmHead && p.name == ThinkerWeightLayout.LmHeadKey) && Parts.Builds(p.name));
 
     /// <summary>The LM head: hidden states [.., H] → logits [.., V].</summary>
-    public Tensor Head(Tensor hidden) => lm_head.forward(hidden);
+    public Tensor Head(Tensor hidden) => lm_head.call(hidden);
 
     /// <summary>Text-only convenience: ids [B, S] (+ position ids [3, B, S], padding mask [B, S]) → logits [B, S, V].</summary>
     public Tensor Forward(Tensor inputIds, Tensor? positionIds = null, Tensor? paddingMask = null) =>
@@ -93,7 +94,7 @@ public sealed class Qwen25OmniThinkerForConditionalGeneration : nn.Module
         Tensor embeddings = cache.Length == 0 ? Embed(inputs) : model.Embed(inputs.InputIds);
         Tensor positions = inputs.PositionIds ?? PositionIds(inputs).Positions;
         Tensor hidden = model.Forward(embeddings, positions.to(embeddings.device), null, cache);
-        return lm_head.forward(hidden).MoveToOuterDisposeScope();
+        return lm_head.call(hidden).MoveToOuterDisposeScope();
     }
 
     /// <summary>Token embeddings with audio, image and video features written into their placeholders: [B, S, H].</summary>

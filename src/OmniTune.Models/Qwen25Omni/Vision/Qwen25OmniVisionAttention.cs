@@ -9,7 +9,7 @@ namespace OmniTune.Models.Qwen25Omni.Vision;
 /// <summary>Vision self-attention: separate biased q/k/v, 2-D rotary, attention within segments, biased proj.</summary>
 public sealed class Qwen25OmniVisionAttention : nn.Module
 {
-    readonly Linear q, k, v, proj;
+    readonly nn.Module<Tensor, Tensor> q, k, v, proj;
     readonly int headDim;
 
     /// <summary>Creates the projections.</summary>

@@ -9,7 +9,7 @@ namespace OmniTune.Models.Qwen25Omni.Vision;
 /// <summary>Gated MLP with biases: down(act(gate(x)) ⊙ up(x)), the activation named by the config.</summary>
 public sealed class Qwen25OmniVisionMlp : nn.Module
 {
-    readonly Linear gate_proj, up_proj, down_proj;
+    readonly nn.Module<Tensor, Tensor> gate_proj, up_proj, down_proj;
     readonly Func<Tensor, Tensor> activation;
 
     /// <summary>Creates the projections.</summary>
