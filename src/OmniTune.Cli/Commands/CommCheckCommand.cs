@@ -1,11 +1,13 @@
 using System.CommandLine;
 using OmniTune.Distributed;
+using OmniTune.Distributed.TensorParallel;
 
 namespace OmniTune.Cli.Commands;
 
 /// <summary>
 /// <c>mpirun -np N omnitune comm-check</c>: runs every collective and send/receive on known values over all ranks and
-/// reports all-reduce bandwidth; the first command to run on a new machine or cluster.
+/// reports all-reduce bandwidth; with --tp, also checks the tensor-parallel mappings and layers, forward and backward, against
+/// the single-process maths; the first command to run on a new machine or cluster.
 /// </summary>
 static class CommCheckCommand
 {
@@ -44,6 +46,7 @@ static class CommCheckCommand
                 CollectivesCheck.Run(group, group.Rank == 0 && world.Rank == 0 ? log : TextWriter.Null, megabytes: 1);
                 world.Barrier();
             }
+            if (decoder.Tp.Size > 1) TensorParallelCheck.Run(decoder.Tp, log);   // the parallel layers the decoder's group will run
             return 0;
         }));
         return command;

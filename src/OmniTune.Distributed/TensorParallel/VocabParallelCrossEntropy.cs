@@ -12,7 +12,7 @@ namespace OmniTune.Distributed.TensorParallel;
 public static class VocabParallelCrossEntropy
 {
     /// <summary>
-    /// Per-token losses [N] (float32; 0 where the label is <paramref name="ignoreIndex"/>) for this rank's logits
+    /// Per-token losses [N] (float32, or float64 for float64 logits; 0 where the label is <paramref name="ignoreIndex"/>) for this rank's logits
     /// [N, V/size] (vocabulary rows rank·V/size …) and global labels [N].
     /// </summary>
     public static Tensor Losses(Tensor logits, Tensor labels, IProcessGroup group, long ignoreIndex = -100) =>
@@ -26,7 +26,7 @@ public static class VocabParallelCrossEntropy
         {
             using var scope = NewDisposeScope();
             var (logits, labels, group, ignore) = ((Tensor)vars[0], (Tensor)vars[1], (IProcessGroup)vars[2], (long)vars[3]);
-            Tensor x = logits.to(ScalarType.Float32);
+            Tensor x = logits.dtype == ScalarType.Float64 ? logits : logits.to(ScalarType.Float32);   // float32 at least, as Hugging Face's loss
             long width = x.shape[^1], start = group.Rank * width;
             Tensor max = TensorParallelRegion.AllReduced(x.amax(-1), group, ReduceOp.Max);
             Tensor shifted = x - max.unsqueeze(-1);
@@ -50,8 +50,8 @@ public static class VocabParallelCrossEntropy
             var saved = ctx.get_saved_variables();
             var (softmax, local, here, ignored) = (saved[0], saved[1], saved[2], saved[3]);
             Tensor g = softmax.clone();
-            g.scatter_add_(-1, local.unsqueeze(-1), here.to(ScalarType.Float32).neg().unsqueeze(-1));
-            g = (g * grad.to(ScalarType.Float32).unsqueeze(-1)).masked_fill(ignored.unsqueeze(-1), 0);
+            g.scatter_add_(-1, local.unsqueeze(-1), here.to(g.dtype).neg().unsqueeze(-1));
+            g = (g * grad.to(g.dtype).unsqueeze(-1)).masked_fill(ignored.unsqueeze(-1), 0);
             Tensor result = g.to((ScalarType)ctx.get_data("dtype")).MoveToOuterDisposeScope();
             return [result, null!, null!, null!];
         }

@@ -262,8 +262,8 @@ public sealed record TrainingArguments
         if (args.SaveInterval is < 1) throw new ArgumentException("--save-interval must be at least 1");
         if (args.DistributedTimeout <= TimeSpan.Zero) throw new ArgumentException("--distributed-timeout-minutes must be positive");
         if (args.ReplicaCheckInterval is < 1) throw new ArgumentException("--check-weight-hash-across-dp-replicas-interval must be at least 1");
-        if (args.Lora is { SaveFullWeight: true } && args.PipelineSize > 1)
-            throw new NotSupportedException("--lora-save-full-weight with --pipeline-model-parallel-size above 1 is not built yet: save the adapters and merge them with convert mm-to-hf --hf-dir BASE");
+        if (args.Lora is { SaveFullWeight: true } && (args.PipelineSize > 1 || args.TensorSize > 1))
+            throw new NotSupportedException("--lora-save-full-weight with pipeline or tensor parallel is not built yet: save the adapters and merge them with convert mm-to-hf --hf-dir BASE");
         if (args.LogInterval < 1) throw new ArgumentException("--log-interval must be at least 1");
         if (args.SaveInterval is not null && args.Save is null) throw new ArgumentException("--save-interval needs --save");
         if (args.ClipGrad < 0) throw new ArgumentException("--clip-grad must be ≥ 0");

@@ -108,6 +108,7 @@ public sealed class DataParallelTests : IClassFixture<TrainingFixture>
         Assert.Contains("group 'decoder.tp': all-reduce, broadcast, all-gather, reduce-scatter, send/receive and barrier agree on 2 ranks", output);
         Assert.Contains("group 'decoder.dp': all-reduce, broadcast, all-gather, reduce-scatter, send/receive and barrier agree on 2 ranks", output);
         Assert.Contains("group 'vision.dp': all-reduce, broadcast, all-gather, reduce-scatter, send/receive and barrier agree on 4 ranks", output);
+        Assert.Contains("tensor-parallel mappings and layers over 'decoder.tp' (2 ranks): 26 checks of forward and backward against the single-process maths passed", output);
     }
 
     [Fact]
