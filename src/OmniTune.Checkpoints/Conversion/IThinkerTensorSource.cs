@@ -20,4 +20,16 @@ public interface IThinkerTensorSource : IDisposable
 
     /// <summary>Reads a key's tensor (CPU).</summary>
     Tensor Read(string key);
+
+    /// <summary>
+    /// Reads part <paramref name="part"/> of <paramref name="parts"/> equal blocks of dimension <paramref name="dim"/> of a
+    /// key's tensor (a tensor-parallel rank's share). By default the whole tensor is read and cut; a source stored in
+    /// tensor-parallel parts reads only the one asked for.
+    /// </summary>
+    Tensor ReadPart(string key, int dim, int part, int parts)
+    {
+        using Tensor whole = Read(key);
+        long size = whole.shape[dim] / parts;
+        return whole.narrow(dim, part * size, size).contiguous();
+    }
 }

@@ -140,6 +140,41 @@ public sealed class MmCheckpoint : IThinkerTensorSource
         return TensorOps.Unmerge(t, cached.Value.Merged, index, shapes).contiguous();
     }
 
+    /// <summary>
+    /// A tensor-parallel part: when the checkpoint's tower is cut into <paramref name="parts"/> along the same dimension, only
+    /// rank <paramref name="part"/>'s file is read and its tensor split back into q/k/v or gate/up over that rank's query
+    /// groups (no part of another rank is read, nothing is merged); otherwise the whole tensor is assembled and cut.
+    /// </summary>
+    public Tensor ReadPart(string key, int dim, int part, int parts)
+    {
+        var (t, index) = Lookup(key);
+        int stored = plan.TpOf(t.Tower);
+        int cutDim = t.Split == SplitKind.Column ? 1 : 0;
+        if (stored != parts || parts == 1 || t.Split == SplitKind.Replicated || dim != cutDim)
+        {
+            using Tensor whole = Read(key);
+            long size = whole.shape[dim] / parts;
+            return whole.narrow(dim, part * size, size).contiguous();
+        }
+        int slot = plan.HomeSlot(t);
+        string name = plan.ChunkPrefix(slot / Layout.PipelineSize) + t.LocalName(plan.LocalIndex(t, slot)!.Value);
+        long[][] local = t.Sources.Select(s =>
+        {
+            long[] shape = (long[])sourceShapes[s].Clone();
+            shape[dim] /= parts;
+            return shape;
+        }).ToArray();
+        MmTensor held = t with { Groups = t.Groups / parts };   // this rank's query groups / heads
+        SafetensorsFile file = File_(part, slot % Layout.PipelineSize);
+        long[] expected = TensorOps.PartShape(held, local, 1);
+        long[] found = file.Info(name).Shape;
+        if (!found.SequenceEqual(expected))
+            throw new InvalidDataException($"{file.Path}: tensor '{name}' has shape [{string.Join(", ", found)}], expected [{string.Join(", ", expected)}] " +
+                                           $"(tensor-parallel part {part} of {parts} for the config in {ConfigFolder})");
+        using Tensor merged = file.Read(name);
+        return TensorOps.Unmerge(held, merged, index, local).contiguous();
+    }
+
     /// <inheritdoc/>
     public void Dispose()
     {

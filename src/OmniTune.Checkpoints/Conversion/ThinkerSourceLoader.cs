@@ -17,21 +17,30 @@ public static class ThinkerSourceLoader
         var model = new Qwen25OmniThinkerForConditionalGeneration(source.Config.Thinker, source.TiedLmHead, device, dtype, parts);
         try
         {
-            using var noGrad = no_grad();
-            foreach (var (key, parameter) in model.HuggingFaceParameters())
-            {
-                using var scope = NewDisposeScope();
-                Tensor stored = source.Read(key);
-                if (!stored.shape.SequenceEqual(parameter.shape))
-                    throw new CheckpointMismatchException($"{source.ConfigFolder}: {key} has shape [{string.Join(", ", stored.shape)}], the model [{string.Join(", ", parameter.shape)}]");
-                parameter.copy_(stored);
-            }
+            LoadInto(model, source);
             return model;
         }
         catch
         {
             model.Dispose();
             throw;
+        }
+    }
+
+    /// <summary>
+    /// Copies every parameter <paramref name="model"/> holds from <paramref name="source"/>; a parameter that
+    /// <paramref name="partOf"/> names as a tensor-parallel part (dimension, part, parts) reads only that part.
+    /// </summary>
+    public static void LoadInto(Qwen25OmniThinkerForConditionalGeneration model, IThinkerTensorSource source, Func<string, (int Dim, int Part, int Parts)?>? partOf = null)
+    {
+        using var noGrad = no_grad();
+        foreach (var (key, parameter) in model.HuggingFaceParameters())
+        {
+            using var scope = NewDisposeScope();
+            Tensor stored = partOf?.Invoke(key) is { } p ? source.ReadPart(key, p.Dim, p.Part, p.Parts) : source.Read(key);
+            if (!stored.shape.SequenceEqual(parameter.shape))
+                throw new CheckpointMismatchException($"{source.ConfigFolder}: {key} has shape [{string.Join(", ", stored.shape)}], the model [{string.Join(", ", parameter.shape)}]");
+            parameter.copy_(stored);
         }
     }
 }

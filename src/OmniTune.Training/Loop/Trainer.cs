@@ -135,8 +135,6 @@ public sealed class Trainer
         var model = LoadModel(start, device, dtype, parts);
         using (model)
         {
-            // Every tower at the decoder's tensor-parallel size (MindSpeed-MM's default: vit_tp_size = audio_tp_size = 0).
-            parallelism = ThinkerParallelism.Apply(model, tensorGroup, tensorGroup, tensorGroup, args.SequenceParallel);
             var trainable = TrainableParameters.Apply(model, modelJson);
             using LoraAdapters? adapters = args.Lora is null ? null : LoraAdapters.Attach(model, args.Lora, tower => trainable.Any(p => TrainableParameters.TowerOf(p.Name) == tower), args.Seed, allowNone: pipelineGroup.Size > 1);
             if (adapters is not null)
@@ -307,6 +305,8 @@ public sealed class Trainer
 
     Qwen25OmniThinkerForConditionalGeneration LoadModel(Start start, Device device, ScalarType dtype, ThinkerParts parts)
     {
+        if (tensorGroup.Size > 1) return LoadParts(start, device, dtype, parts);
+        parallelism = ThinkerParallelism.None(tensorGroup);
         if (start.Weights is null)
         {
             var (model, _, report) = ThinkerCheckpointLoader.Load(start.ModelFolder, device, dtype, parts);
@@ -322,6 +322,29 @@ public sealed class Trainer
         var loaded = ThinkerSourceLoader.Load(source, device, dtype, parts);
         log.WriteLine($"model: {loaded.HuggingFaceParameters().Count()} tensors of this stage read from the MindSpeed-layout checkpoint {source.ConfigFolder} on {device}");
         return loaded;
+    }
+
+    /// <summary>
+    /// Tensor parallel: the thinker is built, cut by the towers' plans (every tower at the decoder's size, MindSpeed-MM's
+    /// default vit_tp_size = audio_tp_size = 0), and each rank reads only its parts of the cut tensors — from a checkpoint
+    /// stored at this TP size, only its own rank files.
+    /// </summary>
+    Qwen25OmniThinkerForConditionalGeneration LoadParts(Start start, Device device, ScalarType dtype, ThinkerParts parts)
+    {
+        using IThinkerTensorSource source = start.Weights?.Invoke() ?? new HfTensorSource(start.ModelFolder);
+        var model = new Qwen25OmniThinkerForConditionalGeneration(source.Config.Thinker, source.TiedLmHead, device, dtype, parts);
+        try
+        {
+            parallelism = ThinkerParallelism.Apply(model, tensorGroup, tensorGroup, tensorGroup, args.SequenceParallel);
+            ThinkerSourceLoader.LoadInto(model, source, key => parallelism.Shards.TryGetValue(key, out var s) ? (s.Dim, s.Part, s.Parts) : null);
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+        log.WriteLine($"model: {model.HuggingFaceParameters().Count()} tensors of this rank ({parallelism.Shards.Count} of them tensor-parallel parts) read from {source.ConfigFolder} on {device}");
+        return model;
     }
 
     JsonObject ResolvedConfig(ModelJsonConfig modelJson)
