@@ -52,6 +52,19 @@ public sealed class TowerGroups : IDisposable
         return new TowerGroups(tower, dims, Axis("tp"), Axis("cp"), Axis("dp"), Axis("pp"));
     }
 
+    /// <summary>
+    /// A group of <paramref name="size"/> consecutive ranks of <see cref="Tp"/> (a collective over it), named
+    /// "<paramref name="owner"/>.tp": a tower cut into fewer tensor-parallel parts than this one, so that TP rank r holds part
+    /// r mod size (MindSpeed-MM's per-module TP sizes, <c>split_by_tp</c>). The caller owns it.
+    /// </summary>
+    public IProcessGroup TensorSubgroup(string owner, int size)
+    {
+        if (size < 1 || Tp.Size % size != 0) throw new ArgumentException($"{owner}: tensor-parallel size {size} must divide the {Tower} tensor-parallel size {Tp.Size}");
+        if (size == 1) return new SingleRankGroup($"{owner}.tp");
+        return Tp is MpiProcessGroup mpi ? mpi.Split($"{owner}.tp", Tp.Rank / size, Tp.Rank % size)
+            : throw new NotSupportedException($"sub-groups of '{Tp.Name}' need an MPI group");
+    }
+
     /// <inheritdoc/>
     public void Dispose()
     {

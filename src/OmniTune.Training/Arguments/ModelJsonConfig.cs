@@ -45,6 +45,15 @@ public sealed record ModelJsonConfig
     /// <summary>The text decoder's pipeline_num_layers, when given.</summary>
     public int[][]? TextPipeline { get; init; }
 
+    /// <summary>
+    /// Tensor-parallel size of the vision encoder and projector (<c>image_encoder.tp</c>, MindSpeed-MM's per-module key;
+    /// the decoder's when absent). It must divide the decoder's size: the encoder's groups lie inside the decoder's.
+    /// </summary>
+    public int? VisionTensorSize { get; init; }
+
+    /// <summary>Tensor-parallel size of the audio encoder (<c>audio_encoder.tp</c>; the decoder's when absent).</summary>
+    public int? AudioTensorSize { get; init; }
+
     /// <summary>The raw document, stored in checkpoints.</summary>
     public JsonObject Raw { get; init; } = [];
 
@@ -90,6 +99,12 @@ public sealed record ModelJsonConfig
         int? context = root["img_context_token_id"] is JsonValue c && c.TryGetValue(out int id) ? id : null;
         if (context is int ctx && ctx != thinker.ImageTokenId && ctx != thinker.VideoTokenId)
             throw new InvalidDataException($"{path}: img_context_token_id {ctx} is neither the image ({thinker.ImageTokenId}) nor the video ({thinker.VideoTokenId}) token id");
+        int? Tensor(string module)
+        {
+            if (Section(module)?["tp"] is not JsonValue v) return null;
+            if (!v.TryGetValue(out int size) || size < 1) throw new InvalidDataException($"{path}: {module}.tp must be a positive integer");
+            return size;
+        }
         static bool Freeze(JsonObject? section, bool fallback) => section?["freeze"] is JsonValue f && f.TryGetValue(out bool b) ? b : fallback;
         return new ModelJsonConfig
         {
@@ -104,6 +119,8 @@ public sealed record ModelJsonConfig
             VisionPipeline = visionPipeline,
             AudioPipeline = audioPipeline,
             TextPipeline = textPipeline,
+            VisionTensorSize = Tensor("image_encoder"),
+            AudioTensorSize = Tensor("audio_encoder"),
             Raw = root,
         };
     }

@@ -72,6 +72,7 @@ public sealed class Trainer
     IProcessGroup pipelineGroup = null!, worldGroup = null!;
     TimedProcessGroup tensorGroup = null!;
     ThinkerParallelism parallelism = null!;
+    (IProcessGroup Vision, IProcessGroup Audio) encoderGroups;
     PipelineSetup pipeline = null!;
     OptimizerStep optimizerStep = null!;
     GradientSynchronizer replicas = null!;
@@ -115,6 +116,12 @@ public sealed class Trainer
         if (configReport.Describe() is { } unknownConfig) log.WriteLine(unknownConfig);
         var modelJson = ModelJsonConfig.Load(args.ModelJson, config.Thinker);
         pipeline = PipelineLayout.Plan(args, modelJson, config.Thinker);
+        // Encoders at their own tensor-parallel size (model.json image_encoder.tp / audio_encoder.tp): groups inside the decoder's.
+        using IProcessGroup? visionGroup = pipeline.VisionTensorSize == tensorGroup.Size ? null : parallel.TensorSubgroup("vision", pipeline.VisionTensorSize);
+        using IProcessGroup? audioGroup = pipeline.AudioTensorSize == tensorGroup.Size ? null : parallel.TensorSubgroup("audio", pipeline.AudioTensorSize);
+        encoderGroups = (visionGroup ?? tensorGroup, audioGroup ?? tensorGroup);
+        if (tensorGroup.Size > 1 && (visionGroup ?? audioGroup) is not null)
+            log.WriteLine($"encoders: vision at tensor-parallel size {pipeline.VisionTensorSize}, audio at {pipeline.AudioTensorSize} (each computed on every rank of the decoder's group that holds the same parts)");
         var plan = pipeline.Plan;
         var parts = PipelineLayout.PartsOf(plan, pipelineGroup.Rank);
         if (plan.Stages > 1)
@@ -325,9 +332,9 @@ public sealed class Trainer
     }
 
     /// <summary>
-    /// Tensor parallel: the thinker is built, cut by the towers' plans (every tower at the decoder's size, MindSpeed-MM's
-    /// default vit_tp_size = audio_tp_size = 0), and each rank reads only its parts of the cut tensors — from a checkpoint
-    /// stored at this TP size, only its own rank files.
+    /// Tensor parallel: the thinker is built, cut by the towers' plans (the encoders at the decoder's size unless model.json
+    /// gives their own, MindSpeed-MM's vit_tp_size / audio_tp_size), and each rank reads only its parts of the cut tensors —
+    /// from a checkpoint stored at these TP sizes, only its own rank files.
     /// </summary>
     Qwen25OmniThinkerForConditionalGeneration LoadParts(Start start, Device device, ScalarType dtype, ThinkerParts parts)
     {
@@ -335,7 +342,7 @@ public sealed class Trainer
         var model = new Qwen25OmniThinkerForConditionalGeneration(source.Config.Thinker, source.TiedLmHead, device, dtype, parts);
         try
         {
-            parallelism = ThinkerParallelism.Apply(model, tensorGroup, tensorGroup, tensorGroup, args.SequenceParallel);
+            parallelism = ThinkerParallelism.Apply(model, tensorGroup, encoderGroups.Vision, encoderGroups.Audio, args.SequenceParallel);
             ThinkerSourceLoader.LoadInto(model, source, key => parallelism.Shards.TryGetValue(key, out var s) ? (s.Dim, s.Part, s.Parts) : null);
         }
         catch

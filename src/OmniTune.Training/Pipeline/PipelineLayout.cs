@@ -10,11 +10,13 @@ namespace OmniTune.Training.Pipeline;
 /// <param name="Vision">Vision encoder layers per (chunk, stage).</param>
 /// <param name="Audio">Audio encoder layers per (chunk, stage).</param>
 /// <param name="Decoder">Decoder layers per (chunk, stage).</param>
-/// <param name="TensorSize">Tensor-parallel size (every tower).</param>
-public sealed record PipelineSetup(StagePlan Plan, int[][] Vision, int[][] Audio, int[][] Decoder, int TensorSize = 1)
+/// <param name="TensorSize">Tensor-parallel size of the decoder.</param>
+/// <param name="VisionTensorSize">Tensor-parallel size of the vision encoder and projector.</param>
+/// <param name="AudioTensorSize">Tensor-parallel size of the audio encoder.</param>
+public sealed record PipelineSetup(StagePlan Plan, int[][] Vision, int[][] Audio, int[][] Decoder, int TensorSize = 1, int VisionTensorSize = 1, int AudioTensorSize = 1)
 {
-    /// <summary>The MindSpeed-MM checkpoint layout of this run (pipeline tables and TP size).</summary>
-    public OmniTune.Checkpoints.Conversion.ParallelLayout Layout => new(Decoder, Vision, Audio, TensorSize);
+    /// <summary>The MindSpeed-MM checkpoint layout of this run (pipeline tables and TP sizes).</summary>
+    public OmniTune.Checkpoints.Conversion.ParallelLayout Layout => new(Decoder, Vision, Audio, TensorSize, VisionTensorSize, AudioTensorSize);
 
     /// <summary>Whether checkpoints are written as MindSpeed rank folders (pipeline or tensor parallel) rather than one Hugging Face folder.</summary>
     public bool RankFolders => Plan.Stages > 1 || TensorSize > 1;
@@ -57,7 +59,14 @@ public static class PipelineLayout
             new StagePlan.Tower("image_encoder.vision_encoder", vision, config.Vision.Depth),
             new StagePlan.Tower("audio_encoder.audio_encoder", audio, config.Audio.EncoderLayers),
             new StagePlan.Tower("text_decoder", decoder, config.Text.NumHiddenLayers), stages, chunks);
-        return new PipelineSetup(plan, vision, audio, decoder, args.TensorSize);
+        int Encoder(int? size, string module)
+        {
+            int chosen = size ?? args.TensorSize;
+            if (args.TensorSize % chosen != 0)
+                throw new ArgumentException($"{args.ModelJson}: {module}.tp {chosen} must divide --tensor-model-parallel-size {args.TensorSize} (an encoder's groups lie inside the decoder's)");
+            return chosen;
+        }
+        return new PipelineSetup(plan, vision, audio, decoder, args.TensorSize, Encoder(modelJson.VisionTensorSize, "image_encoder"), Encoder(modelJson.AudioTensorSize, "audio_encoder"));
     }
 
     /// <summary>The thinker parts <paramref name="stage"/> builds: everything its slots (chunks) run.</summary>

@@ -22,14 +22,15 @@ public sealed class TensorParallelTests : IClassFixture<PipelineFixture>
         $"--clip-grad 1.0 --log-interval 1 --num-workers 0 --seed 5 --micro-batch-size 1 --global-batch-size 4 --train-iters 10 {extra}";
 
     /// <summary>A model.json that trains every tower (so that every plan's gradients are checked).</summary>
-    string TrainAll(string name, string? text = null, string? vision = null, string? audio = null)
+    string TrainAll(string name, string? text = null, string? vision = null, string? audio = null, int? encoderTp = null)
     {
         string Layers(string? list) => list is null ? "" : $", \"pipeline_num_layers\": {list}";
+        string tp = encoderTp is int size ? $"\"tp\": {size}, " : "";
         string path = Path.Combine(fixture.Folder, name);
         File.WriteAllText(path, $$"""
             {
-              "image_encoder": { "vision_encoder": { "freeze": false{{Layers(vision)}} }, "vision_projector": { "freeze": false } },
-              "audio_encoder": { "audio_encoder": { "freeze": false{{Layers(audio)}} } },
+              "image_encoder": { {{tp}}"vision_encoder": { "freeze": false{{Layers(vision)}} }, "vision_projector": { "freeze": false } },
+              "audio_encoder": { {{tp}}"audio_encoder": { "freeze": false{{Layers(audio)}} } },
               "text_decoder": { "freeze": false{{Layers(text)}} }
             }
             """);
@@ -60,17 +61,20 @@ public sealed class TensorParallelTests : IClassFixture<PipelineFixture>
     [InlineData("tp2-sp", 2, "--sequence-parallel")]
     [InlineData("tp2-pp2", 4, "--pipeline-model-parallel-size 2")]
     [InlineData("tp2-dp2", 4, "--use-distributed-optimizer")]
+    [InlineData("tp2-encoders-tp1", 2, "")]   // model.json image_encoder.tp = audio_encoder.tp = 1: whole encoders on both ranks
     public void Tensor_parallel_layouts_reproduce_the_single_process_run(string name, int ranks, string extra)
     {
         MpiJob.Require();
         var (expectedLosses, expectedWeights) = Single(name);
         string save = Path.Combine(fixture.Folder, name);
         bool pipeline = extra.Contains("pipeline", StringComparison.Ordinal);
-        string modelJson = pipeline ? TrainAll($"{name}.json", text: "[2,2]", vision: "[2,0]", audio: "[2,0]") : TrainAll($"{name}.json");
+        string modelJson = pipeline ? TrainAll($"{name}.json", text: "[2,2]", vision: "[2,0]", audio: "[2,0]")
+            : TrainAll($"{name}.json", encoderTp: name.Contains("encoders-tp1", StringComparison.Ordinal) ? 1 : null);
         var (code, output, _) = MpiJob.Run($"-np {ranks} dotnet {{cli}} {Flags(modelJson, $"--tensor-model-parallel-size 2 --save {save} {extra}")}");
         Assert.True(code == 0, output);
         Assert.Contains("tensor parallel over 2 ranks", output);
         Assert.Matches(@"tensor-parallel communication: [0-9.]+ ms per step, [0-9.]+ % of step time", output);
+        if (name.Contains("encoders-tp1", StringComparison.Ordinal)) Assert.Contains("encoders: vision at tensor-parallel size 1, audio at 1", output);
         Assert.True(File.Exists(Path.Combine(CheckpointStore.IterationFolder(save, 10), pipeline ? "mp_rank_01_001" : "mp_rank_01", MmCheckpoint.FileName)));
         var losses = MpiJob.Losses(output);
         var weights = ConvertedWeights(save);
