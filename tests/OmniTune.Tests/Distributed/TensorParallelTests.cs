@@ -22,9 +22,10 @@ public sealed class TensorParallelTests : IClassFixture<PipelineFixture>
         $"--clip-grad 1.0 --log-interval 1 --num-workers 0 --seed 5 --micro-batch-size 1 --global-batch-size 4 --train-iters 10 {extra}";
 
     /// <summary>A model.json that trains every tower (so that every plan's gradients are checked).</summary>
-    string TrainAll(string name, string? text = null, string? vision = null, string? audio = null, int? encoderTp = null)
+    string TrainAll(string name, string? text = null, string? vision = null, string? audio = null, int? encoderTp = null, bool recompute = false)
     {
-        string Layers(string? list) => list is null ? "" : $", \"pipeline_num_layers\": {list}";
+        string Layers(string? list) => (list is null ? "" : $", \"pipeline_num_layers\": {list}")
+            + (recompute ? ", \"recompute_granularity\": \"full\", \"recompute_method\": \"uniform\", \"recompute_num_layers\": 1" : "");
         string tp = encoderTp is int size ? $"\"tp\": {size}, " : "";
         string path = Path.Combine(fixture.Folder, name);
         File.WriteAllText(path, $$"""
@@ -134,5 +135,30 @@ public sealed class TensorParallelTests : IClassFixture<PipelineFixture>
         var refused = MpiJob.Run($"-np 4 dotnet {{cli}} {Flags(TrainAll("tp-load.json"), "--tensor-model-parallel-size 4 --train-iters 1")}");
         Assert.NotEqual(0, refused.Code);
         Assert.Contains("text_decoder: tensor-parallel size 4 does not divide num_key_value_heads = 2", refused.Output);
+    }
+
+    [Fact]
+    public void A_tp2_run_with_recompute_resumes_bit_exactly_and_its_checkpoint_loads_in_one_process_and_in_generate()
+    {
+        MpiJob.Require();
+        string modelJson = TrainAll("tp-resume.json", recompute: true);
+        string straight = Path.Combine(fixture.Folder, "tp-resume-straight"), split = Path.Combine(fixture.Folder, "tp-resume-split");
+        var whole = MpiJob.Run($"-np 2 dotnet {{cli}} {Flags(modelJson, $"--tensor-model-parallel-size 2 --sequence-parallel --train-iters 6 --save {straight}")}");
+        Assert.True(whole.Code == 0, whole.Output);
+        var head = MpiJob.Run($"-np 2 dotnet {{cli}} {Flags(modelJson, $"--tensor-model-parallel-size 2 --sequence-parallel --train-iters 3 --save {split}")}");
+        Assert.True(head.Code == 0, head.Output);
+        var tail = MpiJob.Run($"-np 2 dotnet {{cli}} {Flags(modelJson, $"--tensor-model-parallel-size 2 --sequence-parallel --train-iters 6 --save {split} --load {split}")}");
+        Assert.True(tail.Code == 0, tail.Output);
+        Assert.Contains("resuming after iteration 3", tail.Output);
+        Assert.Equal(MpiJob.Losses(whole.Output), MpiJob.Losses(head.Output).Concat(MpiJob.Losses(tail.Output)));
+        var (a, b) = (ConvertedWeights(straight), ConvertedWeights(split));
+        Assert.All(a, kv => Assert.True(kv.Value.AsSpan().SequenceEqual(b[kv.Key]), $"{kv.Key} differs after resume"));
+
+        // One process continues from the TP checkpoint (weights merged as they load; the optimizer state is per rank).
+        var single = MpiJob.Run($"-np 1 dotnet {{cli}} {Flags(modelJson, $"--load {split} --ckpt-step 3 --train-iters 4 --no-load-optim")}");
+        Assert.True(single.Code == 0, single.Output);
+        Assert.Single(MpiJob.Losses(single.Output));
+        var answer = MpiJob.Run($"-np 1 dotnet {{cli}} generate --model {split} --prompt Hello --max-new-tokens 3");
+        Assert.True(answer.Code == 0, answer.Output);
     }
 }

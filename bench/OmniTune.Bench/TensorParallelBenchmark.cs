@@ -1,0 +1,69 @@
+using System.Diagnostics;
+using OmniTune.Distributed;
+using OmniTune.Distributed.TensorParallel;
+using OmniTune.Models.Qwen25Omni.Config;
+using OmniTune.Models.Qwen25Omni.Thinker;
+using OmniTune.Training.Loop;
+using OmniTune.Training.Parallel;
+using static TorchSharp.torch;
+
+namespace OmniTune.Bench;
+
+/// <summary>
+/// Under <c>mpirun -np 2</c>: a text-decoder training step (forward, vocabulary-parallel loss, backward) at TP 1 (each rank
+/// the whole model), TP 2 and TP 2 with sequence parallel — step time, the share spent in the tensor-parallel group's
+/// collectives, and the peak memory a step adds above the resident level (activations and gradients), per rank.
+/// </summary>
+static class TensorParallelBenchmark
+{
+    public static void Run(int layers, int seq, int steps, TextWriter log)
+    {
+        using IProcessGroup world = ProcessGroups.World();
+        if (world.Size != 2) throw new ArgumentException("--only tensor-parallel runs under mpirun -np 2");
+        TextWriter output = world.Rank == 0 ? log : TextWriter.Null;
+        var text = TextDecoderBenchmark.BenchConfig(layers) with { VocabSize = 32768 };
+        var config = new Qwen25OmniThinkerConfig
+        {
+            Text = text,
+            Vision = new Qwen25OmniVisionConfig { Depth = 1, HiddenSize = 64, IntermediateSize = 64, NumHeads = 2, OutHiddenSize = text.HiddenSize, FullAttBlockIndexes = [0] },
+            Audio = new Qwen25OmniAudioConfig { EncoderLayers = 1, DModel = 64, EncoderAttentionHeads = 2, EncoderFfnDim = 64, OutputDim = text.HiddenSize },
+        };
+        output.WriteLine($"text decoder training step on 2 ranks: hidden {text.HiddenSize}, {layers} layers, heads {text.NumAttentionHeads}/{text.NumKeyValueHeads}, " +
+                         $"intermediate {text.IntermediateSize}, vocab {text.VocabSize}, batch 1 × seq {seq}, {get_num_threads()} thread(s) per rank");
+        foreach (var (name, tp, sequenceParallel) in new[] { ("TP 1 (whole model on each rank)", 1, false), ("TP 2", 2, false), ("TP 2 + sequence parallel", 2, true) })
+        {
+            using var group = new TimedProcessGroup(tp == 1 ? new SingleRankGroup("bench.tp") : world);
+            using var model = new Qwen25OmniThinkerForConditionalGeneration(config, tiedLmHead: false);
+            if (tp > 1) ThinkerTensorParallel.ParallelizeTextDecoder(model, group, sequenceParallel);
+            Tensor ids = randint(0, text.VocabSize, [1, seq], generator: new Generator(3));
+            Tensor positions = arange(seq).expand(3, 1, seq).contiguous();
+            double Step()
+            {
+                var clock = Stopwatch.StartNew();
+                using var scope = NewDisposeScope();
+                Tensor h = model.TextModel.Embed(ids);
+                if (sequenceParallel) h = TensorParallelRegion.Scatter(h, group, 1);
+                using var pass = model.TextModel.Prepare(positions, null, h.dtype);
+                h = model.TextModel.Layers(h, pass, 0, layers);
+                var (losses, mask) = StepLoss.TokenLosses(model.Head(model.TextModel.Norm(h)), ids, group);
+                ((losses * mask).sum() / mask.sum()).backward();
+                model.zero_grad();
+                return clock.Elapsed.TotalMilliseconds;
+            }
+            Step();   // warm-up
+            world.Barrier();
+            GC.Collect();
+            long before = ProcessMemory.Rss();
+            ProcessMemory.ResetPeak();
+            double commBefore = group.Milliseconds, total = 0;
+            for (int i = 0; i < steps; i++) total += Step();
+            long peak = ProcessMemory.Peak() - before;
+            double comm = group.Milliseconds - commBefore;
+            using Tensor gathered = world.AllGather(tensor(new[] { total / steps, comm / steps, peak / (double)(1 << 20) }).reshape(1, 3));
+            double[] v = gathered.data<double>().ToArray();
+            output.WriteLine($"RESULT {name}: step {Math.Max(v[0], v[3]):F0} ms, tensor-parallel communication {Math.Max(v[1], v[4]):F0} ms " +
+                             $"({100 * Math.Max(v[1], v[4]) / Math.Max(v[0], v[3]):F1} %), peak memory above resident {v[2]:F0} / {v[5]:F0} MiB (rank 0 / 1)");
+            world.Barrier();
+        }
+    }
+}
