@@ -95,6 +95,8 @@ public sealed class Trainer
             throw new ArgumentException($"--global-batch-size {args.GlobalBatchSize} is not a multiple of --micro-batch-size {args.MicroBatchSize} × data-parallel size {dp.Size}");
         if (dp.Size > 1) log.WriteLine($"data parallel over {dp.Size} ranks (group '{dp.Name}'), {args.GlobalBatchSize / (args.MicroBatchSize * dp.Size)} micro-batches per rank and step");
         Device device = DeviceSelection.Resolve(args.Device);
+        if (device.type == DeviceType.CUDA && tensorGroup.Size > 1)
+            throw new NotSupportedException("--tensor-model-parallel-size above 1 is built for CPU tensors so far (its collectives run over MPI on host memory); on CUDA devices use data and pipeline parallel");
         using IProcessGroup? nccl = DeviceGradientGroup(dp, ref device);
         gradientGroup = nccl ?? dp;
         // bf16 compute with fp32 masters on GPUs; on CPU only when asked for explicitly (--device cpu): bf16 matmul is ~150x slower there.

@@ -38,10 +38,10 @@ public sealed class TensorParallelTests : IClassFixture<PipelineFixture>
         return path;
     }
 
-    (List<double> Losses, Dictionary<string, byte[]> Weights) Single(string name, string extra = "")
+    (List<double> Losses, Dictionary<string, byte[]> Weights) Single(string name, bool recompute)
     {
         string save = Path.Combine(fixture.Folder, $"tp-single-{name}");
-        var (code, output, _) = MpiJob.Run($"-np 1 dotnet {{cli}} {Flags(TrainAll("tp-single.json"), $"--save {save} {extra}")}");
+        var (code, output, _) = MpiJob.Run($"-np 1 dotnet {{cli}} {Flags(TrainAll($"tp-single-{name}.json", recompute: recompute), $"--save {save}")}");
         Assert.True(code == 0, output);
         return (MpiJob.Losses(output), CheckpointBytes.Read(Path.Combine(CheckpointStore.IterationFolder(save, 10), CheckpointStore.ModelFolder)));
     }
@@ -60,17 +60,19 @@ public sealed class TensorParallelTests : IClassFixture<PipelineFixture>
     [Theory]
     [InlineData("tp2", 2, "")]
     [InlineData("tp2-sp", 2, "--sequence-parallel")]
+    [InlineData("tp2-sp-recompute", 2, "--sequence-parallel")]   // full recompute in every tower: the collectives rerun in backward
     [InlineData("tp2-pp2", 4, "--pipeline-model-parallel-size 2")]
     [InlineData("tp2-dp2", 4, "--use-distributed-optimizer")]
     [InlineData("tp2-encoders-tp1", 2, "")]   // model.json image_encoder.tp = audio_encoder.tp = 1: whole encoders on both ranks
     public void Tensor_parallel_layouts_reproduce_the_single_process_run(string name, int ranks, string extra)
     {
         MpiJob.Require();
-        var (expectedLosses, expectedWeights) = Single(name);
+        bool recompute = name.Contains("recompute", StringComparison.Ordinal);
+        var (expectedLosses, expectedWeights) = Single(name, recompute);
         string save = Path.Combine(fixture.Folder, name);
         bool pipeline = extra.Contains("pipeline", StringComparison.Ordinal);
         string modelJson = pipeline ? TrainAll($"{name}.json", text: "[2,2]", vision: "[2,0]", audio: "[2,0]")
-            : TrainAll($"{name}.json", encoderTp: name.Contains("encoders-tp1", StringComparison.Ordinal) ? 1 : null);
+            : TrainAll($"{name}.json", encoderTp: name.Contains("encoders-tp1", StringComparison.Ordinal) ? 1 : null, recompute: recompute);
         var (code, output, _) = MpiJob.Run($"-np {ranks} dotnet {{cli}} {Flags(modelJson, $"--tensor-model-parallel-size 2 --save {save} {extra}")}");
         Assert.True(code == 0, output);
         Assert.Contains("tensor parallel over 2 ranks", output);
