@@ -4,13 +4,7 @@
 # Usage: bash bench/pipeline.sh [iterations (default 20)] [global batch (default 8)]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-iterations=${1:-20}
-batch=${2:-8}
-dotnet build src/OmniTune.Cli -c Release -v q -nologo >/dev/null
-cli="dotnet src/OmniTune.Cli/bin/Release/net10.0/omnitune.dll"
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-$cli demo --out "$work/demo" --steps 2 >/dev/null || true   # writes the tiny model (2 decoder layers) and the data (2 steps: too few to learn, not needed)
+source bench/tiny-setup.sh
 cat > "$work/pp2.json" <<'JSON'
 {
   "image_encoder": { "vision_encoder": { "freeze": true, "pipeline_num_layers": [2, 0] }, "vision_projector": { "freeze": false } },
@@ -19,10 +13,6 @@ cat > "$work/pp2.json" <<'JSON'
 }
 JSON
 flags="--mm-data $work/demo/data.json --seq-length 1024 --lr 1e-3 --train-iters $iterations --log-interval 1 --global-batch-size $batch --num-workers 1 --seed 5"
-mean_step() {   # mean "elapsed time per iteration" over the second half of the run (after warm-up)
-  grep -o 'elapsed time per iteration (ms): [0-9.]*' | awk -v n="$iterations" '{ i++; if (i > n / 2) { s += $NF; c++ } } END { printf "%.1f", s / c }'
-}
-mpi="mpirun --allow-run-as-root --oversubscribe"
 pp1_1=$(OMP_NUM_THREADS=1 $mpi -x OMP_NUM_THREADS -np 1 $cli finetune --mm-model "$work/demo/model.json" $flags 2>&1 | mean_step)
 pp1_2=$(OMP_NUM_THREADS=2 $mpi -x OMP_NUM_THREADS -np 1 $cli finetune --mm-model "$work/demo/model.json" $flags 2>&1 | mean_step)
 pp2_out=$(OMP_NUM_THREADS=1 $mpi -x OMP_NUM_THREADS -np 2 $cli finetune --mm-model "$work/pp2.json" --pipeline-model-parallel-size 2 $flags 2>&1)

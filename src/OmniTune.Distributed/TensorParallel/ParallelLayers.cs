@@ -55,31 +55,30 @@ public interface IParallelLinear : IParallelLayer
 }
 
 /// <summary>
-/// y = x Aᵀ + b with A's rows (output features) cut across the group: each rank computes its slice of the outputs.
-/// The input enters the region (identity forward, all-reduce backward); with sequence parallel it arrives cut along
-/// the sequence and is all-gathered (reduce-scattered backward).
+/// A linear layer cut across a group: this rank's weight, the bias (cut with the rows, or whole), and the mapping its
+/// input or output passes through (the concrete styles below).
 /// </summary>
-public sealed class ColumnParallelLinear : nn.Module<Tensor, Tensor>, IParallelLinear
+public abstract class ParallelLinear : nn.Module<Tensor, Tensor>, IParallelLinear
 {
     readonly Parameter weight;
     readonly Parameter? bias;
-    readonly int? sequenceDim;
 
-    /// <summary>Cuts <paramref name="full"/> (which may then be disposed); <paramref name="sequenceDim"/> set = sequence parallel.</summary>
-    public ColumnParallelLinear(Linear full, IProcessGroup group, int? sequenceDim = null) : base("column_parallel_linear")
+    /// <summary>Cuts <paramref name="full"/>'s weight along <paramref name="weightDim"/>; the bias is cut with the rows or kept whole.</summary>
+    protected ParallelLinear(string name, Linear full, IProcessGroup group, int weightDim, int? sequenceDim) : base(name)
     {
         Group = group;
-        this.sequenceDim = sequenceDim;
-        var shard = new TensorShard(0, group.Rank, group.Size);
+        SequenceDim = sequenceDim;
+        var shard = new TensorShard(weightDim, group.Rank, group.Size);
         (InFeatures, OutFeatures) = (full.in_features, full.out_features);
         weight = Cut(full.weight!, shard);
         register_parameter("weight", weight);
         var shards = new Dictionary<string, TensorShard> { ["weight"] = shard };
         if (full.bias is { } b)
         {
-            bias = Cut(b, shard);
+            bool cut = weightDim == 0;
+            bias = cut ? Cut(b, shard) : new Parameter(b.detach().clone(), b.requires_grad);
             register_parameter("bias", bias);
-            shards["bias"] = shard;
+            if (cut) shards["bias"] = shard;
         }
         Shards = shards;
     }
@@ -93,21 +92,39 @@ public sealed class ColumnParallelLinear : nn.Module<Tensor, Tensor>, IParallelL
     /// <inheritdoc/>
     public Parameter Weight => weight;
 
+    /// <summary>The bias (this rank's rows, or whole), or null.</summary>
+    protected Parameter? Bias => bias;
+
+    /// <summary>The sequence dimension under sequence parallel, else null.</summary>
+    protected int? SequenceDim { get; }
+
     /// <inheritdoc/>
     public long InFeatures { get; }
 
     /// <inheritdoc/>
     public long OutFeatures { get; }
 
-    Tensor Enter(Tensor x) => sequenceDim is int dim ? TensorParallelRegion.Gather(x, Group, dim, reduceGradient: true) : TensorParallelRegion.Copy(x, Group);
-
     /// <inheritdoc/>
-    public override Tensor forward(Tensor input) => nn.functional.linear(Enter(input), weight, bias);
-
-    /// <inheritdoc/>
-    public Tensor Adapter(Tensor input, Func<Tensor, Tensor> down, Func<Tensor, Tensor> up) => up(Enter(down(input)));
+    public abstract Tensor Adapter(Tensor input, Func<Tensor, Tensor> down, Func<Tensor, Tensor> up);
 
     internal static Parameter Cut(Parameter full, TensorShard shard) => new(shard.Of(full.detach()).clone(), full.requires_grad);
+}
+
+/// <summary>
+/// y = x Aᵀ + b with A's rows (output features) cut across the group: each rank computes its slice of the outputs.
+/// The input enters the region (identity forward, all-reduce backward); with sequence parallel it arrives cut along
+/// the sequence and is all-gathered (reduce-scattered backward).
+/// </summary>
+public sealed class ColumnParallelLinear(Linear full, IProcessGroup group, int? sequenceDim = null)
+    : ParallelLinear("column_parallel_linear", full, group, 0, sequenceDim)
+{
+    Tensor Enter(Tensor x) => SequenceDim is int dim ? TensorParallelRegion.Gather(x, Group, dim, reduceGradient: true) : TensorParallelRegion.Copy(x, Group);
+
+    /// <inheritdoc/>
+    public override Tensor forward(Tensor input) => nn.functional.linear(Enter(input), Weight, Bias);
+
+    /// <inheritdoc/>
+    public override Tensor Adapter(Tensor input, Func<Tensor, Tensor> down, Func<Tensor, Tensor> up) => up(Enter(down(input)));
 }
 
 /// <summary>
@@ -115,55 +132,20 @@ public sealed class ColumnParallelLinear : nn.Module<Tensor, Tensor>, IParallelL
 /// column-parallel layer's output), each rank's partial product is summed across the group (reduce-scattered along the
 /// sequence with sequence parallel), then the bias, whole on every rank, is added once.
 /// </summary>
-public sealed class RowParallelLinear : nn.Module<Tensor, Tensor>, IParallelLinear
+public sealed class RowParallelLinear(Linear full, IProcessGroup group, int? sequenceDim = null)
+    : ParallelLinear("row_parallel_linear", full, group, 1, sequenceDim)
 {
-    readonly Parameter weight;
-    readonly Parameter? bias;
-    readonly int? sequenceDim;
-
-    /// <summary>Cuts <paramref name="full"/>; <paramref name="sequenceDim"/> set = sequence parallel.</summary>
-    public RowParallelLinear(Linear full, IProcessGroup group, int? sequenceDim = null) : base("row_parallel_linear")
-    {
-        Group = group;
-        this.sequenceDim = sequenceDim;
-        var shard = new TensorShard(1, group.Rank, group.Size);
-        (InFeatures, OutFeatures) = (full.in_features, full.out_features);
-        weight = ColumnParallelLinear.Cut(full.weight!, shard);
-        register_parameter("weight", weight);
-        if (full.bias is { } b)
-        {
-            bias = new Parameter(b.detach().clone(), b.requires_grad);
-            register_parameter("bias", bias);
-        }
-        Shards = new Dictionary<string, TensorShard> { ["weight"] = shard };
-    }
-
-    /// <inheritdoc/>
-    public IProcessGroup Group { get; }
-
-    /// <inheritdoc/>
-    public IReadOnlyDictionary<string, TensorShard> Shards { get; }
-
-    /// <inheritdoc/>
-    public Parameter Weight => weight;
-
-    /// <inheritdoc/>
-    public long InFeatures { get; }
-
-    /// <inheritdoc/>
-    public long OutFeatures { get; }
-
-    Tensor Leave(Tensor partial) => sequenceDim is int dim ? TensorParallelRegion.ReduceScatter(partial, Group, dim) : TensorParallelRegion.Reduce(partial, Group);
+    Tensor Leave(Tensor partial) => SequenceDim is int dim ? TensorParallelRegion.ReduceScatter(partial, Group, dim) : TensorParallelRegion.Reduce(partial, Group);
 
     /// <inheritdoc/>
     public override Tensor forward(Tensor input)
     {
-        Tensor y = Leave(nn.functional.linear(input, weight));
-        return bias is null ? y : y + bias;
+        Tensor y = Leave(nn.functional.linear(input, Weight));
+        return Bias is null ? y : y + Bias;
     }
 
     /// <inheritdoc/>
-    public Tensor Adapter(Tensor input, Func<Tensor, Tensor> down, Func<Tensor, Tensor> up) => up(Leave(down(input)));
+    public override Tensor Adapter(Tensor input, Func<Tensor, Tensor> down, Func<Tensor, Tensor> up) => up(Leave(down(input)));
 }
 
 /// <summary>
@@ -180,7 +162,7 @@ public sealed class VocabParallelEmbedding : nn.Module<Tensor, Tensor>, IParalle
     {
         Group = group;
         var shard = new TensorShard(0, group.Rank, group.Size);
-        weight = ColumnParallelLinear.Cut(full.weight!, shard);
+        weight = ParallelLinear.Cut(full.weight!, shard);
         register_parameter("weight", weight);
         rows = weight.shape[0];
         start = group.Rank * rows;
