@@ -40,7 +40,7 @@ static class DataCommand
     {
         string model = modelOverride ?? config.DatasetParam.PreprocessParameters.ModelNameOrPath
             ?? throw new ArgumentException("no model folder: set preprocess_parameters.model_name_or_path or pass --model");
-        return Qwen25OmniProcessor.Load(model, DataJsonLoader.ToProcessorSettings(config.DatasetParam.PreprocessParameters));
+        return DataJsonLoader.Processor(config, model);
     }
 
     static Command LlavaToMllm()

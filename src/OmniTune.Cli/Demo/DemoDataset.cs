@@ -57,8 +57,9 @@ public static class DemoDataset
             "-c:v", "mpeg4", "-q:v", "5", "-c:a", "aac", "-shortest", Path.Combine(media, "bars-beep.mp4")]);
         FFmpeg(["-f", "lavfi", "-i", "color=c=red:size=112x84:rate=8:duration=2", "-f", "lavfi", "-i", "sine=frequency=150:sample_rate=16000:duration=2",
             "-c:v", "mpeg4", "-q:v", "5", "-c:a", "aac", "-shortest", Path.Combine(media, "red-hum.mp4")]);
-        samples.Add(new DemoSample("<video>What happens in this clip?", "Colour bars with a beep.", [], ["media/bars-beep.mp4"], []));
-        samples.Add(new DemoSample("<video>What happens in this clip?", "A red screen with a hum.", [], ["media/red-hum.mp4"], []));
+        // The sound of a video is the video file listed again as its audio (LLaMA-Factory's way; <video><audio> interleave with use_audio_in_video).
+        samples.Add(new DemoSample("<video><audio>What happens in this clip?", "Colour bars with a beep.", [], ["media/bars-beep.mp4"], ["media/bars-beep.mp4"]));
+        samples.Add(new DemoSample("<video><audio>What happens in this clip?", "A red screen with a hum.", [], ["media/red-hum.mp4"], ["media/red-hum.mp4"]));
         samples.Add(new DemoSample("What is OmniTune?", "A .NET tool that fine-tunes Qwen2.5-Omni.", [], [], []));
         samples.Add(new DemoSample("Say hello.", "Hello!", [], [], []));
 

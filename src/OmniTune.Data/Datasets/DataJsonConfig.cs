@@ -84,6 +84,9 @@ public sealed record BasicParameters
     /// <summary>Chat template; only qwen2_omni.</summary>
     [JsonPropertyName("template")] public string Template { get; init; } = "qwen2_omni";
 
+    /// <summary>Replaces the template's default system prompt (LLaMA-Factory's <c>default_system</c>; qwen2_omni's is "You are a helpful assistant.").</summary>
+    [JsonPropertyName("default_system")] public string? DefaultSystem { get; init; }
+
     /// <summary>Folder media paths (and dataset_info.json names) are resolved against.</summary>
     [JsonPropertyName("dataset_dir")] public string DatasetDir { get; init; } = ".";
 

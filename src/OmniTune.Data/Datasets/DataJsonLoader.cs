@@ -2,6 +2,8 @@ using System.Text.Json;
 using OmniTune.Core.Json;
 using OmniTune.Data.Media;
 
+using OmniTune.Data.Processing;
+
 namespace OmniTune.Data.Datasets;
 
 /// <summary>Reads and validates a MindSpeed-MM <c>data.json</c>.</summary>
@@ -66,6 +68,13 @@ public static class DataJsonLoader
             throw new InvalidDataException($"{path}: dataset_param.preprocess_parameters: {e.Message}", e);
         }
     }
+
+    /// <summary>
+    /// The processor a data.json describes over the tokenizer and preprocessor files of <paramref name="modelFolder"/>:
+    /// its preprocess parameters and its <c>basic_parameters.default_system</c>.
+    /// </summary>
+    public static Qwen25OmniProcessor Processor(DataJsonConfig config, string modelFolder) =>
+        Qwen25OmniProcessor.Load(modelFolder, ToProcessorSettings(config.DatasetParam.PreprocessParameters), config.DatasetParam.BasicParameters.DefaultSystem);
 
     /// <summary>The processor settings of the preprocess parameters (HF processor values come from the model folder).</summary>
     public static ProcessorSettings ToProcessorSettings(PreprocessParameters p) => new()

@@ -79,28 +79,35 @@ public static class DatasetCatalog
         }
         string fileName = Str(entry, "file_name") ?? throw new InvalidDataException($"{infoPath}: dataset '{name}' has no file_name");
         string formatting = Str(entry, "formatting") ?? "alpaca";
-        JsonElement columns = entry.TryGetProperty("columns", out var c) ? c : default;
-        JsonElement tags = entry.TryGetProperty("tags", out var t) ? t : default;
+        // LLaMA-Factory's DatasetAttr.join: a present "columns" or "tags" object replaces every default, so a key it does not
+        // name has no value (a leading system message is then not a system prompt unless "system_tag" is declared).
+        bool hasColumns = entry.TryGetProperty("columns", out JsonElement columns) && columns.ValueKind == JsonValueKind.Object;
+        bool hasTags = entry.TryGetProperty("tags", out JsonElement tags) && tags.ValueKind == JsonValueKind.Object;
+        string? Column(string key, string? fallback) => hasColumns ? Str(columns, key) : fallback;
+        string? Tag(string key, string fallback) => hasTags ? Str(tags, key) : fallback;
+        string? Required(string? value, string key, string where) => value
+            ?? throw new InvalidDataException($"{infoPath}: dataset '{name}': its {where} object does not name '{key}', so LLaMA-Factory gives it no value; add \"{key}\" to {where}");
+        bool sharegpt = formatting == "sharegpt";
         var attr = new AttrParameters
         {
             Formatting = formatting,
-            Messages = Str(columns, "messages") ?? "conversations",
-            System = Str(columns, "system"),
-            Tools = Str(columns, "tools"),
-            Images = Str(columns, "images"),
-            Videos = Str(columns, "videos"),
-            Audios = Str(columns, "audios"),
-            Prompt = Str(columns, "prompt") ?? "instruction",
-            Query = Str(columns, "query") ?? "input",
-            Response = Str(columns, "response") ?? "output",
-            History = Str(columns, "history"),
-            RoleTag = Str(tags, "role_tag") ?? "from",
-            ContentTag = Str(tags, "content_tag") ?? "value",
-            UserTag = Str(tags, "user_tag") ?? "human",
-            AssistantTag = Str(tags, "assistant_tag") ?? "gpt",
-            ObservationTag = Str(tags, "observation_tag") ?? "observation",
-            FunctionTag = Str(tags, "function_tag") ?? "function_call",
-            SystemTag = Str(tags, "system_tag") ?? "system",
+            Messages = sharegpt ? Required(Column("messages", "conversations"), "messages", "columns") : Column("messages", "conversations"),
+            System = Column("system", null),
+            Tools = Column("tools", null),
+            Images = Column("images", null),
+            Videos = Column("videos", null),
+            Audios = Column("audios", null),
+            Prompt = Column("prompt", "instruction"),
+            Query = Column("query", "input"),
+            Response = Column("response", "output"),
+            History = Column("history", null),
+            RoleTag = sharegpt ? Required(Tag("role_tag", "from"), "role_tag", "tags")! : "from",
+            ContentTag = sharegpt ? Required(Tag("content_tag", "value"), "content_tag", "tags")! : "value",
+            UserTag = sharegpt ? Required(Tag("user_tag", "human"), "user_tag", "tags")! : "human",
+            AssistantTag = sharegpt ? Required(Tag("assistant_tag", "gpt"), "assistant_tag", "tags")! : "gpt",
+            ObservationTag = Tag("observation_tag", "observation"),
+            FunctionTag = Tag("function_tag", "function_call"),
+            SystemTag = Tag("system_tag", "system"),
         };
         string path = Path.Combine(datasetDir, fileName);
         if (!File.Exists(path) && !Directory.Exists(path)) throw new FileNotFoundException($"{infoPath}: dataset '{name}': {path} not found");

@@ -50,6 +50,11 @@ public sealed class SampleConverter(AttrParameters attr, string mediaDir)
             ChatRole? mapped = k % 2 == 0
                 ? role == attr.UserTag ? ChatRole.User : role == attr.ObservationTag ? ChatRole.Observation : null
                 : role == attr.AssistantTag ? ChatRole.Assistant : role == attr.FunctionTag ? ChatRole.Function : null;
+            if (mapped is null && k == 0 && role.Contains("system", StringComparison.OrdinalIgnoreCase))
+            {
+                return (null, null, $"message 0 has role '{role}', but the dataset declares {(attr.SystemTag is null ? "no system_tag" : $"system_tag '{attr.SystemTag}'")}, so it is " +
+                                    $"not a system prompt (LLaMA-Factory drops this sample too); declare \"system_tag\": \"{role}\" in the dataset's tags (data.json: attr) to train on it");
+            }
             if (mapped is null)
                 return (null, null, $"message {k} has role '{role}' where {(k % 2 == 0 ? $"'{attr.UserTag}'" : $"'{attr.AssistantTag}'")} is expected (roles must alternate)");
             messages.Add(new ChatMessage(mapped.Value, Content(items[k])));
@@ -73,8 +78,10 @@ public sealed class SampleConverter(AttrParameters attr, string mediaDir)
                 messages.Add(new ChatMessage(ChatRole.Assistant, pair[1].GetString() ?? ""));
             }
         }
-        string query = string.Join("\n", new[] { Text(row, attr.Prompt ?? "instruction"), Text(row, attr.Query ?? "input") }.Where(s => !string.IsNullOrEmpty(s)));
-        string? response = Text(row, attr.Response ?? "output");
+        string query = string.Join("\n", new[] { Text(row, attr.Prompt), Text(row, attr.Query) }.Where(s => !string.IsNullOrEmpty(s)));
+        if (attr.Response is null)
+            return (null, null, "the dataset names no response column (a columns object leaves every column it does not name empty, as in LLaMA-Factory); add \"response\": \"output\" to its columns");
+        string? response = Text(row, attr.Response);
         if (string.IsNullOrWhiteSpace(response)) return (null, null, "empty answer");
         messages.Add(new ChatMessage(ChatRole.User, query));
         messages.Add(new ChatMessage(ChatRole.Assistant, response));

@@ -60,11 +60,10 @@ public sealed class SupervisedEncoder
     EncodedSample EncodeOrThrow(ConvertedSample sample)
     {
         ProcessorSettings s = processor.Settings;
-        bool tracksFromVideos = s.UseAudioInVideo && sample.Audios.Count == 0 && sample.Videos.Count > 0;
-        IReadOnlyList<ChatMessage> messages = tracksFromVideos
-            ? sample.Messages.Select(m => m with { Content = m.Content.Replace(MultimodalPlaceholders.VideoTag, MultimodalPlaceholders.VideoTag + MultimodalPlaceholders.AudioTag, StringComparison.Ordinal) }).ToList()
-            : sample.Messages;
-        var audioPaths = tracksFromVideos ? sample.Videos : sample.Audios;
+        // LLaMA-Factory's rule: with use_audio_in_video a sample's video and audio spans are interleaved only when it lists
+        // both; a video without a listed audio keeps a plain video span (its sound track is not taken: LLaMA-Factory never does).
+        IReadOnlyList<ChatMessage> messages = sample.Messages;
+        var audioPaths = sample.Audios;
         MultimodalPlaceholders.Validate(messages, sample.Images.Count, sample.Videos.Count, audioPaths.Count);
 
         var images = sample.Images.Select(p => new MediaItem(p, MediaSummary.ImageGrid(p, s))).ToArray();
@@ -73,7 +72,7 @@ public sealed class SupervisedEncoder
             var (grid, spg) = MediaSummary.VideoGrid(p, s);
             return new MediaItem(p, grid, spg);
         }).ToArray();
-        var audios = audioPaths.Select(p => new MediaItem(p, Frames: MediaSummary.AudioFrames(p, s, trackOfVideo: tracksFromVideos))).ToArray();
+        var audios = audioPaths.Select(p => new MediaItem(p, Frames: MediaSummary.AudioFrames(p, s))).ToArray();
 
         var expanded = MultimodalPlaceholders.Expand(messages, images.Select(i => i.Grid).ToList(), videos.Select(v => (v.Grid, v.SecondsPerGrid)).ToList(),
             audios.Select(a => a.Frames).ToList(), s.UseAudioInVideo, s.MergeSize);

@@ -37,9 +37,12 @@ public sealed class Qwen25OmniProcessor
         Template = new Qwen2OmniTemplate(tokenizer, defaultSystem);
     }
 
-    /// <summary>Tokenizer and preprocessor_config.json from a Hugging Face model folder, with <paramref name="settings"/> for the rest.</summary>
-    public static Qwen25OmniProcessor Load(string modelFolder, ProcessorSettings? settings = null) =>
-        new(Qwen2Tokenizer.Load(modelFolder), (settings ?? new ProcessorSettings()).WithModelFolder(modelFolder));
+    /// <summary>
+    /// Tokenizer and preprocessor_config.json from a Hugging Face model folder, with <paramref name="settings"/> for the rest
+    /// and <paramref name="defaultSystem"/> (when given) as the template's default system prompt.
+    /// </summary>
+    public static Qwen25OmniProcessor Load(string modelFolder, ProcessorSettings? settings = null, string? defaultSystem = null) =>
+        new(Qwen2Tokenizer.Load(modelFolder), (settings ?? new ProcessorSettings()).WithModelFolder(modelFolder), defaultSystem ?? Qwen2OmniTemplate.DefaultSystem);
 
     /// <summary>The tokenizer.</summary>
     public Qwen2Tokenizer Tokenizer { get; }

@@ -135,7 +135,7 @@ public sealed class Trainer
 
         string processorFolder = data.DatasetParam.PreprocessParameters.ModelNameOrPath ?? start.ModelFolder;
         checkpoints = new TrainingCheckpointWriter(args, world, dp, pipelineGroup, tensorGroup, pipeline, config, processorFolder, log);
-        var processor = Qwen25OmniProcessor.Load(processorFolder, DataJsonLoader.ToProcessorSettings(data.DatasetParam.PreprocessParameters));
+        var processor = DataJsonLoader.Processor(data, processorFolder);
         var dataset = SupervisedDatasetBuilder.Build(data, processor, new DatasetBuildOptions(args.SeqLength), log);
         log.WriteLine($"dataset: {dataset.Samples.Count} samples ({dataset.Invalid.Count} rejected){(dataset.FromCache ? ", from cache" : "")}");
         if (dataset.Samples.Count < args.GlobalBatchSize)

@@ -2,6 +2,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using OmniTune.Cli;
 using OmniTune.Data.Datasets;
+using OmniTune.Data.Media;
 using OmniTune.Data.Processing;
 using OmniTune.Tests.Models;
 using OmniTune.Tests.Testing;
@@ -35,7 +36,7 @@ public sealed class DatasetFormatTests : IClassFixture<DatasetFixture>
         string info = Path.Combine(fixture.DataDir, DatasetCatalog.DatasetInfoFile);
         File.WriteAllText(info, """
             {
-              "my_alpaca": {"file_name": "alpaca.jsonl", "columns": {"system": "sys"}},
+              "my_alpaca": {"file_name": "alpaca.jsonl", "columns": {"prompt": "instruction", "query": "input", "response": "output", "system": "sys"}},
               "my_sharegpt": {"file_name": "sharegpt.json", "formatting": "sharegpt"}
             }
             """);
@@ -60,6 +61,79 @@ public sealed class DatasetFormatTests : IClassFixture<DatasetFixture>
         {
             File.Delete(info);
         }
+    }
+
+    [Fact]
+    public void A_present_columns_or_tags_object_leaves_what_it_does_not_name_empty_as_in_llama_factory()
+    {
+        // LLaMA-Factory's DatasetAttr.join reads every column (tag) from a present "columns" ("tags") object with no default.
+        string info = Path.Combine(fixture.DataDir, DatasetCatalog.DatasetInfoFile);
+        File.WriteAllText(info, """
+            {
+              "alpaca_sys_only": {"file_name": "alpaca-sys.jsonl", "columns": {"system": "sys"}},
+              "chat_no_system_tag": {"file_name": "chat.json", "formatting": "sharegpt", "tags": {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt"}},
+              "chat_system_tag": {"file_name": "chat.json", "formatting": "sharegpt", "tags": {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt", "system_tag": "system"}},
+              "chat_no_tags": {"file_name": "chat.json", "formatting": "sharegpt"}
+            }
+            """);
+        File.WriteAllText(Path.Combine(fixture.DataDir, "alpaca-sys.jsonl"), """{"instruction":"Name a colour.","output":"Red.","sys":"Be brief."}""" + "\n");
+        File.WriteAllText(Path.Combine(fixture.DataDir, "chat.json"), """
+            [{"conversations":[{"from":"system","value":"You are terse."},{"from":"human","value":"Hi"},{"from":"gpt","value":"Hello."}]},
+             {"conversations":[{"from":"human","value":"Bye"},{"from":"gpt","value":"Goodbye."}]}]
+            """);
+        try
+        {
+            SupervisedDataset Build(string name) => SupervisedDatasetBuilder.Build(fixture.Config(dataset: name), fixture.Processor(), new DatasetBuildOptions(512), TextWriter.Null);
+            var alpaca = Build("alpaca_sys_only");
+            Assert.Empty(alpaca.Samples);
+            Assert.Contains("\"response\"", alpaca.Invalid.Single().Reason);
+            var dropped = Build("chat_no_system_tag");
+            Assert.Single(dropped.Samples);
+            var problem = dropped.Invalid.Single();
+            Assert.Contains("chat.json", problem.Location.ToString());
+            Assert.Contains("declare \"system_tag\": \"system\"", problem.Reason);
+            Assert.Equal(2, Build("chat_system_tag").Samples.Count);
+            Assert.Equal(2, Build("chat_no_tags").Samples.Count);   // no tags object: LLaMA-Factory's defaults, system_tag "system"
+        }
+        finally
+        {
+            File.Delete(info);
+        }
+    }
+
+    [Fact]
+    public void With_use_audio_in_video_a_video_without_a_listed_audio_keeps_a_plain_span_and_a_video_with_one_interleaves()
+    {
+        // LLaMA-Factory interleaves only when the sample lists audios and videos; it never takes a video's own sound track.
+        string file = Path.Combine(fixture.DataDir, "mixed-video.json");
+        File.WriteAllText(file, """
+            [{"messages":[{"role":"user","content":"<video>What happens?"},{"role":"assistant","content":"Moving bars."}],"videos":["media/clip.mp4"]},
+             {"messages":[{"role":"user","content":"<video><audio>And here?"},{"role":"assistant","content":"Bars and a tone."}],"videos":["media/clip.mp4"],"audios":["media/tone.wav"]}]
+            """);
+        var processor = Qwen25OmniProcessor.Load(fixture.Model, new ProcessorSettings { UseAudioInVideo = true });
+        var dataset = SupervisedDatasetBuilder.Build(fixture.Config(dataset: file), processor, new DatasetBuildOptions(4096), TextWriter.Null);
+        Assert.Empty(dataset.Invalid);
+        Assert.Equal(2, dataset.Samples.Count);
+        string silent = processor.Tokenizer.Decode(dataset.Samples[0].InputIds), sounding = processor.Tokenizer.Decode(dataset.Samples[1].InputIds);
+        Assert.Contains("<|vision_bos|><|VIDEO|>", silent);
+        Assert.DoesNotContain("<|AUDIO|>", silent);
+        Assert.Contains("<|vision_bos|><|audio_bos|><|VIDEO|>", sounding);
+        Assert.Contains("<|AUDIO|>", sounding);
+    }
+
+    [Fact]
+    public void Default_system_in_basic_parameters_replaces_the_templates_default_system_prompt()
+    {
+        var config = fixture.Config();
+        config = config with { DatasetParam = config.DatasetParam with { BasicParameters = config.DatasetParam.BasicParameters with { DefaultSystem = "You are a pirate." } } };
+        var processor = DataJsonLoader.Processor(config, fixture.Model);
+        var dataset = SupervisedDatasetBuilder.Build(config, processor, new DatasetBuildOptions(512), TextWriter.Null);
+        string first = processor.Tokenizer.Decode(dataset.Samples[0].InputIds);
+        Assert.StartsWith("<|im_start|>system\nYou are a pirate.<|im_end|>", first);
+        Assert.Contains("You are a helpful assistant.", fixture.Processor().Tokenizer.Decode(
+            SupervisedDatasetBuilder.Build(fixture.Config(), fixture.Processor(), new DatasetBuildOptions(512), TextWriter.Null).Samples[0].InputIds));
+        var parsed = System.Text.Json.JsonSerializer.Deserialize<DataJsonConfig>("""{"dataset_param": {"basic_parameters": {"default_system": "Be brief."}}}""")!;
+        Assert.Equal("Be brief.", parsed.DatasetParam.BasicParameters.DefaultSystem);
     }
 
     [Fact]
