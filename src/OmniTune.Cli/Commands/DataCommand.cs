@@ -8,7 +8,31 @@ namespace OmniTune.Cli.Commands;
 /// <summary><c>omnitune data check</c> and <c>omnitune data llava-to-mllm</c>.</summary>
 static class DataCommand
 {
-    public static Command Create() => new("data", "Dataset tools") { Check(), LlavaToMllm() };
+    public static Command Create() => new("data", "Dataset tools") { Check(), LlavaToMllm(), Tokenize() };
+
+    /// <summary><c>omnitune data tokenize</c>: the ids of texts, one JSON string per input line, one JSON array per output line.</summary>
+    static Command Tokenize()
+    {
+        var model = new Option<string>("--model") { Description = "Folder with the tokenizer files (vocab.json, merges.txt, tokenizer_config.json)", Required = true };
+        var input = new Option<string?>("--input") { Description = "File of JSON strings, one per line (default: standard input)" };
+        var command = new Command("tokenize", "Print the token ids of texts (JSON string per input line → JSON array per output line), as training encodes them") { model, input };
+        command.SetAction(parse => CommandErrors.Run(() =>
+        {
+            var tokenizer = OmniTune.Data.Text.Qwen2Tokenizer.Load(parse.GetValue(model)!);
+            using TextReader reader = parse.GetValue(input) is { } path ? new StreamReader(path) : Console.In;
+            int line = 0;
+            while (reader.ReadLine() is { } text)
+            {
+                line++;
+                if (text.Length == 0) continue;
+                string value = System.Text.Json.JsonSerializer.Deserialize<string>(text)
+                    ?? throw new InvalidDataException($"line {line}: not a JSON string");
+                Console.Out.WriteLine(System.Text.Json.JsonSerializer.Serialize(tokenizer.Encode(value)));
+            }
+            return 0;
+        }));
+        return command;
+    }
 
     static Command Check()
     {

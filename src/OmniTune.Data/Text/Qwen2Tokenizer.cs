@@ -100,9 +100,22 @@ public sealed partial class Qwen2Tokenizer
     void EncodeOrdinary(ReadOnlySpan<char> segment, List<int> ids)
     {
         if (segment.IsEmpty) return;
-        string normalized = segment.ToString();
-        if (!normalized.IsNormalized(NormalizationForm.FormC)) normalized = normalized.Normalize(NormalizationForm.FormC);
-        ids.AddRange(bpe.EncodeToIds(normalized, considerPreTokenization: true, considerNormalization: false));
+        ids.AddRange(bpe.EncodeToIds(Nfc(segment), considerPreTokenization: true, considerNormalization: false));
+    }
+
+    /// <summary>
+    /// NFC, as Hugging Face's Qwen2 tokenizer normalises. Not <see cref="string.Normalize()"/>: with .NET's invariant
+    /// globalization (DOTNET_SYSTEM_GLOBALIZATION_INVARIANT=1, common in slim containers) that returns the text unchanged,
+    /// so the ids would depend on the runtime's setting; ENSNormalize's NF carries its own Unicode data. Text below U+0300
+    /// (no combining marks) is already NFC and skips it.
+    /// </summary>
+    static string Nfc(ReadOnlySpan<char> text)
+    {
+        foreach (char c in text)
+        {
+            if (c >= '\u0300') return ADRaffy.ENSNormalize.ENSNormalize.NF.NFC(text.ToString());
+        }
+        return text.ToString();
     }
 
     /// <summary>Decodes ids to text (invalid UTF-8 becomes U+FFFD); special tokens are dropped with <paramref name="skipSpecial"/>.</summary>

@@ -60,6 +60,50 @@ public sealed class Qwen2TokenizerTests
         Assert.Equal(tokenizer.Encode("caf\u00e9"), tokenizer.Encode("cafe\u0301"));
     }
 
+    /// <summary>
+    /// <c>omnitune data tokenize</c> in a process started with .NET's invariant globalization (slim containers): one
+    /// JSON array of ids per input text.
+    /// </summary>
+    static List<int[]> TokenizeInvariant(string tokenizerFolder, IEnumerable<string> texts)
+    {
+        using var dir = new TempFolder();
+        string input = Path.Combine(dir.Path, "texts.jsonl");
+        File.WriteAllLines(input, texts.Select(t => JsonSerializer.Serialize(t)));
+        var start = new System.Diagnostics.ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (string a in new[] { Path.Combine(AppContext.BaseDirectory, "omnitune.dll"), "data", "tokenize", "--model", tokenizerFolder, "--input", input })
+            start.ArgumentList.Add(a);
+        start.Environment["DOTNET_SYSTEM_GLOBALIZATION_INVARIANT"] = "1";
+        using var process = System.Diagnostics.Process.Start(start)!;
+        Task<string> error = process.StandardError.ReadToEndAsync();
+        string output = process.StandardOutput.ReadToEnd();
+        process.WaitForExit();
+        Assert.True(process.ExitCode == 0, error.Result);
+        return output.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => JsonSerializer.Deserialize<int[]>(l)!).ToList();
+    }
+
+    [Fact]
+    public void Nfc_holds_under_invariant_globalization_too()
+    {
+        using var dir = new TempFolder();
+        TinyTokenizerBuilder.Write(TinyTokenizerBuilder.Build(), dir.Path);
+        var ids = TokenizeInvariant(dir.Path, ["caf\u00e9", "cafe\u0301", "\u212B ng\u00e5"]);
+        var tokenizer = Qwen2Tokenizer.Load(dir.Path);
+        Assert.Equal(tokenizer.Encode("caf\u00e9"), ids[0]);
+        Assert.Equal(ids[0], ids[1]);   // before: the decomposed accent stayed decomposed under invariant globalization
+        Assert.Equal(tokenizer.Encode("\u00c5 ng\u00e5"), ids[2]);
+    }
+
+    [SharedAssetFact(Assets + "/golden/llama.cpp-ggml-vocab-qwen2.gguf.inp")]
+    public void The_llama_cpp_goldens_hold_under_invariant_globalization()
+    {
+        string golden = Path.Combine(RepositoryPaths.Shared, Assets, "golden");
+        string[] inputs = File.ReadAllText(Path.Combine(golden, "llama.cpp-ggml-vocab-qwen2.gguf.inp")).Split("\n__ggml_vocab_test__\n");
+        string[] outputs = File.ReadAllLines(Path.Combine(golden, "llama.cpp-ggml-vocab-qwen2.gguf.out"));
+        var actual = TokenizeInvariant(Path.Combine(RepositoryPaths.Shared, Assets), inputs.Take(outputs.Length));
+        for (int i = 0; i < outputs.Length; i++)
+            Assert.True(outputs[i].Split(' ', StringSplitOptions.RemoveEmptyEntries).Select(int.Parse).SequenceEqual(actual[i]), $"case {i} {JsonSerializer.Serialize(inputs[i])}");
+    }
+
     [Fact]
     public void The_tiny_tokenizer_round_trips_text_with_special_tokens()
     {
