@@ -18,6 +18,7 @@ static class FinetuneCommand
         {
             TreatUnmatchedTokensAsErrors = false,
         };
+        command.Options.Add(new System.CommandLine.Help.HelpOption { Action = new FlagsHelp() });   // finetune --help: the usual help, then every flag
         command.SetAction(parse => CommandErrors.Run(() =>
         {
             var flags = MegatronFlags.Parse(parse.UnmatchedTokens);
@@ -42,6 +43,17 @@ static class FinetuneCommand
             return 0;
         }));
         return command;
+    }
+
+    /// <summary>The usual help followed by every Megatron / MindSpeed-MM flag with its default and meaning.</summary>
+    sealed class FlagsHelp : System.CommandLine.Invocation.SynchronousCommandLineAction
+    {
+        public override int Invoke(ParseResult parseResult)
+        {
+            new System.CommandLine.Help.HelpAction().Invoke(parseResult);
+            Console.Out.Write(MegatronFlags.Help());
+            return 0;
+        }
     }
 
     /// <summary>Writes whole lines through Spectre.Console so they appear above a live progress bar.</summary>

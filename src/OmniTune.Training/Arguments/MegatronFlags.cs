@@ -9,94 +9,136 @@ namespace OmniTune.Training.Arguments;
 /// </summary>
 public sealed class MegatronFlags
 {
-    /// <summary>Flags with a value, by name (without dashes), with their defaults as text (null = unset).</summary>
-    static readonly Dictionary<string, string?> Valued = new(StringComparer.Ordinal)
+    /// <summary>How a flag is taken.</summary>
+    public enum FlagKind
     {
-        ["mm-model"] = null,
-        ["mm-data"] = null,
-        ["mm-tool"] = null,
-        ["micro-batch-size"] = "1",
-        ["global-batch-size"] = null,
-        ["seq-length"] = null,
-        ["lr"] = null,
-        ["lr-decay-style"] = "linear",
-        ["lr-warmup-fraction"] = null,
-        ["lr-warmup-iters"] = "0",
-        ["lr-warmup-init"] = "0",
-        ["min-lr"] = "0",
-        ["weight-decay"] = "0.01",
-        ["clip-grad"] = "1.0",
-        ["adam-beta1"] = "0.9",
-        ["adam-beta2"] = "0.999",
-        ["adam-eps"] = "1e-8",
-        ["train-iters"] = null,
-        ["seed"] = "1234",
-        ["load"] = null,
-        ["save"] = null,
-        ["save-interval"] = null,
-        ["log-interval"] = "100",
-        ["num-workers"] = "2",
-        ["ckpt-step"] = null,
-        ["load-base-model"] = null,
-        ["tensor-model-parallel-size"] = "1",
-        ["pipeline-model-parallel-size"] = "1",
-        ["context-parallel-size"] = "1",
-        ["virtual-pipeline-model-parallel-size"] = null,
-        ["num-layers-per-virtual-pipeline-stage"] = null,
-        ["expert-model-parallel-size"] = "1",
-        ["device"] = "auto",
-        ["max-nan-steps"] = "5",
-        ["tensorboard-dir"] = null,
-        ["lr-decay-iters"] = null,
-        ["vocab-size"] = null,
-        ["lora-r"] = "8",
-        ["lora-alpha"] = "16",
-        ["lora-dropout"] = "0",
-        ["lora-target-modules"] = null,
-        ["recompute-num-layers"] = null,
-        ["recompute-granularity"] = null,
-        ["recompute-method"] = null,
-        ["eval-interval"] = null,
-        ["eval-iters"] = null,
-        ["distributed-backend"] = null,
-        ["distributed-timeout-minutes"] = "10",
-        ["check-weight-hash-across-dp-replicas-interval"] = null,
-        ["make-vocab-size-divisible-by"] = null,
-        ["tokenizer-type"] = null,
-        ["normalization"] = null,
-        ["ckpt-format"] = null,
-        ["max-position-embeddings"] = null,
-        ["num-layers"] = null,
-        ["hidden-size"] = null,
-        ["num-attention-heads"] = null,
-        ["context-parallel-algo"] = null,
-        ["attention-softmax-in-fp32"] = null,
-        ["position-embedding-type"] = null,
-        ["num-query-groups"] = null,
-    };
+        /// <summary>Takes a value and is used.</summary>
+        Value,
 
-    /// <summary>Switches OmniTune implements.</summary>
-    static readonly HashSet<string> Switches = new(StringComparer.Ordinal)
-    {
-        "bf16", "fp16", "log-tps", "no-load-optim", "no-load-rng", "no-save-optim", "no-save-rng", "variable-seq-lengths",
-        "calculate-per-sample-loss", "calculate-per-token-loss", "use-distributed-optimizer", "hetero-parallel", "enable-dummy-optimizer",
-        "sequence-parallel", "finetune", "no-shuffle", "lora-save-full-weight", "overwrite-output-dir",
-    };
+        /// <summary>A switch that is used.</summary>
+        Switch,
 
-    /// <summary>Performance or platform flags with no effect here; accepted and reported once.</summary>
-    static readonly HashSet<string> Ignored = new(StringComparer.Ordinal)
+        /// <summary>Takes a value; accepted, reported once, no effect here.</summary>
+        IgnoredValue,
+
+        /// <summary>A switch (an optional value is skipped); accepted, reported once, no effect here.</summary>
+        IgnoredSwitch,
+    }
+
+    /// <summary>One flag: name without dashes, kind, default as text (null = unset) and what it does.</summary>
+    public sealed record Flag(string Name, FlagKind Kind, string? Default, string Meaning);
+
+    /// <summary>Every flag finetune takes, in the order <c>finetune --help</c> lists them.</summary>
+    public static readonly IReadOnlyList<Flag> All =
+    [
+        new("mm-model", FlagKind.Value, null, "MindSpeed-MM model.json: towers, freezing, recompute, pipeline_num_layers, per-tower tp (required)"),
+        new("mm-data", FlagKind.Value, null, "MindSpeed-MM data.json: datasets, processor, loader (required)"),
+        new("micro-batch-size", FlagKind.Value, "1", "samples per micro-batch"),
+        new("global-batch-size", FlagKind.Value, null, "samples per optimizer step = micro-batch size × micro-batches × data-parallel size (default: the micro-batch size)"),
+        new("seq-length", FlagKind.Value, null, "cutoff length of a sample in tokens (required)"),
+        new("train-iters", FlagKind.Value, null, "optimizer steps to run (required)"),
+        new("lr", FlagKind.Value, null, "peak learning rate (required)"),
+        new("lr-decay-style", FlagKind.Value, "linear", "constant, linear or cosine decay after warm-up"),
+        new("lr-decay-iters", FlagKind.Value, null, "iterations the decay spans (default: --train-iters)"),
+        new("lr-warmup-fraction", FlagKind.Value, null, "warm-up as a fraction of the decay (excludes --lr-warmup-iters)"),
+        new("lr-warmup-iters", FlagKind.Value, "0", "warm-up iterations"),
+        new("lr-warmup-init", FlagKind.Value, "0", "learning rate at the start of warm-up"),
+        new("min-lr", FlagKind.Value, "0", "learning rate the decay ends at"),
+        new("weight-decay", FlagKind.Value, "0.01", "AdamW decoupled weight decay (not on biases and norms)"),
+        new("clip-grad", FlagKind.Value, "1.0", "clip the global gradient norm to this (0: no clipping)"),
+        new("adam-beta1", FlagKind.Value, "0.9", "AdamW β1"),
+        new("adam-beta2", FlagKind.Value, "0.999", "AdamW β2"),
+        new("adam-eps", FlagKind.Value, "1e-8", "AdamW ε"),
+        new("seed", FlagKind.Value, "1234", "seed of the sample order, initialisation and dropout"),
+        new("calculate-per-sample-loss", FlagKind.Switch, null, "average each sample's token losses, then the samples"),
+        new("calculate-per-token-loss", FlagKind.Switch, null, "average over every trained token of the global batch"),
+        new("bf16", FlagKind.Switch, null, "bf16 model with fp32 master weights (CUDA; on CPU only with --device cpu, where bf16 matmul is ~150× slower)"),
+        new("fp16", FlagKind.Switch, null, "refused: fp16 training is not built (use --bf16)"),
+        new("load", FlagKind.Value, null, "start from: a Hugging Face folder, a MindSpeed-MM folder (any TP/PP/VPP layout) or a training checkpoint root (resumed)"),
+        new("ckpt-step", FlagKind.Value, null, "iteration of the --load checkpoint root (default: the one its tracker names)"),
+        new("finetune", FlagKind.Switch, null, "with --load of a training checkpoint: take its weights only (iteration, optimizer and RNG start afresh), as Megatron's --finetune"),
+        new("load-base-model", FlagKind.Value, null, "base weights under a LoRA checkpoint (default: data.json's model_name_or_path)"),
+        new("no-load-optim", FlagKind.Switch, null, "resume without the optimizer state (the schedule restarts)"),
+        new("no-load-rng", FlagKind.Switch, null, "resume without the RNG state"),
+        new("save", FlagKind.Value, null, "checkpoint root (metrics.jsonl and loss.png go there too)"),
+        new("save-interval", FlagKind.Value, null, "save every N iterations (always at the end)"),
+        new("no-save-optim", FlagKind.Switch, null, "save without the optimizer state"),
+        new("no-save-rng", FlagKind.Switch, null, "save without the RNG state"),
+        new("overwrite-output-dir", FlagKind.Switch, null, "let a new run replace what another run saved in --save"),
+        new("log-interval", FlagKind.Value, "100", "print a step line every N iterations"),
+        new("log-tps", FlagKind.Switch, null, "tokens per second and MFU in the step lines"),
+        new("tensorboard-dir", FlagKind.Value, null, "write TensorBoard events there"),
+        new("num-workers", FlagKind.Value, "2", "background workers that collate batches"),
+        new("no-shuffle", FlagKind.Switch, null, "keep the dataset order"),
+        new("variable-seq-lengths", FlagKind.Switch, null, "accepted: every micro-batch is padded to its own longest sample anyway"),
+        new("device", FlagKind.Value, "auto", "auto, cpu, cuda or cuda:N"),
+        new("max-nan-steps", FlagKind.Value, "5", "stop after this many non-finite steps in a row (each is skipped)"),
+        new("tensor-model-parallel-size", FlagKind.Value, "1", "tensor-parallel size of the text decoder (the encoders follow unless model.json sets image_encoder.tp / audio_encoder.tp)"),
+        new("sequence-parallel", FlagKind.Switch, null, "the decoder's norms and residuals on 1/TP of the sequence (needs TP above 1)"),
+        new("pipeline-model-parallel-size", FlagKind.Value, "1", "pipeline stages (each tower's pipeline_num_layers in model.json)"),
+        new("virtual-pipeline-model-parallel-size", FlagKind.Value, null, "virtual chunks per stage (interleaved 1F1B; nested pipeline_num_layers)"),
+        new("num-layers-per-virtual-pipeline-stage", FlagKind.Value, null, "decoder layers per virtual chunk"),
+        new("context-parallel-size", FlagKind.Value, "1", "context parallel: not built yet, must be 1"),
+        new("expert-model-parallel-size", FlagKind.Value, "1", "expert parallel: Qwen2.5-Omni has no experts, must be 1"),
+        new("hetero-parallel", FlagKind.Switch, null, "refused: heterogeneous parallel is not built yet"),
+        new("use-distributed-optimizer", FlagKind.Switch, null, "ZeRO-1: AdamW state sharded over the data-parallel ranks"),
+        new("enable-dummy-optimizer", FlagKind.Switch, null, "accepted: a stage without trainable parameters needs no dummy here"),
+        new("distributed-timeout-minutes", FlagKind.Value, "10", "a collective waiting longer for its peers ends the job, naming the rank and group"),
+        new("check-weight-hash-across-dp-replicas-interval", FlagKind.Value, null, "check every N steps that the data-parallel replicas hold identical weights"),
+        new("lora-target-modules", FlagKind.Value, null, "LoRA on these MindSpeed module names: linear_qkv linear_proj linear_fc1 linear_fc2 (enables LoRA)"),
+        new("lora-r", FlagKind.Value, "8", "LoRA rank"),
+        new("lora-alpha", FlagKind.Value, "16", "LoRA scaling numerator (α/r)"),
+        new("lora-dropout", FlagKind.Value, "0", "dropout on the adapters' input"),
+        new("lora-save-full-weight", FlagKind.Switch, null, "also save the weights with the adapters merged in"),
+        new("mm-tool", FlagKind.IgnoredValue, null, "MindSpeed-MM tool config"),
+        new("recompute-granularity", FlagKind.IgnoredValue, null, "recompute is set per tower in model.json"),
+        new("recompute-method", FlagKind.IgnoredValue, null, "recompute is set per tower in model.json"),
+        new("recompute-num-layers", FlagKind.IgnoredValue, null, "recompute is set per tower in model.json"),
+        new("eval-interval", FlagKind.IgnoredValue, null, "validation is not built yet"),
+        new("eval-iters", FlagKind.IgnoredValue, null, "validation is not built yet"),
+        new("vocab-size", FlagKind.IgnoredValue, null, "model sizes come from config.json"),
+        new("num-layers", FlagKind.IgnoredValue, null, "model sizes come from config.json"),
+        new("hidden-size", FlagKind.IgnoredValue, null, "model sizes come from config.json"),
+        new("num-attention-heads", FlagKind.IgnoredValue, null, "model sizes come from config.json"),
+        new("num-query-groups", FlagKind.IgnoredValue, null, "model sizes come from config.json"),
+        new("max-position-embeddings", FlagKind.IgnoredValue, null, "model sizes come from config.json"),
+        new("make-vocab-size-divisible-by", FlagKind.IgnoredValue, null, "model sizes come from config.json"),
+        new("position-embedding-type", FlagKind.IgnoredValue, null, "TMRoPE is the model's"),
+        new("normalization", FlagKind.IgnoredValue, null, "RMSNorm is the model's"),
+        new("tokenizer-type", FlagKind.IgnoredValue, null, "the tokenizer comes from the model folder"),
+        new("attention-softmax-in-fp32", FlagKind.IgnoredValue, null, "kernel choice"),
+        new("context-parallel-algo", FlagKind.IgnoredValue, null, "context parallel is not built yet"),
+        new("distributed-backend", FlagKind.IgnoredValue, null, "MPI between processes, NCCL for CUDA gradients"),
+        new("ckpt-format", FlagKind.IgnoredValue, null, "checkpoints are safetensors in MindSpeed's layout"),
+        new("transformer-impl", FlagKind.IgnoredSwitch, null, "kernel choice"),
+        .. new[]
+        {
+            "use-mcore-models", "use-flash-attn", "use-fused-rmsnorm", "swiglu", "use-fused-swiglu", "no-masked-softmax-fusion",
+            "no-gradient-accumulation-fusion", "use-fused-rotary-pos-emb", "use-distributed-optimizer-overlap", "overlap-grad-reduce",
+            "overlap-param-gather", "bf16-use-fp32-params", "use-cpu-initialization", "no-bias-swiglu-fusion", "no-bias-dropout-fusion",
+            "no-rope-fusion", "disable-bias-linear", "add-qkv-bias", "group-query-attention", "untie-embeddings-and-output-weights",
+            "use-rotary-position-embeddings", "no-load-ckpt-args", "log-throughput", "log-params-norm", "use-ascend-mc2",
+            "reuse-fp32-param", "use-fused-ring-attention-update", "use-dist-ckpt",
+        }.Select(name => new Flag(name, FlagKind.IgnoredSwitch, null, "performance or platform switch with no effect here")),
+    ];
+
+    static readonly Dictionary<string, Flag> ByName = All.ToDictionary(f => f.Name, StringComparer.Ordinal);
+
+    /// <summary>The flag list <c>finetune --help</c> prints: every flag with its default and meaning, then the accepted and ignored ones.</summary>
+    public static string Help()
     {
-        "use-mcore-models", "use-flash-attn", "use-fused-rmsnorm", "swiglu", "use-fused-swiglu", "no-masked-softmax-fusion",
-        "no-gradient-accumulation-fusion", "use-fused-rotary-pos-emb", "use-distributed-optimizer-overlap", "overlap-grad-reduce",
-        "overlap-param-gather", "bf16-use-fp32-params", "use-cpu-initialization", "no-bias-swiglu-fusion", "no-bias-dropout-fusion",
-        "no-rope-fusion", "disable-bias-linear", "add-qkv-bias", "group-query-attention", "untie-embeddings-and-output-weights",
-        "use-rotary-position-embeddings", "no-load-ckpt-args", "log-throughput", "log-params-norm", "use-ascend-mc2",
-        "reuse-fp32-param", "use-fused-ring-attention-update", "transformer-impl", "use-dist-ckpt",
-        "distributed-backend", "make-vocab-size-divisible-by", "tokenizer-type", "normalization",
-        "ckpt-format", "max-position-embeddings", "num-layers", "hidden-size", "num-attention-heads", "context-parallel-algo",
-        "attention-softmax-in-fp32", "position-embedding-type", "num-query-groups", "vocab-size", "eval-interval", "eval-iters",
-        "mm-tool", "recompute-granularity", "recompute-method", "recompute-num-layers",
-    };
+        var text = new System.Text.StringBuilder();
+        text.AppendLine("Megatron / MindSpeed-MM flags (--name value or --name=value; '_' may stand for '-'):");
+        foreach (Flag f in All.Where(f => f.Kind is FlagKind.Value or FlagKind.Switch))
+        {
+            string head = f.Kind == FlagKind.Value ? $"--{f.Name} <value>" : $"--{f.Name}";
+            text.AppendLine($"  {head,-58} {f.Meaning}{(f.Default is null ? "" : $" [default: {f.Default}]")}");
+        }
+        text.AppendLine("Accepted and ignored (reported once when given):");
+        foreach (var group in All.Where(f => f.Kind is FlagKind.IgnoredValue or FlagKind.IgnoredSwitch).GroupBy(f => f.Meaning))
+            text.AppendLine($"  {string.Join(", ", group.Select(f => "--" + f.Name))}: {group.Key}");
+        return text.ToString();
+    }
 
     readonly Dictionary<string, string> values = new(StringComparer.Ordinal);
     readonly HashSet<string> switches = new(StringComparer.Ordinal);
@@ -120,13 +162,13 @@ public sealed class MegatronFlags
                 inline = name[(eq + 1)..];
                 name = name[..eq];
             }
-            bool valued = Valued.ContainsKey(name);
-            if (Ignored.Contains(name) && name != "mm-tool") flags.IgnoredGiven.Add("--" + name);
-            if (Switches.Contains(name))
+            Flag? flag = ByName.GetValueOrDefault(name);
+            if (flag is { Kind: FlagKind.IgnoredValue or FlagKind.IgnoredSwitch } && name != "mm-tool") flags.IgnoredGiven.Add("--" + name);
+            if (flag?.Kind == FlagKind.Switch)
             {
                 flags.switches.Add(name);
             }
-            else if (valued)
+            else if (flag?.Kind is FlagKind.Value or FlagKind.IgnoredValue)
             {
                 string value = inline ?? (i + 1 < args.Count ? args[++i] : throw new ArgumentException($"--{name} needs a value"));
                 // Megatron lists (e.g. --lora-target-modules a b c) take every following non-flag token.
@@ -134,7 +176,7 @@ public sealed class MegatronFlags
                     value += "," + args[++i];
                 flags.values[name] = value;
             }
-            else if (Ignored.Contains(name))
+            else if (flag?.Kind == FlagKind.IgnoredSwitch)
             {
                 if (inline is null && i + 1 < args.Count && !args[i + 1].StartsWith("--", StringComparison.Ordinal)) i++;   // an ignored flag's value
             }
@@ -148,7 +190,7 @@ public sealed class MegatronFlags
 
     static string Suggest(string name)
     {
-        var known = Valued.Keys.Concat(Switches).Concat(Ignored);
+        var known = All.Select(f => f.Name);
         var best = known.Select(k => (k, d: Distance(k, name))).OrderBy(p => p.d).First();
         return best.d <= Math.Max(2, name.Length / 4) ? $" (did you mean --{best.k}?)" : "";
     }
@@ -170,7 +212,7 @@ public sealed class MegatronFlags
     public bool Has(string name) => switches.Contains(name);
 
     /// <summary>A flag's text value (given or default), or null.</summary>
-    public string? Text(string name) => values.TryGetValue(name, out string? v) ? v : Valued.GetValueOrDefault(name);
+    public string? Text(string name) => values.TryGetValue(name, out string? v) ? v : ByName.GetValueOrDefault(name)?.Default;
 
     /// <summary>Whether a valued flag was given explicitly.</summary>
     public bool Given(string name) => values.ContainsKey(name);

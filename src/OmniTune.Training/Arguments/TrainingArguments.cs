@@ -144,6 +144,9 @@ public sealed record TrainingArguments
     /// <summary>Decoder layers per virtual stage (--num-layers-per-virtual-pipeline-stage), when given.</summary>
     public int? LayersPerVirtualStage { get; init; }
 
+    /// <summary>--finetune: a training checkpoint given to --load contributes its weights only (Megatron's meaning).</summary>
+    public bool Finetune { get; init; }
+
     /// <summary>--enable-dummy-optimizer (MindSpeed-MM's workaround for stages without trainable parameters; not needed here).</summary>
     public bool EnableDummyOptimizer { get; init; }
 
@@ -167,6 +170,7 @@ public sealed record TrainingArguments
             if (f.Int(axis) is int size && size != 1)
                 throw new NotSupportedException($"--{axis} {size}: this kind of parallel training is not built yet; use 1 (data, tensor and pipeline parallel are)");
         }
+        if (f.Has("fp16")) throw new NotSupportedException("--fp16: fp16 training is not built; use --bf16 on GPUs (fp32 master weights) or the default fp32");
         if (f.Has("hetero-parallel")) throw new NotSupportedException("--hetero-parallel: not built yet (per-tower layouts come with the heterogeneous-parallel work)");
         int tensor = f.Int("tensor-model-parallel-size")!.Value;
         if (tensor < 1) throw new ArgumentException($"--tensor-model-parallel-size {tensor}: must be at least 1");
@@ -228,6 +232,7 @@ public sealed record TrainingArguments
             VirtualPipelineSize = virtualSize,
             LayersPerVirtualStage = layersPerVirtualStage,
             EnableDummyOptimizer = f.Has("enable-dummy-optimizer"),
+            Finetune = f.Has("finetune"),
             Shuffle = !f.Has("no-shuffle"),
             IgnoredFlags = f.IgnoredGiven,
             LoadBaseModel = f.Text("load-base-model"),

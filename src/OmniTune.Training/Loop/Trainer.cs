@@ -289,6 +289,11 @@ public sealed class Trainer
                         }
                         if (located.OpenWeights is null)
                             throw new ArgumentException($"{located.AdapterFolder} holds only LoRA adapters: pass the run's --lora-* flags (and --load-base-model) to continue it");
+                        if (args.Finetune)
+                        {
+                            log.WriteLine($"--finetune: {folder} gives the weights; iteration, optimizer and RNG start afresh");
+                            return new Start(located.ConfigFolder, null, null, Weights: stages ? located.OpenWeights : null);
+                        }
                         if (args.Lora is not null)
                         {
                             log.WriteLine($"note: {folder} has no adapters; LoRA starts afresh on its weights");

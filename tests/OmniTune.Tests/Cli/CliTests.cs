@@ -91,4 +91,21 @@ public sealed class CliTests
         Assert.Equal(1, code);
         Assert.Contains(message, error);
     }
+
+    [Fact]
+    public void Finetune_help_lists_every_flag_with_its_default_and_meaning()
+    {
+        var (code, output, _) = Run("finetune", "--help");
+        Assert.Equal(0, code);
+        foreach (var flag in OmniTune.Training.Arguments.MegatronFlags.All)
+        {
+            Assert.Contains("--" + flag.Name, output);
+            Assert.Contains(flag.Meaning, output);
+        }
+        Assert.Contains("--micro-batch-size <value>", output);
+        Assert.Matches(@"--weight-decay <value> +AdamW decoupled weight decay \(not on biases and norms\) \[default: 0\.01\]", output);
+        Assert.Contains("Accepted and ignored", output);
+        var (_, root, _) = Run("--help");
+        Assert.DoesNotContain("--mm-model", root);   // the list belongs to finetune's help only
+    }
 }

@@ -98,6 +98,22 @@ public sealed class TrainingTests : IClassFixture<TrainingFixture>
     }
 
     [Fact]
+    public void Finetune_takes_only_the_weights_of_a_training_checkpoint_as_megatron_does()
+    {
+        using var dir = new TempFolder();
+        string first = Path.Combine(dir.Path, "first"), second = Path.Combine(dir.Path, "second");
+        var head = Trainer.Run(fixture.Args("--train-iters", "3", "--global-batch-size", "2", "--save", first), TextWriter.Null);
+        var log = new StringWriter();
+        var fresh = Trainer.Run(fixture.Args("--train-iters", "2", "--global-batch-size", "2", "--load", first, "--finetune", "--save", second), log);
+        Assert.DoesNotContain("resuming", log.ToString());
+        Assert.Contains("--finetune:", log.ToString());
+        Assert.Equal(2, fresh.Iteration);   // counted from 0 again, not from the checkpoint's 3
+        Assert.Equal(2, fresh.StepLosses.Count);
+        Assert.True(fresh.StepLosses[0] < head.StepLosses[0], "the run starts from the trained weights");
+        Assert.Contains("--fp16: fp16 training is not built", Assert.Throws<NotSupportedException>(() => fixture.Args("--fp16")).Message);
+    }
+
+    [Fact]
     public void Frozen_towers_are_not_updated_and_trainable_ones_are()
     {
         using var dir = new TempFolder();
