@@ -44,15 +44,40 @@ public static class FFmpeg
         return double.TryParse(value.GetString(), NumberStyles.Float, CultureInfo.InvariantCulture, out double d) ? d : 0;
     }
 
-    /// <summary>Decodes the first audio stream to mono float32 samples at <paramref name="sampleRate"/>.</summary>
+    /// <summary>
+    /// Decodes the first audio stream to mono float32 samples at <paramref name="sampleRate"/> the way librosa.load(sr=…)
+    /// does, which is MindSpeed-MM's audio path: decode at the file's own rate, average the channels, resample with
+    /// libsoxr's HQ recipe, and cut or pad to ⌈n · sampleRate / rate⌉ samples. (ffmpeg's own <c>-ar</c> resampler gives
+    /// other values and, on some files, another length, so another audio token count.)
+    /// </summary>
     public static float[] DecodeAudio(string path, int sampleRate)
     {
         if (!File.Exists(path)) throw new MediaException(path, "file not found");
-        byte[] raw = Run("ffmpeg", ["-nostdin", "-v", "error", "-i", path, "-map", "0:a:0", "-ac", "1", "-ar", sampleRate.ToString(CultureInfo.InvariantCulture),
-            "-f", "f32le", "-"], path);
-        var samples = new float[raw.Length / 4];
-        Buffer.BlockCopy(raw, 0, samples, 0, samples.Length * 4);
-        return samples;
+        byte[] info = Run("ffprobe", ["-v", "error", "-select_streams", "a:0", "-show_entries", "stream=sample_rate,channels", "-of", "json", path], path);
+        int rate, channels;
+        using (var document = JsonDocument.Parse(info))
+        {
+            var streams = document.RootElement.GetProperty("streams");
+            if (streams.GetArrayLength() == 0) throw new MediaException(path, "has no audio stream");
+            rate = (int)Number(streams[0], "sample_rate");
+            channels = (int)Number(streams[0], "channels");
+        }
+        if (rate <= 0 || channels <= 0) throw new MediaException(path, $"reports {channels} channel(s) at {rate} Hz");
+        byte[] raw = Run("ffmpeg", ["-nostdin", "-v", "error", "-i", path, "-map", "0:a:0", "-f", "f32le", "-"], path);
+        var interleaved = new float[raw.Length / 4];
+        Buffer.BlockCopy(raw, 0, interleaved, 0, interleaved.Length * 4);
+        float[] mono = interleaved;
+        if (channels > 1)
+        {
+            mono = new float[interleaved.Length / channels];
+            for (int i = 0; i < mono.Length; i++)
+            {
+                float sum = 0;
+                for (int c = 0; c < channels; c++) sum += interleaved[i * channels + c];
+                mono[i] = sum / channels;
+            }
+        }
+        return Soxr.Resample(mono, rate, sampleRate);
     }
 
     /// <summary>Decodes every frame of the first video stream as RGB, calling <paramref name="onFrame"/> with each frame's ordinal.</summary>
