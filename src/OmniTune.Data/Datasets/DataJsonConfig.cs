@@ -105,6 +105,15 @@ public sealed record BasicParameters
     /// <summary>Keep at most this many samples per dataset (after loading, before filtering).</summary>
     [JsonPropertyName("max_samples")] public int? MaxSamples { get; init; }
 
+    /// <summary>Fraction of the dataset held out for validation (MindSpeed-MM's val_rate: a seeded split).</summary>
+    [JsonPropertyName("val_rate")] public double? ValRate { get; init; }
+
+    /// <summary>Validation datasets (files or dataset_info names, as <c>dataset</c>); excludes val_rate.</summary>
+    [JsonPropertyName("val_dataset")] public string? ValDataset { get; init; }
+
+    /// <summary>Rows read from each validation dataset (as max_samples).</summary>
+    [JsonPropertyName("val_max_samples")] public int? ValMaxSamples { get; init; }
+
     /// <summary>Threads that encode samples.</summary>
     [JsonPropertyName("preprocessing_num_workers")] public int? PreprocessingNumWorkers { get; init; }
 

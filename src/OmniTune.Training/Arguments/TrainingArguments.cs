@@ -144,6 +144,12 @@ public sealed record TrainingArguments
     /// <summary>Decoder layers per virtual stage (--num-layers-per-virtual-pipeline-stage), when given.</summary>
     public int? LayersPerVirtualStage { get; init; }
 
+    /// <summary>Validate every N iterations (--eval-interval; Megatron's default 1000) when there is a validation set.</summary>
+    public int EvalInterval { get; init; } = 1000;
+
+    /// <summary>Global batches per validation (--eval-iters).</summary>
+    public int EvalIters { get; init; } = 100;
+
     /// <summary>--finetune: a training checkpoint given to --load contributes its weights only (Megatron's meaning).</summary>
     public bool Finetune { get; init; }
 
@@ -233,6 +239,8 @@ public sealed record TrainingArguments
             LayersPerVirtualStage = layersPerVirtualStage,
             EnableDummyOptimizer = f.Has("enable-dummy-optimizer"),
             Finetune = f.Has("finetune"),
+            EvalInterval = f.Int("eval-interval") ?? 1000,
+            EvalIters = f.Int("eval-iters")!.Value,
             Shuffle = !f.Has("no-shuffle"),
             IgnoredFlags = f.IgnoredGiven,
             LoadBaseModel = f.Text("load-base-model"),
@@ -270,6 +278,7 @@ public sealed record TrainingArguments
         if (args.Lora is { SaveFullWeight: true } && (args.PipelineSize > 1 || args.TensorSize > 1))
             throw new NotSupportedException("--lora-save-full-weight with pipeline or tensor parallel is not built yet: save the adapters and merge them with convert mm-to-hf --hf-dir BASE");
         if (args.LogInterval < 1) throw new ArgumentException("--log-interval must be at least 1");
+        if (args.EvalInterval < 1 || args.EvalIters < 1) throw new ArgumentException($"--eval-interval {args.EvalInterval} / --eval-iters {args.EvalIters}: each must be at least 1");
         if (args.SaveInterval is not null && args.Save is null) throw new ArgumentException("--save-interval needs --save");
         if (args.ClipGrad < 0) throw new ArgumentException("--clip-grad must be ≥ 0");
         return args;

@@ -20,6 +20,18 @@ namespace OmniTune.Training.Logging;
 public sealed record StepRecord(int Iteration, int TrainIters, long ConsumedSamples, double MillisecondsPerIteration, double LearningRate,
     int GlobalBatchSize, double TokensPerSample, double Loss, double GradNorm, int SkippedIterations, double TokensPerSecond, double Mfu);
 
+/// <summary>A validation result in the metrics file (told apart from step records by <see cref="Kind"/>).</summary>
+/// <param name="Iteration">Iteration after which it ran.</param>
+/// <param name="Loss">Mean validation loss.</param>
+public sealed record ValidationRecord(int Iteration, double Loss)
+{
+    /// <summary>The <see cref="Kind"/> of validation records.</summary>
+    public const string KindName = "validation";
+
+    /// <summary>Always "validation".</summary>
+    public string Kind => KindName;
+}
+
 /// <summary>
 /// Step lines in MindSpeed-MM's format (with <c>elapsed time per iteration (ms):</c> and <c>tokens per sample:</c>, so
 /// existing scripts keep working) plus tokens/s and MFU, a JSONL metrics file, TensorBoard scalars (--tensorboard-dir)
@@ -75,6 +87,19 @@ public sealed class TrainingLog : IDisposable
         }
     }
 
+    /// <summary>The validation loss after <paramref name="iteration"/>, Megatron's way (value and perplexity), in the JSONL and TensorBoard too.</summary>
+    public void Validation(int iteration, double loss)
+    {
+        string I(double v) => v.ToString("E6", CultureInfo.InvariantCulture);
+        string rule = new('-', 100);
+        console.WriteLine(rule);
+        console.WriteLine($" validation loss at iteration {iteration} | lm loss value: {I(loss)} | lm loss PPL: {I(Math.Exp(Math.Min(loss, 20)))} |");
+        console.WriteLine(rule);
+        jsonl?.WriteLine(JsonSerializer.Serialize(new ValidationRecord(iteration, loss)));
+        jsonl?.Flush();
+        tensorboard?.add_scalar("lm loss validation", (float)loss, iteration);
+    }
+
     /// <summary>
     /// Draws the loss curve into a PNG: the whole run as <paramref name="metricsFile"/> records it (a resumed run's
     /// earlier iterations included, each once), else the loss of every step of this process from
@@ -88,22 +113,35 @@ public sealed class TrainingLog : IDisposable
         var plot = new Plot();
         var line = plot.Add.Scatter(points.Select(p => (double)p.Iteration).ToArray(), points.Select(p => p.Loss).ToArray());
         line.MarkerSize = 0;
+        line.LegendText = "training";
+        var validation = File.Exists(metricsFile) ? ReadLosses(metricsFile, ValidationRecord.KindName) : [];
+        if (validation.Count > 0)
+        {
+            var second = plot.Add.Scatter(validation.Select(p => (double)p.Iteration).ToArray(), validation.Select(p => p.Loss).ToArray());
+            second.LegendText = "validation";
+            plot.ShowLegend();
+        }
         plot.Title("OmniTune training loss");
         plot.XLabel("iteration");
         plot.YLabel("loss");
         plot.SavePng(path, 800, 500);
     }
 
-    /// <summary>(iteration, loss) of every record of a metrics file, the last record of an iteration winning.</summary>
-    public static List<(int Iteration, double Loss)> ReadLosses(string metricsFile)
+    /// <summary>
+    /// (iteration, loss) of every training record of a metrics file (or of every validation record, with
+    /// <paramref name="kind"/> "validation"), the last record of an iteration winning.
+    /// </summary>
+    public static List<(int Iteration, double Loss)> ReadLosses(string metricsFile, string? kind = null)
     {
         var byIteration = new SortedDictionary<int, double>();
         foreach (string line in File.ReadLines(metricsFile))
         {
             if (string.IsNullOrWhiteSpace(line)) continue;
-            var record = JsonSerializer.Deserialize<StepRecord>(line)
-                         ?? throw new InvalidDataException($"{metricsFile}: an empty record");
-            byIteration[record.Iteration] = record.Loss;
+            using var document = JsonDocument.Parse(line);
+            JsonElement root = document.RootElement;
+            string? lineKind = root.TryGetProperty(nameof(ValidationRecord.Kind), out JsonElement k) ? k.GetString() : null;
+            if (lineKind != kind) continue;
+            byIteration[root.GetProperty(nameof(StepRecord.Iteration)).GetInt32()] = root.GetProperty(nameof(StepRecord.Loss)).GetDouble();
         }
         return byIteration.Select(kv => (kv.Key, kv.Value)).ToList();
     }

@@ -73,6 +73,8 @@ public sealed class Trainer
     TimedProcessGroup tensorGroup = null!;
     ThinkerParallelism parallelism = null!;
     (IProcessGroup Vision, IProcessGroup Audio) encoderGroups;
+    IReadOnlyList<EncodedSample> validationSamples = [];
+    BatchCollator validationCollator = null!;
     PipelineSetup pipeline = null!;
     OptimizerStep optimizerStep = null!;
     GradientSynchronizer replicas = null!;
@@ -138,8 +140,12 @@ public sealed class Trainer
         var processor = DataJsonLoader.Processor(data, processorFolder);
         var dataset = SupervisedDatasetBuilder.Build(data, processor, new DatasetBuildOptions(args.SeqLength), log);
         log.WriteLine($"dataset: {dataset.Samples.Count} samples ({dataset.Invalid.Count} rejected){(dataset.FromCache ? ", from cache" : "")}");
-        if (dataset.Samples.Count < args.GlobalBatchSize)
-            throw new ArgumentException($"the dataset has {dataset.Samples.Count} usable samples, fewer than one global batch of {args.GlobalBatchSize}");
+        var (trainSamples, heldOut) = ValidationSet.Build(data, dataset, c => SupervisedDatasetBuilder.Build(c, processor, new DatasetBuildOptions(args.SeqLength), TextWriter.Null), args.Seed, log);
+        validationSamples = heldOut;
+        if (trainSamples.Count < args.GlobalBatchSize)
+            throw new ArgumentException($"the dataset has {trainSamples.Count} usable training samples, fewer than one global batch of {args.GlobalBatchSize}");
+        if (validationSamples.Count is > 0 and var held && held < args.GlobalBatchSize)
+            throw new ArgumentException($"the validation set has {held} samples, fewer than one global batch of {args.GlobalBatchSize} (validation runs whole global batches)");
 
         var model = LoadModel(start, device, dtype, parts);
         using (model)
@@ -232,7 +238,8 @@ public sealed class Trainer
                 batch = (int)(samplesInEpoch / (args.MicroBatchSize * dp.Size));
                 log.WriteLine($"resuming a data-parallel-{state.DataParallelSize} run at data-parallel size {dp.Size}");
             }
-            using var loader = new SupervisedDataLoader(dataset.Samples, collator, args.MicroBatchSize, args.Seed, args.Shuffle, args.NumWorkers,
+            validationCollator = collator;
+            using var loader = new SupervisedDataLoader(trainSamples, collator, args.MicroBatchSize, args.Seed, args.Shuffle, args.NumWorkers,
                 dp.Rank, dp.Size, new LoaderPosition(state.LoaderEpoch, batch), args.GlobalBatchSize);
             replicas = new GradientSynchronizer(dp, args.LossMode);
             optimizerStep = distributed is not null
@@ -374,7 +381,7 @@ public sealed class Trainer
         LoraAdapters? adapters, MasterWeights? masters, IProcessGroup dp, DistributedAdamW? distributed)
     {
         var schedule = LearningRateSchedule.For(args);
-        int iteration = state.Iteration, skipped = state.SkippedIterations, nanStreak = 0, lastSaved = state.Iteration;
+        int iteration = state.Iteration, skipped = state.SkippedIterations, nanStreak = 0, lastSaved = state.Iteration, lastValidated = state.Iteration;
         long consumed = state.ConsumedSamples;
         CheckpointContents Contents(int at) => new(model, optimizer, adapters, masters, distributed, () => StateAt(loader, at, consumed, skipped, modelJson, dp));
         int microBatches = args.GlobalBatchSize / (args.MicroBatchSize * dp.Size);
@@ -455,12 +462,18 @@ public sealed class Trainer
                     intervalTokens / seconds, intervalTokens * flopsPerToken / seconds / 1e9 / gemmRate));
                 (intervalLoss, intervalMs, intervalTokens, intervalPadded, intervalSteps, intervalMicro, intervalIterations) = (0, 0, 0, 0, 0, 0, 0);
             }
+            if (validationSamples.Count > 0 && iteration % args.EvalInterval == 0)
+            {
+                training.Validation(iteration, Validate(model, adapters, dp, device));
+                lastValidated = iteration;
+            }
             if (args.Save is not null && args.SaveInterval is int every && iteration % every == 0)
             {
                 lastCheckpoint = checkpoints.Save(iteration, Contents(iteration));
                 lastSaved = iteration;
             }
         }
+        if (validationSamples.Count > 0 && lastValidated != iteration) training.Validation(iteration, Validate(model, adapters, dp, device));
         int stepsRun = iteration - state.Iteration;
         syncMs = optimizerStep.CommunicationMilliseconds;
         if (dp.Size > 1 && stepsRun > 0)
@@ -482,6 +495,41 @@ public sealed class Trainer
         string? modelFolder = lastCheckpoint is null || pipeline.RankFolders ? null : Path.Combine(lastCheckpoint, CheckpointStore.ModelFolder);
         if (adapters is not null && !adapters.Settings.SaveFullWeight) modelFolder = null;   // adapters only: not a standalone model
         return new TrainingResult(iteration, stepLosses, lastCheckpoint, modelFolder);
+    }
+
+    /// <summary>
+    /// Mean loss over --eval-iters global batches of the validation set — the same batches every time (the set in order,
+    /// wrapping), so successive values compare — forward only, across every stage and data-parallel rank, in the run's
+    /// loss mode. Dropout is off meanwhile; no random state is consumed, so a resumed run validates alike.
+    /// </summary>
+    double Validate(Qwen25OmniThinkerForConditionalGeneration model, LoraAdapters? adapters, IProcessGroup dp, Device device)
+    {
+        model.eval();
+        adapters?.Train(false);
+        try
+        {
+            int microBatches = args.GlobalBatchSize / (args.MicroBatchSize * dp.Size);
+            using var loader = new SupervisedDataLoader(validationSamples, validationCollator, args.MicroBatchSize, args.Seed, shuffle: false, workers: 0,
+                dp.Rank, dp.Size, new LoaderPosition(0, 0), args.GlobalBatchSize);
+            double total = 0;
+            for (int i = 0; i < args.EvalIters; i++)
+            {
+                var batches = Enumerable.Range(0, microBatches).Select(_ => loader.Next()).ToList();
+                long tokens = args.LossMode == LossMode.PerToken ? SumOver(dp, batches.Sum(b => StepLoss.CountedTokens(b.Labels))) : 0;
+                double value;
+                using (var scope = NewDisposeScope())
+                    value = runner.Evaluate(batches, (logits, labels) => StepLoss.ForMicroBatch(logits, labels, args.LossMode, microBatches, tokens, tensorGroup).Logged);
+                foreach (TrainingBatch batch in batches) batch.Dispose();
+                value = SumOver(pipelineGroup, value);
+                total += args.LossMode == LossMode.PerToken ? SumOver(dp, value) : SumOver(dp, value) / dp.Size;
+            }
+            return total / args.EvalIters;
+        }
+        finally
+        {
+            model.train();
+            adapters?.Train(true);
+        }
     }
 
     TrainerState StateAt(SupervisedDataLoader loader, int iteration, long consumed, int skipped, ModelJsonConfig modelJson, IProcessGroup dp) => new()

@@ -106,6 +106,51 @@ public sealed class PipelineStepRunner
         return logged;
     }
 
+    /// <summary>
+    /// Forward passes only (validation), without gradients: every slot of this stage runs each micro-batch in turn (chunk
+    /// after chunk), receiving and sending activations as in training. Returns the sum of <paramref name="loss"/> over the
+    /// micro-batches on the stage that computes the loss, 0 elsewhere.
+    /// </summary>
+    public double Evaluate(IReadOnlyList<TrainingBatch> batches, Func<Tensor, Tensor, double> loss)
+    {
+        double logged = 0;
+        int stages = plan.Stages;
+        var sends = new List<PendingSend>();
+        var sent = new List<Tensor>();
+        try
+        {
+            using var noGrad = no_grad();
+            foreach (TrainingBatch batch in batches)
+            {
+                for (int chunk = 0; chunk < plan.Chunks; chunk++)
+                {
+                    StageSlot slot = plan.Slot(pipeline.Rank, chunk);
+                    var received = slot.Index == 0 ? [] : ActivationBundle.Receive(pipeline, (slot.Index - 1) % stages, ActivationBundle.Activations, device);
+                    using (var scope = NewDisposeScope())
+                    {
+                        var (outputs, logits) = StageForward.Run(model, slot, OnDevice(batch.Inputs), received.ToDictionary(r => r.Name, r => r.Tensor), sequence);
+                        if (logits is not null)
+                        {
+                            logged += loss(logits, batch.Labels.to(device));
+                        }
+                        else
+                        {
+                            foreach (Tensor t in outputs.Values) sent.Add(t.DetachFromDisposeScope());
+                            sends.AddRange(ActivationBundle.Send(pipeline, outputs.Select(o => (o.Key, o.Value, false)).ToList(), (slot.Index + 1) % stages, ActivationBundle.Activations));
+                        }
+                    }
+                    foreach (var (_, t, _) in received) t.Dispose();
+                }
+            }
+        }
+        finally
+        {
+            foreach (PendingSend send in sends) send.Dispose();
+            foreach (Tensor t in sent) t.Dispose();
+        }
+        return logged;
+    }
+
     void Backward(StageSlot slot, Saved s, List<PendingSend> sends)
     {
         int stages = plan.Stages;

@@ -238,4 +238,28 @@ public sealed class PipelineParallelTests : IClassFixture<PipelineFixture>
         Assert.Contains("resuming after iteration 2", tail.Output);
         Assert.Equal(MpiJob.Losses(single).Skip(2), MpiJob.Losses(tail.Output));
     }
+
+    [Fact]
+    public void Validation_under_pipeline_and_data_parallel_gives_the_single_process_values()
+    {
+        MpiJob.Require();
+        var node = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(fixture.DataJson))!;
+        node["dataset_param"]!["basic_parameters"]!["val_rate"] = 0.4;   // 5 of the 11 samples held out, 6 to train on
+        string dataJson = Path.Combine(fixture.Folder, "data-val.json");
+        File.WriteAllText(dataJson, node.ToJsonString());
+        string Run(string ranks, string modelJson, string extra)
+        {
+            var (code, output, _) = MpiJob.Run($"-np {ranks} dotnet {{cli}} {Flags(modelJson, $"--train-iters 2 --eval-interval 1 --eval-iters 2 {extra}").Replace(fixture.DataJson, dataJson, StringComparison.Ordinal)}");
+            Assert.True(code == 0, output);
+            return output;
+        }
+        static List<double> Values(string output) => System.Text.RegularExpressions.Regex.Matches(output, @"validation loss at iteration \d+ \| lm loss value: ([0-9.E+-]+)")
+            .Select(m => double.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture)).ToList();
+        var single = Values(Run("1", fixture.ModelJson("val-single.json", null, null, null), ""));
+        Assert.Equal(2, single.Count);
+        Assert.Equal(single, Values(Run("2", fixture.ModelJson("val-pp2.json", "[2,0]", "[2,0]", "[1,3]"), "--pipeline-model-parallel-size 2")));   // same maths
+        var dp = Values(Run("2", fixture.ModelJson("val-dp2.json", null, null, null), ""));
+        Assert.Equal(single.Count, dp.Count);
+        for (int i = 0; i < dp.Count; i++) Assert.Equal(single[i], dp[i], Math.Abs(single[i]) * 2e-5);   // averaged across replicas in another order
+    }
 }

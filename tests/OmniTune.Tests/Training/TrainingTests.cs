@@ -2,6 +2,7 @@ using OmniTune.Core.Safetensors;
 using OmniTune.Tests.Testing;
 using OmniTune.Training.Arguments;
 using OmniTune.Training.Checkpointing;
+using OmniTune.Training.Logging;
 using OmniTune.Training.Loop;
 using OmniTune.Training.Optimization;
 
@@ -111,6 +112,38 @@ public sealed class TrainingTests : IClassFixture<TrainingFixture>
         Assert.Equal(2, fresh.StepLosses.Count);
         Assert.True(fresh.StepLosses[0] < head.StepLosses[0], "the run starts from the trained weights");
         Assert.Contains("--fp16: fp16 training is not built", Assert.Throws<NotSupportedException>(() => fixture.Args("--fp16")).Message);
+    }
+
+    [Fact]
+    public void A_held_out_share_is_validated_every_eval_interval_and_at_the_end_without_changing_training()
+    {
+        using var dir = new TempFolder();
+        var node = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(fixture.DataJson))!;
+        node["dataset_param"]!["basic_parameters"]!["val_rate"] = 0.25;   // 2 of the 8 samples
+        string dataJson = Path.Combine(dir.Path, "data-val.json");
+        File.WriteAllText(dataJson, node.ToJsonString());
+        string save = Path.Combine(dir.Path, "run");
+        var log = new StringWriter();
+        var run = Trainer.Run(fixture.Args("--mm-data", dataJson, "--train-iters", "5", "--global-batch-size", "2", "--eval-interval", "2", "--eval-iters", "1", "--save", save), log);
+        string text = log.ToString();
+        Assert.Contains("validation: 2 of 8 samples held out (val_rate 0.25)", text);
+        var values = System.Text.RegularExpressions.Regex.Matches(text, @"validation loss at iteration (\d+) \| lm loss value: ([0-9.E+-]+) \| lm loss PPL: ([0-9.E+-]+)")
+            .Select(m => (Iteration: int.Parse(m.Groups[1].Value), Loss: double.Parse(m.Groups[2].Value, System.Globalization.CultureInfo.InvariantCulture))).ToList();
+        Assert.Equal([2, 4, 5], values.Select(v => v.Iteration));
+        Assert.All(values, v => Assert.True(double.IsFinite(v.Loss) && v.Loss > 0));
+        Assert.True(values[0].Loss != values[2].Loss, "the same held-out batches after more training give another loss");
+        string metrics = Path.Combine(save, CheckpointStore.MetricsFile);
+        Assert.Equal(values.Select(v => (v.Iteration, Math.Round(v.Loss, 5))), TrainingLog.ReadLosses(metrics, ValidationRecord.KindName).Select(v => (v.Iteration, Math.Round(v.Loss, 5))));
+        Assert.Equal(5, TrainingLog.ReadLosses(metrics).Count);   // step records only
+        // Validation consumes no randomness and touches no weight: the training losses are those of a run that validates only at the end.
+        var quiet = Trainer.Run(fixture.Args("--mm-data", dataJson, "--train-iters", "5", "--global-batch-size", "2", "--eval-iters", "1"), TextWriter.Null);
+        Assert.Equal(run.StepLosses, quiet.StepLosses);
+        Assert.Contains("val_rate and val_dataset exclude each other", Assert.Throws<ArgumentException>(() =>
+        {
+            node["dataset_param"]!["basic_parameters"]!["val_dataset"] = "other.json";
+            File.WriteAllText(dataJson, node.ToJsonString());
+            Trainer.Run(fixture.Args("--mm-data", dataJson), TextWriter.Null);
+        }).Message);
     }
 
     [Fact]
