@@ -1,6 +1,7 @@
 using System.Globalization;
 using OmniTune.Bench;
 using OmniTune.Core.Native;
+using OmniTune.Core.Tensors;
 using OmniTune.Models.Qwen25Omni.Positions;
 using static TorchSharp.torch;
 
@@ -47,9 +48,10 @@ if (only == "data")
     return 0;
 }
 double gemm4096 = GemmRate.Measure(4096, 3);
-double gemm1024 = GemmRate.Measure(1024, 5);
-Console.WriteLine($"fp32 GEMM: {gemm4096:F1} GFLOP/s (4096³), {gemm1024:F1} GFLOP/s (1024³); MFU below is against the 4096³ rate");
-string Mfu(double gflops) => $"MFU {100 * gflops / gemm4096:F1} %";
+double gemmReference = GemmRate.Reference();
+Console.WriteLine($"fp32 GEMM: {gemm4096:F1} GFLOP/s (4096³), {gemmReference:F1} GFLOP/s ({GemmRate.ReferenceSize}³); MFU below is against the " +
+                  $"{GemmRate.ReferenceSize}³ rate, as finetune's (ThinkerFlops counts the model FLOPs of both)");
+string Mfu(double gflops) => $"MFU {100 * gflops / gemmReference:F1} %";
 
 if (only is "all" or "text")
 {

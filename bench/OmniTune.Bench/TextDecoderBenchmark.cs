@@ -23,20 +23,6 @@ static class TextDecoderBenchmark
         RopeScaling = new RopeScalingConfig { MropeSection = [8, 12, 12] },
     };
 
-    /// <summary>
-    /// Model FLOPs of one forward+backward step (backward = 2× forward): 6·P·T for the matmul parameters P (all linear
-    /// layers and the LM head; the embedding lookup is not a matmul) plus 12·S·H·T per layer for QKᵀ and PV, counted
-    /// without the causal saving as Megatron's and the feasibility study's formulas do.
-    /// </summary>
-    public static double ModelFlops(Qwen25OmniTextConfig c, long batch, long seq)
-    {
-        double h = c.HiddenSize, kv = (double)c.NumKeyValueHeads * c.HeadDim, q = (double)c.NumAttentionHeads * c.HeadDim;
-        double perLayer = h * q + 2 * h * kv + q * h + 3 * h * c.IntermediateSize;
-        double matmulParams = c.NumHiddenLayers * perLayer + (double)c.VocabSize * h;
-        double tokens = batch * seq;
-        return 6 * matmulParams * tokens + 12.0 * seq * q * tokens * c.NumHiddenLayers;
-    }
-
     public static Result Run(Qwen25OmniTextConfig text, int batch, int seq, int warmup, int steps, TextWriter log, bool optimizerStep = false)
     {
         var thinker = new Qwen25OmniThinkerConfig { Text = text };
@@ -60,7 +46,7 @@ static class TextDecoderBenchmark
             log.WriteLine($"  {(i < warmup ? "warm-up" : "step")} {i + 1}: {elapsed * 1000:F0} ms (loss {value:F3})");
         }
         double perStep = seconds / steps;
-        double gflop = ModelFlops(text, batch, seq) / 1e9;
+        double gflop = batch * ThinkerFlops.TextDecoder(text, seq) / 1e9;
         return new Result(batch * seq / perStep, gflop, perStep, gflop / perStep);
     }
 }

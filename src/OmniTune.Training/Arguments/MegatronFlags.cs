@@ -74,6 +74,7 @@ public sealed class MegatronFlags
         new("eval-interval", FlagKind.Value, null, "validate every N iterations and at the end, when data.json holds out a validation set (val_rate / val_dataset) [default: 1000]"),
         new("eval-iters", FlagKind.Value, "100", "global batches per validation (the same ones each time: the held-out set in order, wrapping)"),
         new("device", FlagKind.Value, "auto", "auto, cpu, cuda or cuda:N"),
+        new("peak-tflops", FlagKind.Value, null, "peak TFLOP/s the MFU column divides by on CUDA (default: the GPU's bf16 data-sheet peak; on CPU the fp32 GEMM rate measured at start)"),
         new("max-nan-steps", FlagKind.Value, "5", "stop after this many non-finite steps in a row (each is skipped)"),
         new("tensor-model-parallel-size", FlagKind.Value, "1", "tensor-parallel size of the text decoder (the encoders follow unless model.json sets image_encoder.tp / audio_encoder.tp)"),
         new("sequence-parallel", FlagKind.Switch, null, "the decoder's norms and residuals on 1/TP of the sequence (needs TP above 1)"),

@@ -150,6 +150,9 @@ public sealed record TrainingArguments
     /// <summary>Global batches per validation (--eval-iters).</summary>
     public int EvalIters { get; init; } = 100;
 
+    /// <summary>--peak-tflops: the accelerator's peak the MFU column is measured against (CUDA; CPU measures its GEMM rate).</summary>
+    public double? PeakTflops { get; init; }
+
     /// <summary>--finetune: a training checkpoint given to --load contributes its weights only (Megatron's meaning).</summary>
     public bool Finetune { get; init; }
 
@@ -239,6 +242,7 @@ public sealed record TrainingArguments
             LayersPerVirtualStage = layersPerVirtualStage,
             EnableDummyOptimizer = f.Has("enable-dummy-optimizer"),
             Finetune = f.Has("finetune"),
+            PeakTflops = f.Double("peak-tflops"),
             EvalInterval = f.Int("eval-interval") ?? 1000,
             EvalIters = f.Int("eval-iters")!.Value,
             Shuffle = !f.Has("no-shuffle"),
@@ -278,6 +282,7 @@ public sealed record TrainingArguments
         if (args.Lora is { SaveFullWeight: true } && (args.PipelineSize > 1 || args.TensorSize > 1))
             throw new NotSupportedException("--lora-save-full-weight with pipeline or tensor parallel is not built yet: save the adapters and merge them with convert mm-to-hf --hf-dir BASE");
         if (args.LogInterval < 1) throw new ArgumentException("--log-interval must be at least 1");
+        if (args.PeakTflops is <= 0) throw new ArgumentException($"--peak-tflops {args.PeakTflops}: must be positive");
         if (args.EvalInterval < 1 || args.EvalIters < 1) throw new ArgumentException($"--eval-interval {args.EvalInterval} / --eval-iters {args.EvalIters}: each must be at least 1");
         if (args.SaveInterval is not null && args.Save is null) throw new ArgumentException("--save-interval needs --save");
         if (args.ClipGrad < 0) throw new ArgumentException("--clip-grad must be ≥ 0");

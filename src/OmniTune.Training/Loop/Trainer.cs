@@ -385,14 +385,14 @@ public sealed class Trainer
         long consumed = state.ConsumedSamples;
         CheckpointContents Contents(int at) => new(model, optimizer, adapters, masters, distributed, () => StateAt(loader, at, consumed, skipped, modelJson, dp));
         int microBatches = args.GlobalBatchSize / (args.MicroBatchSize * dp.Size);
-        double gemmRate = MeasureGemmRate();
-        double flopsPerToken = FlopsPerToken(model.Config.Text);
+        double peakGflops = PeakGflops(device);   // per rank; MFU divides by every rank's
+        bool visionTrains = !modelJson.FreezeVisionEncoder || adapters is not null, audioTrains = !modelJson.FreezeAudioEncoder || adapters is not null;
         bool logs = worldGroup.Rank == 0;   // one rank writes the files (and prints)
         string? metrics = args.Save is null || !logs ? null : Path.Combine(args.Save, CheckpointStore.MetricsFile);
         using var training = new TrainingLog(log, metrics, args.LogTps, logs ? args.TensorboardDir : null);
         var stepLosses = new List<double>();
         string? lastCheckpoint = null;
-        double intervalLoss = 0, intervalMs = 0, intervalTokens = 0, intervalPadded = 0, lastNorm = 0, lastLr = 0;
+        double intervalLoss = 0, intervalMs = 0, intervalTokens = 0, intervalPadded = 0, intervalFlops = 0, lastNorm = 0, lastLr = 0;
         int intervalSteps = 0, intervalMicro = 0, intervalIterations = 0;
         double waitMs = 0, syncMs = 0, runMs = 0;   // data parallel: waiting for the slowest rank, communication, whole steps
         model.train();
@@ -412,6 +412,7 @@ public sealed class Trainer
             foreach (TrainingBatch batch in batches)
             {
                 intervalTokens += batch.RealTokens;
+                intervalFlops += MicroBatchFlops(model.Config, batch, visionTrains, audioTrains);
                 intervalPadded += batch.Inputs.InputIds.shape[1];
                 intervalMicro++;
                 batch.Dispose();
@@ -455,12 +456,13 @@ public sealed class Trainer
             if (logNow)
             {
                 intervalTokens = SumOver(dp, intervalTokens);
+                intervalFlops = SumOver(dp, intervalFlops);   // every stage and TP rank of a replica reads the same micro-batches: count them once
                 int steps = Math.Max(1, intervalSteps);
                 double seconds = intervalMs / 1000;
                 training.Step(new StepRecord(iteration, args.TrainIters, consumed, intervalMs / intervalIterations,
                     lastLr, args.GlobalBatchSize, intervalPadded / Math.Max(1, intervalMicro) / args.MicroBatchSize, intervalLoss / steps, lastNorm, skipped,
-                    intervalTokens / seconds, intervalTokens * flopsPerToken / seconds / 1e9 / gemmRate));
-                (intervalLoss, intervalMs, intervalTokens, intervalPadded, intervalSteps, intervalMicro, intervalIterations) = (0, 0, 0, 0, 0, 0, 0);
+                    intervalTokens / seconds, intervalFlops / seconds / 1e9 / (peakGflops * worldGroup.Size)));
+                (intervalLoss, intervalMs, intervalTokens, intervalPadded, intervalFlops, intervalSteps, intervalMicro, intervalIterations) = (0, 0, 0, 0, 0, 0, 0, 0);
             }
             if (validationSamples.Count > 0 && iteration % args.EvalInterval == 0)
             {
@@ -584,23 +586,42 @@ public sealed class Trainer
         return group;
     }
 
-    /// <summary>fp32 GEMM rate (GFLOP/s) of this machine, measured once for the MFU column.</summary>
-    static double MeasureGemmRate()
+    /// <summary>
+    /// The rate one rank's MFU is measured against (GFLOP/s): on CPU the fp32 GEMM rate measured now at the bench's size
+    /// (with this rank's threads); on CUDA --peak-tflops, else the data-sheet bf16 peak of the GPU nvidia-smi names (NaN
+    /// when unknown: MFU then reads NaN).
+    /// </summary>
+    double PeakGflops(Device device)
     {
-        using var scope = NewDisposeScope();
-        var g = new Generator(1);
-        Tensor a = randn([512, 512], generator: g), b = randn([512, 512], generator: g);
-        a.matmul(b);
-        var clock = Stopwatch.StartNew();
-        for (int i = 0; i < 8; i++) a.matmul(b);
-        return 8 * 2.0 * 512 * 512 * 512 / clock.Elapsed.TotalSeconds / 1e9;
+        if (device.type != DeviceType.CUDA) return GemmRate.Reference();
+        if (args.PeakTflops is double given) return given * 1000;
+        try
+        {
+            var start = new ProcessStartInfo("nvidia-smi", ["--query-gpu=name", "--format=csv,noheader", "-i", Math.Max(0, (int)device.index).ToString(System.Globalization.CultureInfo.InvariantCulture)])
+            {
+                RedirectStandardOutput = true,
+            };
+            using var process = Process.Start(start)!;
+            string name = process.StandardOutput.ReadToEnd().Trim();
+            process.WaitForExit();
+            if (GemmRate.PeakOf(name) is double peak) return peak * 1000;
+            log.WriteLine($"note: no known peak for '{name}'; pass --peak-tflops for the MFU column");
+        }
+        catch (System.ComponentModel.Win32Exception)
+        {
+            log.WriteLine("note: nvidia-smi not found; pass --peak-tflops for the MFU column");
+        }
+        return double.NaN;
     }
 
-    /// <summary>Model FLOPs per token of a training step of the text decoder (6 × matmul parameters; encoders not counted).</summary>
-    static double FlopsPerToken(Qwen25OmniTextConfig c)
+    /// <summary>Model FLOPs of one micro-batch (<see cref="ThinkerFlops"/>): each row's real tokens, each image, video and audio.</summary>
+    static double MicroBatchFlops(Qwen25OmniThinkerConfig c, TrainingBatch batch, bool visionTrains, bool audioTrains)
     {
-        double h = c.HiddenSize, q = (double)c.NumAttentionHeads * c.HeadDim, kv = (double)c.NumKeyValueHeads * c.HeadDim;
-        double perLayer = h * q + 2 * h * kv + q * h + 3 * h * c.IntermediateSize;
-        return 6 * (c.NumHiddenLayers * perLayer + (double)c.VocabSize * h);
+        using var scope = NewDisposeScope();
+        ThinkerInputs inputs = batch.Inputs;
+        long[] rows = inputs.AttentionMask is { } mask ? mask.sum(1).to(ScalarType.Int64).data<long>().ToArray()
+            : Enumerable.Repeat(inputs.InputIds.shape[1], (int)inputs.InputIds.shape[0]).ToArray();
+        int[] audio = inputs.FeatureAttentionMask is { } features ? features.sum(1).to(ScalarType.Int64).data<long>().Select(v => (int)v).ToArray() : [];
+        return ThinkerFlops.MicroBatch(c, rows, inputs.ImageGrids.Concat(inputs.VideoGrids), audio, visionTrains, audioTrains);
     }
 }
