@@ -20,33 +20,42 @@ public static class ImagePreprocessor
         return new VisionInput(rows, grid);
     }
 
-    /// <summary>LLaMA-Factory's <c>_preprocess_image</c> (Qwen2-VL variant): each size step resized with Pillow bicubic.</summary>
-    public static RgbImage Regularize(RgbImage image, long maxPixels, long minPixels)
+    /// <summary>
+    /// LLaMA-Factory's <c>_preprocess_image</c> (Qwen2-VL variant): each size step resized with Pillow bicubic. With
+    /// <paramref name="nearest"/> the max/min-pixel shrink or growth (steps 1–2) uses Pillow's nearest, as MindSpeed-MM's
+    /// plugin does for video frames (<c>resample=True</c>); the later steps keep bicubic.
+    /// </summary>
+    public static RgbImage Regularize(RgbImage image, long maxPixels, long minPixels, bool nearest = false)
     {
         RgbImage x = image;
-        foreach (var (w, h) in RegularizeSteps(image.Width, image.Height, maxPixels, minPixels)) x = PillowBicubic.Resize(x, w, h);
+        foreach (var (w, h, pixelStep) in Steps(image.Width, image.Height, maxPixels, minPixels))
+            x = nearest && pixelStep ? PillowNearest.Resize(x, w, h) : PillowBicubic.Resize(x, w, h);
         return x;
     }
 
     /// <summary>The successive sizes LLaMA-Factory resizes to (empty when the image is kept as is).</summary>
-    public static List<(int Width, int Height)> RegularizeSteps(int width, int height, long maxPixels, long minPixels)
+    public static List<(int Width, int Height)> RegularizeSteps(int width, int height, long maxPixels, long minPixels) =>
+        Steps(width, height, maxPixels, minPixels).Select(step => (step.Width, step.Height)).ToList();
+
+    /// <summary>The resize steps, each marked whether it is a max/min-pixel one (steps 1–2) rather than a shape fix.</summary>
+    static List<(int Width, int Height, bool PixelStep)> Steps(int width, int height, long maxPixels, long minPixels)
     {
-        var steps = new List<(int, int)>();
+        var steps = new List<(int, int, bool)>();
         int w = width, h = height;
-        void To(int nw, int nh)
+        void To(int nw, int nh, bool pixelStep = false)
         {
             (w, h) = (nw, nh);
-            steps.Add((w, h));
+            steps.Add((w, h, pixelStep));
         }
         if ((long)w * h > maxPixels)
         {
             double f = Math.Sqrt((double)maxPixels / ((long)w * h));
-            To((int)(w * f), (int)(h * f));
+            To((int)(w * f), (int)(h * f), pixelStep: true);
         }
         if ((long)w * h < minPixels)
         {
             double f = Math.Sqrt((double)minPixels / ((long)w * h));
-            To((int)(w * f), (int)(h * f));
+            To((int)(w * f), (int)(h * f), pixelStep: true);
         }
         if (Math.Min(w, h) < 28) To(Math.Max(w, 28), Math.Max(h, 28));
         if ((double)w / h > 200) To(h * 180, h);

@@ -29,7 +29,8 @@ public static class VideoPreprocessor
         var frames = new List<RgbImage>();
         FFmpeg.DecodeVideoFrames(path, probe.Width, probe.Height, (ordinal, frame) =>
         {
-            if (wanted.Contains(ordinal)) frames.Add(ImagePreprocessor.Regularize(frame, s.VideoMaxPixels, s.VideoMinPixels));
+            // MindSpeed-MM's plugin pre-resizes video frames with NEAREST (resample=True), images with the default filter.
+            if (wanted.Contains(ordinal)) frames.Add(ImagePreprocessor.Regularize(frame, s.VideoMaxPixels, s.VideoMinPixels, nearest: true));
         });
         if (frames.Count == 0) throw new MediaException(path, "none of the sampled frames could be decoded");
         double fpsPerVideo = probe.Duration > 0 ? indices.Length / probe.Duration : s.VideoFps;

@@ -59,6 +59,51 @@ public sealed class PillowParityTests
             Assert.True(differing == 0, $"{w}×{h}: {differing} of {expected.Length} bytes differ from Pillow");
         }
     }
+    [PillowFact]
+    public void Nearest_resizes_equal_pillow_byte_for_byte()
+    {
+        using var dir = new TempFolder();
+        var random = new Random(7);
+        var pixels = new byte[173 * 91 * 3];
+        random.NextBytes(pixels);
+        var image = new RgbImage(173, 91, pixels);
+        string raw = dir.File("in.rgb");
+        File.WriteAllBytes(raw, pixels);
+        foreach (var (w, h) in new[] { (86, 45), (340, 200), (57, 30), (173, 28), (29, 301) })
+        {
+            string output = dir.File($"nearest-{w}x{h}.rgb");
+            int code = RunPython($"from PIL import Image; im = Image.frombytes('RGB', (173, 91), open('{raw}', 'rb').read()); " +
+                                 $"open('{output}', 'wb').write(im.resize(({w}, {h}), Image.NEAREST).tobytes())", out string message);
+            Assert.True(code == 0, message);
+            byte[] expected = File.ReadAllBytes(output);
+            byte[] actual = PillowNearest.Resize(image, w, h).Pixels;
+            Assert.True(expected.AsSpan().SequenceEqual(actual), $"{w}×{h}: {expected.Zip(actual).Count(p => p.First != p.Second)} bytes differ from Pillow");
+        }
+    }
+
+    [Fact]
+    public void Video_frames_are_pre_resized_with_nearest_as_mindspeed_does_and_images_with_bicubic()
+    {
+        using var dir = new TempFolder();
+        string video = MediaFixtures.Video(dir.Path, "bars.mp4", seconds: 1, width: 160, height: 120, fps: 4, audio: false);
+        var settings = new ProcessorSettings { VideoMaxPixels = 64 * 48, ProcessorVideoMinPixels = 56 * 56 };
+        VisionInput processed = VideoPreprocessor.Process(video, settings);
+        var frames = new List<RgbImage>();
+        FFmpeg.DecodeVideoFrames(video, 160, 120, (_, frame) => frames.Add(frame));
+        Assert.Equal(PillowNearest.Resize(frames[0], 64, 48).Pixels, ImagePreprocessor.Regularize(frames[0], 64 * 48, 0, nearest: true).Pixels);
+        Assert.Equal(PillowBicubic.Resize(frames[0], 64, 48).Pixels, ImagePreprocessor.Regularize(frames[0], 64 * 48, 0).Pixels);
+        // The processed video's patches are those of its sampled frames shrunk with nearest, not with bicubic.
+        var probe = FFmpeg.ProbeFile(video);
+        var sampled = VideoPreprocessor.SampleIndices(probe.FrameCount, probe.Duration, settings.VideoFps, settings.VideoMaxLen).Select(i => frames[i]).ToList();
+        if (sampled.Count % 2 == 1) sampled.Add(sampled[^1]);
+        TorchSharp.torch.Tensor Rows(Func<RgbImage, RgbImage> shrink) =>
+            VisionPatches.From(sampled.Select(f => ImagePreprocessor.Fit(shrink(f), settings.ProcessorVideoMinPixels, settings.ProcessorVideoMaxPixels, settings, video)).ToList(), settings).Rows;
+        using var withNearest = Rows(f => PillowNearest.Resize(f, 64, 48));
+        using var withBicubic = Rows(f => PillowBicubic.Resize(f, 64, 48));
+        Assert.True(processed.PixelValues.shape.SequenceEqual(withNearest.shape) && processed.PixelValues.eq(withNearest).all().item<bool>(), "the video's patches are not those of nearest-shrunk frames");
+        Assert.False(processed.PixelValues.eq(withBicubic).all().item<bool>());
+    }
+
 }
 
 /// <summary>Compares SkiaSharp's JPEG/PNG decoding with Pillow's.</summary>
@@ -90,4 +135,5 @@ public sealed class DecoderParityTests
             Assert.True(maxDiff == 0, $"{file}: max |diff| {maxDiff}, {differing} bytes differ");
         }
     }
+
 }
