@@ -36,7 +36,7 @@ static class GenerateCommand
             var options = new GenerationOptions(parse.GetValue(maxTokens), parse.GetValue(temperature), parse.GetValue(topP), parse.GetValue(seed)).Validated();
             var located = CheckpointLocator.Locate(parse.GetValue(model)!);
             string[] i = parse.GetValue(images) ?? [], a = parse.GetValue(audios) ?? [], v = parse.GetValue(videos) ?? [];
-            var processor = Qwen25OmniProcessor.Load(located.ConfigFolder, new ProcessorSettings { UseAudioInVideo = parse.GetValue(audioInVideo) });
+            var processor = Qwen25OmniProcessor.Load(located.ConfigFolder, new ProcessorSettings { UseAudioInVideo = parse.GetValue(audioInVideo), ExifTranspose = true });
             string text = parse.GetValue(prompt)!;
             string Missing(string tag, int count) => string.Concat(Enumerable.Repeat(tag, Math.Max(0, count - (text.Split(tag).Length - 1))));
             text = Missing("<image>", i.Length) + Missing("<video>", v.Length) + (parse.GetValue(audioInVideo) ? "" : Missing("<audio>", a.Length)) + text;

@@ -18,20 +18,62 @@ public static partial class ImageDecoder
     /// <summary>Default decode limit: Pillow refuses images above twice its MAX_IMAGE_PIXELS (89,478,485).</summary>
     public const long DefaultMaxPixels = 2 * 89_478_485L;
 
-    /// <summary>Decodes a file; images of more than <paramref name="maxPixels"/> pixels are refused.</summary>
-    public static RgbImage Decode(string path, long maxPixels = DefaultMaxPixels)
+    /// <summary>
+    /// Decodes a file; images of more than <paramref name="maxPixels"/> pixels are refused. With
+    /// <paramref name="exifTranspose"/> the EXIF orientation is applied (Hugging Face's <c>load_image</c>:
+    /// <c>ImageOps.exif_transpose</c>); LLaMA-Factory's and MindSpeed-MM's loaders do not apply it.
+    /// </summary>
+    public static RgbImage Decode(string path, long maxPixels = DefaultMaxPixels, bool exifTranspose = false)
     {
         if (!File.Exists(path)) throw new MediaException(path, "image file not found");
         byte[] bytes = File.ReadAllBytes(path);
         if (bytes.Length == 0) throw new MediaException(path, "image file is empty");
-        return Decode(bytes, path, maxPixels);
+        return Decode(bytes, path, maxPixels, exifTranspose);
     }
 
     /// <summary>Decodes encoded bytes; <paramref name="name"/> names them in errors.</summary>
-    public static RgbImage Decode(byte[] bytes, string name, long maxPixels = DefaultMaxPixels)
+    public static RgbImage Decode(byte[] bytes, string name, long maxPixels = DefaultMaxPixels, bool exifTranspose = false)
     {
         using var stream = new SKMemoryStream(bytes);
         using var codec = SKCodec.Create(stream) ?? throw new MediaException(name, "not a decodable image (unsupported format or corrupt bytes)");
+        RgbImage image = DecodeAsStored(codec, name, maxPixels);
+        return exifTranspose ? Orient(image, codec.EncodedOrigin) : image;
+    }
+
+    /// <summary>
+    /// The image as its EXIF orientation says to show it, Pillow's <c>exif_transpose</c> map: 2 mirror, 3 rotate 180°,
+    /// 4 flip, 5 transpose, 6 rotate 90° clockwise, 7 transverse, 8 rotate 90° counter-clockwise.
+    /// </summary>
+    public static RgbImage Orient(RgbImage image, SKEncodedOrigin origin)
+    {
+        if (origin == SKEncodedOrigin.TopLeft) return image;
+        int w = image.Width, h = image.Height;
+        bool swap = origin is SKEncodedOrigin.LeftTop or SKEncodedOrigin.RightTop or SKEncodedOrigin.RightBottom or SKEncodedOrigin.LeftBottom;
+        int ow = swap ? h : w, oh = swap ? w : h;
+        var pixels = new byte[image.Pixels.Length];
+        for (int y = 0; y < oh; y++)
+        {
+            for (int x = 0; x < ow; x++)
+            {
+                var (sx, sy) = origin switch
+                {
+                    SKEncodedOrigin.TopRight => (w - 1 - x, y),            // 2: mirror left-right
+                    SKEncodedOrigin.BottomRight => (w - 1 - x, h - 1 - y), // 3: rotate 180°
+                    SKEncodedOrigin.BottomLeft => (x, h - 1 - y),          // 4: flip top-bottom
+                    SKEncodedOrigin.LeftTop => (y, x),                     // 5: transpose
+                    SKEncodedOrigin.RightTop => (y, h - 1 - x),            // 6: rotate 90° clockwise
+                    SKEncodedOrigin.RightBottom => (w - 1 - y, h - 1 - x), // 7: transverse
+                    SKEncodedOrigin.LeftBottom => (w - 1 - y, x),          // 8: rotate 90° counter-clockwise
+                    _ => (x, y),
+                };
+                image.Pixels.AsSpan((sy * w + sx) * 3, 3).CopyTo(pixels.AsSpan((y * ow + x) * 3, 3));
+            }
+        }
+        return new RgbImage(ow, oh, pixels);
+    }
+
+    static RgbImage DecodeAsStored(SKCodec codec, string name, long maxPixels)
+    {
         int width = codec.Info.Width, height = codec.Info.Height;
         CheckSize(width, height, name, maxPixels);
         var info = new SKImageInfo(width, height, SKColorType.Rgba8888, SKAlphaType.Unpremul);

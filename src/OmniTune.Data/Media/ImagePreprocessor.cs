@@ -10,7 +10,7 @@ namespace OmniTune.Data.Media;
 public static class ImagePreprocessor
 {
     /// <summary>Loads and processes one image file.</summary>
-    public static VisionInput Process(string path, ProcessorSettings s) => Process(ImageDecoder.Decode(path, s.ImageDecodeMaxPixels), s, path);
+    public static VisionInput Process(string path, ProcessorSettings s) => Process(ImageDecoder.Decode(path, s.ImageDecodeMaxPixels, s.ExifTranspose), s, path);
 
     /// <summary>Processes a decoded image; <paramref name="name"/> names it in errors.</summary>
     public static VisionInput Process(RgbImage image, ProcessorSettings s, string name)

@@ -15,7 +15,7 @@ public static class MediaSummary
     /// </summary>
     public static GridThw ImageGrid(string path, ProcessorSettings s)
     {
-        RgbImage image = ImageDecoder.Decode(path, s.ImageDecodeMaxPixels);
+        RgbImage image = ImageDecoder.Decode(path, s.ImageDecodeMaxPixels, s.ExifTranspose);
         return ImagePreprocessor.GridFor(image.Width, image.Height, s, path);
     }
 

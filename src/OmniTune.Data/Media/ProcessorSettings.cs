@@ -15,6 +15,12 @@ public sealed record ProcessorSettings
     /// <summary>Images of more pixels than this are refused before decoding (Pillow's decompression-bomb limit, 2 × 89,478,485).</summary>
     public long ImageDecodeMaxPixels { get; init; } = ImageDecoder.DefaultMaxPixels;
 
+    /// <summary>
+    /// Apply the EXIF orientation when decoding images (Hugging Face's <c>load_image</c>, the generate path); false for
+    /// training data, as LLaMA-Factory and MindSpeed-MM load images without it.
+    /// </summary>
+    public bool ExifTranspose { get; init; }
+
     /// <summary>Images smaller than this are enlarged first (LF image_min_pixels, 32·32).</summary>
     public long ImageMinPixels { get; init; } = 32 * 32;
 

@@ -112,4 +112,50 @@ public sealed class ImagePreprocessingTests
         File.WriteAllBytes(truncated, File.ReadAllBytes(truncated)[..100]);
         Assert.Equal(truncated, Assert.Throws<MediaException>(() => ImageDecoder.Decode(truncated)).FilePath);
     }
+
+    /// <summary>A JPEG of a non-symmetric pattern with an EXIF APP1 segment giving <paramref name="orientation"/>.</summary>
+    static byte[] OrientedJpeg(int orientation, int width = 40, int height = 24)
+    {
+        using var bitmap = new SkiaSharp.SKBitmap(width, height);
+        for (int y = 0; y < height; y++)
+        {
+            for (int x = 0; x < width; x++) bitmap.SetPixel(x, y, new SkiaSharp.SKColor((byte)(x * 6), (byte)(y * 10), (byte)(x < 8 && y < 6 ? 255 : 0)));
+        }
+        using var data = SkiaSharp.SKImage.FromBitmap(bitmap).Encode(SkiaSharp.SKEncodedImageFormat.Jpeg, 100);
+        byte[] jpeg = data.ToArray();
+        byte[] exif =
+        [
+            0xFF, 0xE1, 0x00, 0x22, (byte)'E', (byte)'x', (byte)'i', (byte)'f', 0, 0,   // APP1, length 34, "Exif\0\0"
+            (byte)'M', (byte)'M', 0x00, 0x2A, 0x00, 0x00, 0x00, 0x08,                   // big-endian TIFF header, IFD at 8
+            0x00, 0x01, 0x01, 0x12, 0x00, 0x03, 0x00, 0x00, 0x00, 0x01, 0x00, (byte)orientation, 0x00, 0x00,   // one entry: Orientation (SHORT)
+            0x00, 0x00, 0x00, 0x00,                                                     // no next IFD
+        ];
+        return [.. jpeg.AsSpan(0, 2), .. exif, .. jpeg.AsSpan(2)];
+    }
+
+    [Theory]
+    [InlineData(6)]   // rotate 90° clockwise: what a phone held upright writes
+    [InlineData(3)]
+    [InlineData(8)]
+    public void Exif_orientation_is_applied_as_hugging_faces_load_image_does_and_only_there(int orientation)
+    {
+        byte[] bytes = OrientedJpeg(orientation);
+        RgbImage stored = ImageDecoder.Decode(bytes, "oriented.jpg");
+        RgbImage shown = ImageDecoder.Decode(bytes, "oriented.jpg", exifTranspose: true);
+        Assert.Equal((40, 24), (stored.Width, stored.Height));   // LLaMA-Factory / MindSpeed-MM: as stored
+        (int W, int H) expectedSize = orientation == 3 ? (40, 24) : (24, 40);
+        Assert.Equal(expectedSize, (shown.Width, shown.Height));
+        byte[] Pixel(RgbImage image, int x, int y) => image.Pixels.AsSpan((y * image.Width + x) * 3, 3).ToArray();
+        // The corner that was top-left (blue square) ends where the orientation says.
+        var (x0, y0) = orientation switch { 6 => (23, 0), 3 => (39, 23), _ => (0, 39) };
+        Assert.Equal(Pixel(stored, 0, 0), Pixel(shown, x0, y0));
+        Assert.Equal(Pixel(stored, 39, 23), Pixel(shown, shown.Width - 1 - x0, shown.Height - 1 - y0));
+        using var dir = new TempFolder();
+        string file = Path.Combine(dir.Path, "oriented.jpg");
+        File.WriteAllBytes(file, bytes);
+        var settings = new ProcessorSettings();
+        Assert.Equal(ImagePreprocessor.Process(file, settings).Grid, ImagePreprocessor.Process(ImageDecoder.Decode(bytes, "x"), settings, "x").Grid);
+        Assert.Equal(ImagePreprocessor.Process(file, settings with { ExifTranspose = true }).Grid,
+            ImagePreprocessor.Process(shown, settings, "x").Grid);
+    }
 }
