@@ -407,7 +407,7 @@ public sealed class Trainer
             optimizerStep.ZeroGradients();
             using (var scope = NewDisposeScope())
             {
-                stepLoss = runner.Run(batches, (logits, labels) => StepLoss.ForMicroBatch(logits, labels, args.LossMode, microBatches, stepTokens, tensorGroup));
+                stepLoss = runner.Run(batches, (hidden, labels) => MicroBatchLoss(model, hidden, labels, microBatches, stepTokens));
             }
             foreach (TrainingBatch batch in batches)
             {
@@ -500,6 +500,16 @@ public sealed class Trainer
     }
 
     /// <summary>
+    /// A micro-batch's loss from the decoder's final hidden states: the LM head and cross-entropy in chunks of positions
+    /// (each recomputed in backward), except under sequence parallel, where the hidden states are cut along the sequence
+    /// and the column-parallel head gathers them whole.
+    /// </summary>
+    (Tensor Backward, double Logged) MicroBatchLoss(Qwen25OmniThinkerForConditionalGeneration model, Tensor hidden, Tensor labels, int microBatches, long stepTokens) =>
+        args.SequenceParallel
+            ? StepLoss.ForMicroBatch(model.Head(hidden), labels, args.LossMode, microBatches, stepTokens, tensorGroup)
+            : StepLoss.ForMicroBatch(hidden, model.Head, model.Config.Text.VocabSize / tensorGroup.Size, labels, args.LossMode, microBatches, stepTokens, tensorGroup);
+
+    /// <summary>
     /// Mean loss over --eval-iters global batches of the validation set — the same batches every time (the set in order,
     /// wrapping), so successive values compare — forward only, across every stage and data-parallel rank, in the run's
     /// loss mode. Dropout is off meanwhile; no random state is consumed, so a resumed run validates alike.
@@ -520,7 +530,7 @@ public sealed class Trainer
                 long tokens = args.LossMode == LossMode.PerToken ? SumOver(dp, batches.Sum(b => StepLoss.CountedTokens(b.Labels))) : 0;
                 double value;
                 using (var scope = NewDisposeScope())
-                    value = runner.Evaluate(batches, (logits, labels) => StepLoss.ForMicroBatch(logits, labels, args.LossMode, microBatches, tokens, tensorGroup).Logged);
+                    value = runner.Evaluate(batches, (hidden, labels) => MicroBatchLoss(model, hidden, labels, microBatches, tokens).Logged);
                 foreach (TrainingBatch batch in batches) batch.Dispose();
                 value = SumOver(pipelineGroup, value);
                 total += args.LossMode == LossMode.PerToken ? SumOver(dp, value) : SumOver(dp, value) / dp.Size;

@@ -75,16 +75,13 @@ public sealed class AdamWStep(OptimizerHelper optimizer, IReadOnlyList<(string N
     /// <summary>Sum of the squared gradients (float64) of the <paramref name="parameters"/> this rank <paramref name="counts"/> in the norm.</summary>
     static double Squares(IReadOnlyList<(string Name, Parameter Parameter)> parameters, Func<string, bool> counts)
     {
-        double sum = 0;
         using (NewDisposeScope())
         using (no_grad())
         {
-            foreach (var (name, p) in parameters)
-            {
-                if (p.grad is { } grad && counts(name)) sum += grad.to(ScalarType.Float64).pow(2).sum().item<double>();
-            }
+            // One host synchronisation for the whole norm (not one per tensor): the per-tensor sums stay on the device.
+            var sums = parameters.Where(p => p.Parameter.grad is not null && counts(p.Name)).Select(p => p.Parameter.grad!.to(ScalarType.Float64).pow(2).sum()).ToArray();
+            return sums.Length == 0 ? 0 : stack(sums).sum().item<double>();
         }
-        return sum;
     }
 }
 

@@ -52,8 +52,9 @@ public sealed class PipelineStepRunner
 
     /// <summary>
     /// One step over <paramref name="batches"/> (this data-parallel rank's micro-batches; every stage reads the same);
-    /// <paramref name="loss"/> turns logits and labels into the micro-batch's backward loss and its logged value. Returns
-    /// the sum of the logged values on the stage that computes the loss, 0 elsewhere.
+    /// <paramref name="loss"/> turns the final (normed) hidden states and the labels into the micro-batch's backward loss
+    /// (it applies the LM head) and its logged value. Returns the sum of the logged values on the stage that computes the
+    /// loss, 0 elsewhere.
     /// </summary>
     public double Run(IReadOnlyList<TrainingBatch> batches, Func<Tensor, Tensor, (Tensor Backward, double Logged)> loss)
     {
@@ -73,10 +74,10 @@ public sealed class PipelineStepRunner
                     using (var scope = NewDisposeScope())
                     {
                         TrainingBatch batch = batches[action.MicroBatch];
-                        var (outputs, logits) = StageForward.Run(model, slot, OnDevice(batch.Inputs), received.ToDictionary(r => r.Name, r => r.Tensor), sequence);
-                        if (logits is not null)
+                        var (outputs, final) = StageForward.Run(model, slot, OnDevice(batch.Inputs), received.ToDictionary(r => r.Name, r => r.Tensor), sequence);
+                        if (final is not null)
                         {
-                            var (backward, value) = loss(logits, batch.Labels.to(device));
+                            var (backward, value) = loss(final, batch.Labels.to(device));
                             logged += value;
                             saved[(action.MicroBatch, action.Chunk)] = new(received, [], backward.DetachFromDisposeScope());
                         }
@@ -128,10 +129,10 @@ public sealed class PipelineStepRunner
                     var received = slot.Index == 0 ? [] : ActivationBundle.Receive(pipeline, (slot.Index - 1) % stages, ActivationBundle.Activations, device);
                     using (var scope = NewDisposeScope())
                     {
-                        var (outputs, logits) = StageForward.Run(model, slot, OnDevice(batch.Inputs), received.ToDictionary(r => r.Name, r => r.Tensor), sequence);
-                        if (logits is not null)
+                        var (outputs, final) = StageForward.Run(model, slot, OnDevice(batch.Inputs), received.ToDictionary(r => r.Name, r => r.Tensor), sequence);
+                        if (final is not null)
                         {
-                            logged += loss(logits, batch.Labels.to(device));
+                            logged += loss(final, batch.Labels.to(device));
                         }
                         else
                         {

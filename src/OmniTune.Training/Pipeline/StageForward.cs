@@ -35,11 +35,12 @@ public static class StageForward
 
     /// <summary>
     /// Runs <paramref name="slot"/> on <paramref name="inputs"/> with what the previous slot sent (<paramref name="received"/>);
-    /// returns what goes to the next slot, or the logits on the decoder's last slot. With <paramref name="sequence"/> (sequence
-    /// parallel) the decoder's hidden states are cut along the sequence after the merge and travel cut; the LM head
-    /// (column-parallel) gathers them.
+    /// returns what goes to the next slot, or on the decoder's last slot its final (normed) hidden states, which the loss
+    /// turns into logits through <see cref="Qwen25OmniThinkerForConditionalGeneration.Head"/> (in chunks). With
+    /// <paramref name="sequence"/> (sequence parallel) the decoder's hidden states are cut along the sequence after the
+    /// merge and travel cut; the LM head (column-parallel) gathers them.
     /// </summary>
-    public static (Dictionary<string, Tensor> Outputs, Tensor? Logits) Run(Qwen25OmniThinkerForConditionalGeneration model, StageSlot slot,
+    public static (Dictionary<string, Tensor> Outputs, Tensor? Final) Run(Qwen25OmniThinkerForConditionalGeneration model, StageSlot slot,
         ThinkerInputs inputs, IReadOnlyDictionary<string, Tensor> received, IProcessGroup? sequence = null)
     {
         var pending = new Dictionary<string, Tensor>(received, StringComparer.Ordinal);   // taken out as used; the rest passes on
@@ -96,7 +97,7 @@ public static class StageForward
             Tensor positions = (inputs.PositionIds ?? model.PositionIds(inputs).Positions).to(h.device);
             using (var pass = model.TextModel.Prepare(positions, inputs.AttentionMask, h.dtype))
                 h = model.TextModel.Layers(h, pass, slot.Decoder.From, slot.Decoder.To);
-            if (slot.Head) return (outputs, model.Head(model.TextModel.Norm(h)));
+            if (slot.Head) return (outputs, model.TextModel.Norm(h));
             outputs[Names.DecoderHidden] = h;
         }
         foreach (var (name, t) in pending) outputs[name] = t;   // not this slot's business: on to the next

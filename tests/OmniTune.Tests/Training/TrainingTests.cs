@@ -5,6 +5,8 @@ using OmniTune.Training.Checkpointing;
 using OmniTune.Training.Logging;
 using OmniTune.Training.Loop;
 using OmniTune.Training.Optimization;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
 
 namespace OmniTune.Tests.Training;
 
@@ -144,6 +146,39 @@ public sealed class TrainingTests : IClassFixture<TrainingFixture>
             File.WriteAllText(dataJson, node.ToJsonString());
             Trainer.Run(fixture.Args("--mm-data", dataJson), TextWriter.Null);
         }).Message);
+    }
+
+    [Fact]
+    public void The_chunked_lm_head_and_loss_give_the_losses_and_gradients_of_the_whole_logits()
+    {
+        var config = OmniTune.Models.Qwen25Omni.Tiny.TinyQwen25Omni.Config(OmniTune.Models.Qwen25Omni.Tiny.TinyTokenizerBuilder.Build()).Thinker;
+        using var model = new OmniTune.Models.Qwen25Omni.Thinker.Qwen25OmniThinkerForConditionalGeneration(config, tiedLmHead: false);
+        var generator = new Generator(11);
+        using var hidden = randn([2, 37, config.Text.HiddenSize], generator: generator);
+        using var labels = randint(0, config.Text.VocabSize, [2, 37], generator: generator);
+        labels[0, TensorIndex.Slice(0, 9)] = tensor(-100L);   // a prompt
+        labels[1, TensorIndex.Slice(30, 37)] = tensor(-100L);  // padding
+        Parameter head = model.named_parameters().First(p => p.name == "lm_head.weight").parameter;
+        (float Loss, Tensor HiddenGrad, Tensor HeadGrad) Run(Func<Tensor, (Tensor, Tensor)> losses)
+        {
+            head.grad = null;
+            Tensor x = hidden.detach().clone().requires_grad_(true);
+            var (l, mask) = losses(x);
+            Tensor total = (l * mask).sum();
+            total.backward();
+            return (total.item<float>(), x.grad!.clone(), head.grad!.clone());
+        }
+        var whole = Run(x => StepLoss.TokenLosses(model.Head(x), labels));
+        long before = OmniTune.Models.Common.ActivationCheckpoint.Recomputations;
+        var chunked = Run(x => StepLoss.TokenLosses(x, model.Head, config.Text.VocabSize, labels, positions: 5));
+        Assert.Equal(8, OmniTune.Models.Common.ActivationCheckpoint.Recomputations - before);   // ⌈36 / 5⌉ chunks, each recomputed in backward
+        Assert.Equal(whole.Loss, chunked.Loss, Math.Abs(whole.Loss) * 1e-6);
+        Assert.True(whole.HiddenGrad.allclose(chunked.HiddenGrad, rtol: 1e-5, atol: 1e-7));
+        Assert.True(whole.HeadGrad.allclose(chunked.HeadGrad, rtol: 1e-5, atol: 1e-7));
+        // One chunk covering the sequence is the plain path.
+        long still = OmniTune.Models.Common.ActivationCheckpoint.Recomputations;
+        Assert.Equal(whole.Loss, Run(x => StepLoss.TokenLosses(x, model.Head, config.Text.VocabSize, labels)).Loss);
+        Assert.Equal(still, OmniTune.Models.Common.ActivationCheckpoint.Recomputations);
     }
 
     [Fact]
