@@ -101,9 +101,11 @@ public static class CheckpointConverter
     }
 
     /// <summary>
-    /// Writes <paramref name="source"/> as a Hugging Face folder: thinker tensors with the <c>thinker.</c> prefix, plus, when
-    /// <paramref name="originalHfDir"/> is given, its talker/token2wav tensors and side files (config, tokenizer, …);
-    /// shards of at most <paramref name="maxShardBytes"/> with an index.
+    /// Writes <paramref name="source"/> as a Hugging Face folder. With <paramref name="originalHfDir"/> the folder is laid out
+    /// like the original: its key names (thinker prefix or none), its shard files and index, each shard's metadata, its
+    /// talker/token2wav tensors, and every other file of it (config, generation config, tokenizer, chat template,
+    /// processor files…). Without it, thinker tensors get the <c>thinker.</c> prefix in shards of at most
+    /// <paramref name="maxShardBytes"/> with an index, and the config and tokenizer files of the source are copied.
     /// </summary>
     public static void ToHf(IThinkerTensorSource source, string saveDir, string? originalHfDir, long maxShardBytes = 5L << 30, IProgress<long>? progress = null)
     {
@@ -119,7 +121,7 @@ public static class CheckpointConverter
                 var tensors = ThinkerWeightLayout.For(config, source.TiedLmHead).Select(w =>
                 {
                     var (dtype, _) = source.Info(w.Key);
-                    return new TensorToWrite(ThinkerWeightLayout.Prefix + w.Key, dtype, w.Shape, () =>
+                    return new TensorToWrite(original?.FullName(w.Key) ?? ThinkerWeightLayout.Prefix + w.Key, dtype, w.Shape, () =>
                     {
                         Tensor t = source.Read(w.Key);
                         written += Core.Tensors.TensorMemory.ByteCount(dtype, w.Shape);
@@ -127,20 +129,24 @@ public static class CheckpointConverter
                         return t;
                     });
                 }).ToList();
-                if (original is not null)
+                if (original is null)
                 {
-                    foreach (string key in original.OtherKeys)
-                    {
-                        var info = original.InfoRaw(key);
-                        tensors.Add(new TensorToWrite(key, info.DType, info.Shape, () => original.ReadRaw(key)));
-                    }
+                    SafetensorsWriter.WriteSharded(temporary, tensors, maxShardBytes);
+                    CopySideFiles(source.ConfigFolder, temporary);
+                    return;
                 }
-                SafetensorsWriter.WriteSharded(temporary, tensors, maxShardBytes);
-                string sideFolder = originalHfDir ?? source.ConfigFolder;
-                foreach (string name in SideFiles)
+                foreach (string key in original.OtherKeys)
                 {
-                    string file = Path.Combine(sideFolder, name);
-                    if (File.Exists(file) && !File.Exists(Path.Combine(temporary, name))) File.Copy(file, Path.Combine(temporary, name));
+                    var info = original.InfoRaw(key);
+                    tensors.Add(new TensorToWrite(key, info.DType, info.Shape, () => original.ReadRaw(key)));
+                }
+                SafetensorsCheckpoint stored = original.Stored;
+                SafetensorsWriter.WriteLike(temporary, tensors, stored.FileNameOf, stored.MetadataOf, stored.Sharded);
+                foreach (string file in Directory.GetFiles(originalHfDir!))
+                {
+                    string name = Path.GetFileName(file);
+                    if (name.EndsWith(".safetensors", StringComparison.Ordinal) || name == SafetensorsCheckpoint.IndexFileName) continue;
+                    File.Copy(file, Path.Combine(temporary, name));
                 }
             });
         }

@@ -42,6 +42,12 @@ public sealed class HfTensorSource : IThinkerTensorSource
         ? checkpoint.Keys.Where(k => !k.StartsWith(prefix, StringComparison.Ordinal))
         : checkpoint.Keys.Where(k => k.StartsWith("talker.", StringComparison.Ordinal) || k.StartsWith("token2wav.", StringComparison.Ordinal));
 
+    /// <summary>The checkpoint's key of a thinker key (with the folder's own prefix, "thinker." or none).</summary>
+    public string FullName(string key) => prefix + key;
+
+    /// <summary>The checkpoint as stored (shard names, metadata), for writing a copy laid out alike.</summary>
+    public SafetensorsCheckpoint Stored => checkpoint;
+
     /// <summary>Reads a key by its full name.</summary>
     public Tensor ReadRaw(string key) => checkpoint.Read(key);
 

@@ -149,6 +149,16 @@ public sealed class SafetensorsCheckpoint : IDisposable
     public Tensor ReadSlice(string key, int dim, long start, long length, Device? device = null) =>
         FileOf(key).ReadSlice(key, dim, start, length, device);
 
+    /// <summary>The file <paramref name="key"/> is stored in (its name inside the checkpoint folder).</summary>
+    public string FileNameOf(string key) => System.IO.Path.GetFileName(FileOf(key).Path);
+
+    /// <summary>The metadata of the file <paramref name="fileName"/> of the checkpoint.</summary>
+    public IReadOnlyDictionary<string, string> MetadataOf(string fileName) =>
+        files.First(f => System.IO.Path.GetFileName(f.Path) == fileName).Metadata;
+
+    /// <summary>Whether the checkpoint is a folder with an index (sharded) rather than one file.</summary>
+    public bool Sharded => File.Exists(System.IO.Path.Combine(Location, IndexFileName));
+
     SafetensorsFile FileOf(string key) =>
         fileByKey.TryGetValue(key, out var f) ? f : throw new KeyNotFoundException($"{Location}: checkpoint has no tensor '{key}'");
 

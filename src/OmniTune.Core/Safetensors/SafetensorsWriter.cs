@@ -77,6 +77,37 @@ public static class SafetensorsWriter
         return written;
     }
 
+    /// <summary>
+    /// Writes <paramref name="tensors"/> into the files <paramref name="fileOf"/> names (another checkpoint's shard names),
+    /// each with <paramref name="metadataOf"/>'s metadata, plus <c>model.safetensors.index.json</c> when
+    /// <paramref name="index"/>: a checkpoint laid out like the one it mirrors. Returns the files written.
+    /// </summary>
+    public static IReadOnlyList<string> WriteLike(string folder, IReadOnlyList<TensorToWrite> tensors, Func<string, string> fileOf,
+        Func<string, IReadOnlyDictionary<string, string>> metadataOf, bool index)
+    {
+        Directory.CreateDirectory(folder);
+        var written = new List<string>();
+        var weightMap = new SortedDictionary<string, string>(StringComparer.Ordinal);
+        foreach (var group in tensors.GroupBy(t => fileOf(t.Name)).OrderBy(g => g.Key, StringComparer.Ordinal))
+        {
+            string path = Path.Combine(folder, group.Key);
+            WriteFile(path, group.ToList(), metadataOf(group.Key));
+            written.Add(path);
+            foreach (TensorToWrite t in group) weightMap[t.Name] = group.Key;
+        }
+        if (!index) return written;
+        string indexPath = Path.Combine(folder, SafetensorsCheckpoint.IndexFileName);
+        var document = new Dictionary<string, object>
+        {
+            ["metadata"] = new Dictionary<string, long> { ["total_size"] = tensors.Sum(t => TensorMemory.ByteCount(t.DType, t.Shape)) },
+            ["weight_map"] = weightMap,
+        };
+        File.WriteAllText(indexPath + ".tmp", JsonSerializer.Serialize(document, Indented));
+        File.Move(indexPath + ".tmp", indexPath, overwrite: true);
+        written.Add(indexPath);
+        return written;
+    }
+
     /// <summary>Groups tensors, in order, into shards of at most <paramref name="maxShardBytes"/> (a larger tensor gets a shard alone).</summary>
     public static List<List<TensorToWrite>> PlanShards(IReadOnlyList<TensorToWrite> tensors, long maxShardBytes)
     {

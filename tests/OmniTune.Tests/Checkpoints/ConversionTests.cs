@@ -152,6 +152,41 @@ public sealed class ConversionTests : IClassFixture<ConversionFixture>
     }
 
     [Fact]
+    public void Mm_to_hf_with_the_original_mirrors_its_shards_index_names_and_other_files()
+    {
+        // An original as Hugging Face publishes it: several shards with an index, talker weights, generation config,
+        // chat template and processor files beside the config.
+        string original = fixture.NewFolder("original"), mm = fixture.NewFolder("mm-mirror"), back = fixture.NewFolder("back-mirror");
+        Directory.CreateDirectory(original);
+        using (var source = SafetensorsCheckpoint.Open(fixture.Hf))
+        {
+            var tensors = source.Keys.Select(k => new TensorToWrite(k, source.Info(k).DType, source.Info(k).Shape, () => source.Read(k)))
+                .Append(TensorToWrite.Of("talker.codec_head.weight", ones(4, 8, dtype: ScalarType.BFloat16))).ToList();
+            SafetensorsWriter.WriteSharded(original, tensors, maxShardBytes: 150_000);
+        }
+        foreach (string f in Directory.GetFiles(fixture.Hf).Where(f => !f.EndsWith(".safetensors", StringComparison.Ordinal))) File.Copy(f, Path.Combine(original, Path.GetFileName(f)));
+        File.WriteAllText(Path.Combine(original, "generation_config.json"), """{"do_sample": true}""");
+        File.WriteAllText(Path.Combine(original, "chat_template.json"), """{"chat_template": "{{ messages }}"}""");
+        File.WriteAllText(Path.Combine(original, "video_preprocessor_config.json"), "{}");
+        using (var source = new HfTensorSource(original)) CheckpointConverter.ToMm(source, new ParallelLayout([[2, 2]], [[3, 0]], [[3, 0]], TpSize: 2), mm);
+        using (var checkpoint = new MmCheckpoint(mm)) CheckpointConverter.ToHf(checkpoint, back, original);
+
+        string[] Names(string folder) => Directory.GetFiles(folder).Select(Path.GetFileName).Order(StringComparer.Ordinal).ToArray()!;
+        Assert.Equal(Names(original), Names(back));
+        Assert.True(Names(original).Count(n => n.EndsWith(".safetensors", StringComparison.Ordinal)) > 2, "the original should be sharded for this test");
+        using var a = SafetensorsCheckpoint.Open(original);
+        using var b = SafetensorsCheckpoint.Open(back);
+        Assert.Equal(a.Keys, b.Keys);
+        foreach (string key in a.Keys)
+        {
+            Assert.Equal(a.FileNameOf(key), b.FileNameOf(key));
+            using Tensor x = a.Read(key), y = b.Read(key);
+            Assert.True(x.shape.SequenceEqual(y.shape) && x.eq(y).all().item<bool>(), $"{key} differs");
+        }
+        Assert.Equal(File.ReadAllText(Path.Combine(original, "chat_template.json")), File.ReadAllText(Path.Combine(back, "chat_template.json")));
+    }
+
+    [Fact]
     public void A_shard_tensor_of_the_wrong_shape_is_named_with_its_file_key_and_expected_shape()
     {
         string mm = fixture.NewFolder("mm-transposed"), back = fixture.NewFolder("back");
