@@ -61,7 +61,7 @@ if (only is "all" or "text")
                       $"intermediate {config.IntermediateSize}, vocab {config.VocabSize}, batch {batch} × seq {seq}");
     var r = TextDecoderBenchmark.Run(config, batch, seq, warmup: 1, steps, Console.Out);
     Console.WriteLine($"RESULT text-decoder: {r.TokensPerSecond:F0} tokens/s, {r.SecondsPerStep * 1000:F0} ms/step, " +
-                      $"{r.ModelGflopPerStep:F1} model GFLOP/step, {r.AchievedGflops:F1} GFLOP/s, {Mfu(r.AchievedGflops)}");
+                      $"{r.ModelGflopPerStep:F1} model GFLOP/step, {r.AchievedGflops:F1} GFLOP/s, {Mfu(r.AchievedGflops)}, peak RSS {r.PeakGiB:F2} GiB (resident before the step {r.ResidentGiB:F2} GiB)");
 }
 if (only is "train")
 {
@@ -69,7 +69,8 @@ if (only is "train")
     int batch = Get("batch", 1), seq = Get("seq", 1024);
     Console.WriteLine($"text decoder training step (fwd+bwd+AdamW): hidden {config.HiddenSize}, {config.NumHiddenLayers} layers, vocab {config.VocabSize}, batch {batch} × seq {seq}");
     var r = TextDecoderBenchmark.Run(config, batch, seq, warmup: 1, steps, Console.Out, optimizerStep: true);
-    Console.WriteLine($"RESULT train-step: {r.TokensPerSecond:F0} tokens/s, {r.SecondsPerStep * 1000:F0} ms/step, {r.AchievedGflops:F1} GFLOP/s, {Mfu(r.AchievedGflops)} (AdamW step included in the time, not in the FLOPs)");
+    Console.WriteLine($"RESULT train-step: {r.TokensPerSecond:F0} tokens/s, {r.SecondsPerStep * 1000:F0} ms/step, {r.AchievedGflops:F1} GFLOP/s, {Mfu(r.AchievedGflops)} (AdamW step included in the time, not in the FLOPs), " +
+                      $"peak RSS {r.PeakGiB:F2} GiB (resident before the step {r.ResidentGiB:F2} GiB)");
 }
 if (only is "all" or "vision")
 {

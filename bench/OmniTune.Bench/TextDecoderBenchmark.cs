@@ -1,7 +1,8 @@
 using System.Diagnostics;
-using OmniTune.Models.Common;
 using OmniTune.Models.Qwen25Omni.Config;
 using OmniTune.Models.Qwen25Omni.Thinker;
+using OmniTune.Training.Arguments;
+using OmniTune.Training.Loop;
 using static TorchSharp.torch;
 
 namespace OmniTune.Bench;
@@ -9,7 +10,7 @@ namespace OmniTune.Bench;
 /// <summary>Forward+backward throughput of the thinker's text decoder with the LM head and loss.</summary>
 static class TextDecoderBenchmark
 {
-    public sealed record Result(double TokensPerSecond, double ModelGflopPerStep, double SecondsPerStep, double AchievedGflops);
+    public sealed record Result(double TokensPerSecond, double ModelGflopPerStep, double SecondsPerStep, double AchievedGflops, double PeakGiB = 0, double ResidentGiB = 0);
 
     /// <summary>The bench configuration of issue 2: hidden 1024, 8 layers, 16/4 heads, the real 151,936 vocab.</summary>
     public static Qwen25OmniTextConfig BenchConfig(int layers) => new()
@@ -31,14 +32,23 @@ static class TextDecoderBenchmark
         foreach (var (_, p) in model.named_parameters()) p.requires_grad = parameters.Contains(p);
         using var optimizer = optimizerStep ? TorchSharp.torch.optim.AdamW(parameters, lr: 1e-5) : null;
         Tensor ids = randint(0, text.VocabSize, [batch, seq], generator: new Generator(2));
+        Tensor positions = model.PositionIds(new ThinkerInputs { InputIds = ids }).Positions;
         double seconds = 0;
+        long resident = 0;
         for (int i = 0; i < warmup + steps; i++)
         {
+            if (i == warmup)
+            {
+                GC.Collect();
+                resident = ProcessMemory.Rss();
+                ProcessMemory.ResetPeak();
+            }
             using var scope = NewDisposeScope();
             var clock = Stopwatch.StartNew();
-            Tensor loss = CausalLmLoss.Mean(model.Forward(ids), ids);
+            // The trainer's loss: final hidden states, then the LM head and cross-entropy in chunks of positions.
+            Tensor hidden = model.TextModel.Forward(model.TextModel.Embed(ids), positions, null);
+            var (loss, value) = StepLoss.ForMicroBatch(hidden, model.Head, text.VocabSize, ids, LossMode.Default, 1, 0);
             loss.backward();
-            float value = loss.item<float>();
             optimizer?.step();
             model.zero_grad();
             double elapsed = clock.Elapsed.TotalSeconds;
@@ -47,6 +57,6 @@ static class TextDecoderBenchmark
         }
         double perStep = seconds / steps;
         double gflop = batch * ThinkerFlops.TextDecoder(text, seq) / 1e9;
-        return new Result(batch * seq / perStep, gflop, perStep, gflop / perStep);
+        return new Result(batch * seq / perStep, gflop, perStep, gflop / perStep, ProcessMemory.Peak() / (double)(1 << 30), resident / (double)(1 << 30));
     }
 }
