@@ -59,14 +59,8 @@ public sealed class DemoMediaTests
         foreach (string name in new[] { "1.mp3", "4.mp3" })
         {
             string reference = Path.Combine(dir.Path, name + ".f32");
-            var start = new System.Diagnostics.ProcessStartInfo("/usr/bin/python3") { RedirectStandardError = true };
-            foreach (string a in new[] { Path.Combine(RepositoryPaths.Root, "bench", "audio-resampling.py"), "--raw", reference, Media(name) }) start.ArgumentList.Add(a);
-            using (var process = System.Diagnostics.Process.Start(start)!)
-            {
-                string error = process.StandardError.ReadToEnd();
-                process.WaitForExit();
-                Assert.True(process.ExitCode == 0, $"the librosa replay failed (tools/setup.sh installs python3-soundfile and python3-numpy): {error}");
-            }
+            var (code, _, error) = ChildProcess.Run("/usr/bin/python3", [Path.Combine(RepositoryPaths.Root, "bench", "audio-resampling.py"), "--raw", reference, Media(name)]);
+            Assert.True(code == 0, $"the librosa replay failed (tools/setup.sh installs python3-soundfile and python3-numpy): {error}");
             byte[] bytes = File.ReadAllBytes(reference);
             var expected = new float[bytes.Length / 4];
             Buffer.BlockCopy(bytes, 0, expected, 0, bytes.Length);

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using OmniTune.Data.Media;
 using OmniTune.Tests.Testing;
 
@@ -22,13 +21,9 @@ public sealed class PillowParityTests
 
     static int RunPython(string code, out string output)
     {
-        var start = new ProcessStartInfo(Python) { RedirectStandardOutput = true, RedirectStandardError = true };
-        start.ArgumentList.Add("-c");
-        start.ArgumentList.Add(code);
-        using var process = Process.Start(start)!;
-        output = process.StandardOutput.ReadToEnd() + process.StandardError.ReadToEnd();
-        process.WaitForExit();
-        return process.ExitCode;
+        var (exit, stdout, stderr) = ChildProcess.Run(Python, ["-c", code]);
+        output = stdout + stderr;
+        return exit;
     }
 
     [PillowFact]
@@ -119,14 +114,8 @@ public sealed class DecoderParityTests
         foreach (string file in files)
         {
             string raw = dir.File(Path.GetFileName(file) + ".rgb");
-            var start = new ProcessStartInfo("/usr/bin/python3") { RedirectStandardError = true };
-            start.ArgumentList.Add("-c");
-            start.ArgumentList.Add($"from PIL import Image; open('{raw}', 'wb').write(Image.open('{file}').convert('RGB').tobytes())");
-            using (var process = Process.Start(start)!)
-            {
-                process.WaitForExit();
-                Assert.Equal(0, process.ExitCode);
-            }
+            var (code, _, error) = ChildProcess.Run("/usr/bin/python3", ["-c", $"from PIL import Image; open('{raw}', 'wb').write(Image.open('{file}').convert('RGB').tobytes())"]);
+            Assert.True(code == 0, error);
             byte[] expected = File.ReadAllBytes(raw), actual = ImageDecoder.Decode(file).Pixels;
             Assert.Equal(expected.Length, actual.Length);
             int maxDiff = expected.Zip(actual).Max(p => Math.Abs(p.First - p.Second));

@@ -69,15 +69,9 @@ public sealed class Qwen2TokenizerTests
         using var dir = new TempFolder();
         string input = Path.Combine(dir.Path, "texts.jsonl");
         File.WriteAllLines(input, texts.Select(t => JsonSerializer.Serialize(t)));
-        var start = new System.Diagnostics.ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (string a in new[] { Path.Combine(AppContext.BaseDirectory, "omnitune.dll"), "data", "tokenize", "--model", tokenizerFolder, "--input", input })
-            start.ArgumentList.Add(a);
-        start.Environment["DOTNET_SYSTEM_GLOBALIZATION_INVARIANT"] = "1";
-        using var process = System.Diagnostics.Process.Start(start)!;
-        Task<string> error = process.StandardError.ReadToEndAsync();
-        string output = process.StandardOutput.ReadToEnd();
-        process.WaitForExit();
-        Assert.True(process.ExitCode == 0, error.Result);
+        var (code, output, error) = ChildProcess.Run("dotnet", [Path.Combine(AppContext.BaseDirectory, "omnitune.dll"), "data", "tokenize", "--model", tokenizerFolder, "--input", input],
+            new Dictionary<string, string> { ["DOTNET_SYSTEM_GLOBALIZATION_INVARIANT"] = "1" });
+        Assert.True(code == 0, error);
         return output.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => JsonSerializer.Deserialize<int[]>(l)!).ToList();
     }
 
