@@ -12,7 +12,6 @@ namespace OmniTune.Core.Safetensors;
 /// </summary>
 public static class SafetensorsWriter
 {
-    const int CopyChunkBytes = 64 << 20;
     static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
 
     /// <summary>Writes one file holding <paramref name="tensors"/> in the given order.</summary>
@@ -26,7 +25,7 @@ public static class SafetensorsWriter
             {
                 stream.Write(BitConverter.GetBytes((ulong)header.Length));
                 stream.Write(header);
-                foreach (TensorToWrite tensor in tensors) WriteData(path, stream, tensor);
+                foreach (TensorToWrite tensor in tensors) tensor.WriteBytes(stream, path);
             }
             File.Move(temporary, path, overwrite: true);
         }
@@ -166,26 +165,5 @@ public static class SafetensorsWriter
         int padding = (int)((8 - (buffer.Length % 8)) % 8);
         buffer.Write(Encoding.ASCII.GetBytes(new string(' ', padding)));
         return buffer.ToArray();
-    }
-
-    static unsafe void WriteData(string path, Stream stream, TensorToWrite declared)
-    {
-        using var scope = NewDisposeScope();
-        Tensor produced = declared.Produce();
-        if (produced.dtype != declared.DType || !produced.shape.SequenceEqual(declared.Shape))
-        {
-            throw new InvalidOperationException(
-                $"{path}: tensor '{declared.Name}' was declared {declared.DType}[{string.Join(", ", declared.Shape)}] but produced {produced.dtype}[{string.Join(", ", produced.shape)}]");
-        }
-        Tensor cpu = produced.device_type == DeviceType.CPU ? produced.contiguous() : produced.cpu().contiguous();
-        byte* source = (byte*)TensorMemory.DataPointer(cpu);
-        long remaining = TensorMemory.ByteCount(declared.DType, declared.Shape);
-        while (remaining > 0)
-        {
-            int chunk = (int)Math.Min(remaining, CopyChunkBytes);
-            stream.Write(new ReadOnlySpan<byte>(source, chunk));
-            source += chunk;
-            remaining -= chunk;
-        }
     }
 }
