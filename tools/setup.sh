@@ -11,6 +11,8 @@ command -v readelf >/dev/null 2>&1 || needed+=(binutils)
 { [ -x /usr/bin/python3 ] && /usr/bin/python3 -c "import PIL" >/dev/null 2>&1; } || needed+=(python3-pil)
 # ... and soundfile + numpy: the test that compares our audio decoding with librosa.load's (bench/audio-resampling.py).
 { [ -x /usr/bin/python3 ] && /usr/bin/python3 -c "import soundfile, numpy" >/dev/null 2>&1; } || needed+=(python3-soundfile python3-numpy)
+# ... and torch: the tests that torch.load OmniTune's model_optim_rng.pt files (tools/pt-fixtures.py describe).
+{ [ -x /usr/bin/python3 ] && /usr/bin/python3 -c "import torch" >/dev/null 2>&1; } || needed+=(python3-torch)
 if [ ${#needed[@]} -gt 0 ]; then
   echo "setup: installing ${needed[*]} from apt"
   sudo_cmd=""

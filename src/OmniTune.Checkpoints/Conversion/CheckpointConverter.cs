@@ -17,8 +17,11 @@ public static class CheckpointConverter
         ["config.json", "generation_config.json", "vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json", "added_tokens.json",
          "special_tokens_map.json", "preprocessor_config.json", "chat_template.json", "chat_template.jinja", "spk_dict.pt"];
 
-    /// <summary>Writes <paramref name="source"/> in MindSpeed-MM layout <paramref name="layout"/> under <paramref name="mmDir"/> (as "release").</summary>
-    public static void ToMm(IThinkerTensorSource source, ParallelLayout layout, string mmDir, IProgress<long>? progress = null)
+    /// <summary>
+    /// Writes <paramref name="source"/> in MindSpeed-MM layout <paramref name="layout"/> under <paramref name="mmDir"/> (as
+    /// "release"), as MindSpeed-MM's <c>model_optim_rng.pt</c> files or OmniTune's safetensors ones.
+    /// </summary>
+    public static void ToMm(IThinkerTensorSource source, ParallelLayout layout, string mmDir, IProgress<long>? progress = null, MmFileFormat format = MmFileFormat.PyTorch)
     {
         var config = source.Config.Thinker;
         layout.Validate(config);
@@ -33,7 +36,7 @@ public static class CheckpointConverter
             {
                 for (int stage = 0; stage < layout.PipelineSize; stage++)
                 {
-                    written += WriteRank(source, layout, tp, stage, release);
+                    written += WriteRank(source, layout, tp, stage, release, format: format);
                     progress?.Report(written);
                 }
             }
@@ -43,13 +46,16 @@ public static class CheckpointConverter
 
     /// <summary>
     /// Writes the rank folder of (<paramref name="tp"/>, <paramref name="stage"/>) of <paramref name="layout"/> under
-    /// <paramref name="iterationFolder"/> (<c>mp_rank_XX[_YYY]/model_optim_rng.safetensors</c>): only the tensors of that
+    /// <paramref name="iterationFolder"/> (<c>mp_rank_XX[_YYY]/model_optim_rng.pt</c>, MindSpeed-MM's dict
+    /// <c>{'model' | 'model0', 'model1', …: state dict, 'checkpoint_version': 3.0}</c>, or <c>model_optim_rng.safetensors</c>
+    /// with the VPP chunks as key prefixes and the layout in its metadata): only the tensors of that
     /// stage's slots are read from <paramref name="source"/>, so a pipeline stage writes its own part. With
     /// <paramref name="sourceIsPart"/> the source already holds tensor-parallel rank <paramref name="tp"/>'s parts (a
     /// tensor-parallel model's own parameters, in Hugging Face layout): they are merged (q/k/v interleaved over this rank's
     /// query groups, gate/up concatenated) but not cut again. Returns the bytes.
     /// </summary>
-    public static long WriteRank(IThinkerTensorSource source, ParallelLayout layout, int tp, int stage, string iterationFolder, bool sourceIsPart = false)
+    public static long WriteRank(IThinkerTensorSource source, ParallelLayout layout, int tp, int stage, string iterationFolder, bool sourceIsPart = false,
+        MmFileFormat format = MmFileFormat.Safetensors)
     {
         var plan = new PipelinePlan(layout);
         var map = MmTensorMap.For(source.Config.Thinker, source.TiedLmHead);
@@ -79,6 +85,18 @@ public static class CheckpointConverter
         }
         string rankFolder = Path.Combine(iterationFolder, plan.Folder(tp, stage));
         Directory.CreateDirectory(rankFolder);
+        if (format == MmFileFormat.PyTorch)
+        {
+            var state = new Dictionary<string, object?>(StringComparer.Ordinal);
+            for (int chunk = 0; chunk < layout.VirtualSize; chunk++)
+            {
+                string prefix = plan.ChunkPrefix(chunk);
+                state[layout.VirtualSize == 1 ? "model" : $"model{chunk}"] = tensors.Where(t => t.Name.StartsWith(prefix, StringComparison.Ordinal))
+                    .ToDictionary(t => t.Name[prefix.Length..], t => (object?)(t with { Name = t.Name[prefix.Length..] }), StringComparer.Ordinal);
+            }
+            state["checkpoint_version"] = 3.0;
+            return Core.PyTorch.PyTorchFileWriter.Write(Path.Combine(rankFolder, MmCheckpoint.PtFileName), state);
+        }
         SafetensorsWriter.WriteFile(Path.Combine(rankFolder, MmCheckpoint.FileName), tensors, new Dictionary<string, string>
         {
             ["format"] = "omnitune-mm",

@@ -1,26 +1,31 @@
 using System.Globalization;
-using OmniTune.Core.Safetensors;
 using OmniTune.Models.Qwen25Omni.Config;
 using static TorchSharp.torch;
 
 namespace OmniTune.Checkpoints.Conversion;
 
 /// <summary>
-/// A MindSpeed-MM-layout checkpoint written by OmniTune: <c>latest_checkpointed_iteration.txt</c> ("release" or an
-/// iteration), <c>release/</c> or <c>iter_XXXXXXX/</c> with <c>mp_rank_XX[_YYY]/model_optim_rng.safetensors</c> (MindSpeed
-/// key names; VPP chunks prefixed <c>model{v}.</c>; the layout in each file's metadata), and config.json at the root.
-/// Read as Hugging Face tensors: parts of each tensor are gathered across TP ranks, merged, and split back into q/k/v or
-/// gate/up.
+/// A MindSpeed-MM-layout checkpoint: <c>latest_checkpointed_iteration.txt</c> ("release" or an iteration), <c>release/</c>
+/// or <c>iter_XXXXXXX/</c> with <c>mp_rank_XX[_YYY]/model_optim_rng.pt</c> as MindSpeed-MM and Megatron write it (a
+/// converted release or a training checkpoint with args, optimizer and RNG state), or OmniTune's
+/// <c>model_optim_rng.safetensors</c> (the layout in each file's metadata); MindSpeed key names, VPP chunks as
+/// <c>model{v}</c>. The layout of a <c>.pt</c> checkpoint, which records none, is read from its rank folders and tensors
+/// (<see cref="MmLayoutInference"/>). config.json comes from the iteration folder, the root, or the Hugging Face folder
+/// the caller names (a Megatron training checkpoint has none). Read as Hugging Face tensors: parts of each tensor are
+/// gathered across TP ranks, merged, and split back into q/k/v or gate/up.
 /// </summary>
 public sealed class MmCheckpoint : IThinkerTensorSource
 {
-    /// <summary>Weights file inside each rank folder.</summary>
+    /// <summary>OmniTune's safetensors rank file name (<c>convert --format safetensors</c>, training checkpoints).</summary>
     public const string FileName = "model_optim_rng.safetensors";
+
+    /// <summary>MindSpeed-MM's rank file name.</summary>
+    public const string PtFileName = "model_optim_rng.pt";
 
     /// <summary>Tracker file.</summary>
     public const string Tracker = "latest_checkpointed_iteration.txt";
 
-    readonly Dictionary<string, SafetensorsFile> files = new(StringComparer.Ordinal);
+    readonly Dictionary<string, MmRankFile> files = new(StringComparer.Ordinal);
     readonly Dictionary<string, (MmTensor Tensor, int Index)> bySource;
     readonly Dictionary<string, long[]> sourceShapes;
     readonly PipelinePlan plan;
@@ -29,41 +34,76 @@ public sealed class MmCheckpoint : IThinkerTensorSource
 
     /// <summary>
     /// Opens the checkpoint at <paramref name="root"/>: the folder its tracker names, or iteration
-    /// <paramref name="iteration"/>. config.json comes from the iteration folder (a training checkpoint) or the root.
+    /// <paramref name="iteration"/>. config.json comes from the iteration folder, the root, or
+    /// <paramref name="configFallback"/> (the Hugging Face folder the checkpoint came from).
     /// </summary>
-    public MmCheckpoint(string root, int? iteration = null)
+    public MmCheckpoint(string root, int? iteration = null, string? configFallback = null)
     {
-        string tracker = Path.Combine(root, Tracker);
-        if (iteration is int chosen)
+        folder = IterationFolder(root, iteration);
+        Iteration = Path.GetFileName(folder) == "release" ? null : int.Parse(Path.GetFileName(folder)[5..], CultureInfo.InvariantCulture);
+        string? configFolder = new[] { folder, root, configFallback }.FirstOrDefault(f => f is not null && File.Exists(Path.Combine(f, "config.json")));
+        if (configFolder is null)
         {
-            folder = Path.Combine(root, $"iter_{chosen:D7}");
-            if (!Directory.Exists(folder)) throw new DirectoryNotFoundException($"{root}: no checkpoint for iteration {chosen} ({folder})");
+            throw new FileNotFoundException($"{root}: no config.json in {folder} or the root" + (configFallback is null
+                ? " (a MindSpeed-MM training checkpoint has none): pass the Hugging Face folder it came from (--hf-dir, or model_name_or_path in data.json)"
+                : $" nor in {configFallback}"));
+        }
+        (Config, _) = Qwen25OmniConfigLoader.Load(configFolder);
+        ConfigFolder = configFolder;
+        string[] rankFolders = Directory.GetDirectories(folder, "mp_rank_*").Where(d => MmRankFile.Find(d) is not null).Order(StringComparer.Ordinal).ToArray();
+        if (rankFolders.Length == 0) throw new FileNotFoundException($"{folder}: no mp_rank_*/{PtFileName} (or {FileName}) rank files");
+        MmRankFile probe = Open(rankFolders[0]);
+        if (probe.Metadata.TryGetValue("parallel_layout", out string? layoutJson))
+        {
+            Layout = ParallelLayout.FromJson(layoutJson);
+            TiedLmHead = probe.Metadata.TryGetValue("tied_lm_head", out string? tied) && tied == "true";
         }
         else
         {
-            if (!File.Exists(tracker)) throw new FileNotFoundException($"{root}: not a MindSpeed-MM checkpoint ({Tracker} missing)", tracker);
-            string text = File.ReadAllText(tracker).Trim();
-            folder = text == "release" ? Path.Combine(root, "release")
-                : int.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out int it) ? Path.Combine(root, $"iter_{it:D7}")
-                : throw new InvalidDataException($"{tracker}: '{text}' is neither release nor an iteration");
+            (Layout, TiedLmHead) = MmLayoutInference.Infer(Config.Thinker, rankFolders.ToDictionary(d => Path.GetFileName(d)!, Open, StringComparer.Ordinal), folder);
         }
-        string configFolder = File.Exists(Path.Combine(folder, "config.json")) ? folder : root;
-        (Config, _) = Qwen25OmniConfigLoader.Load(configFolder);
-        ConfigFolder = configFolder;
-        string first = Directory.Exists(folder) ? Directory.GetDirectories(folder, "mp_rank_*").Order(StringComparer.Ordinal).FirstOrDefault() ?? "" : "";
-        string firstFile = Path.Combine(first, FileName);
-        if (!File.Exists(firstFile)) throw new FileNotFoundException($"{folder}: no mp_rank_*/{FileName}", firstFile);
-        var probe = SafetensorsFile.Open(firstFile);
-        files[first] = probe;
-        if (!probe.Metadata.TryGetValue("parallel_layout", out string? layoutJson))
-            throw new InvalidDataException($"{firstFile}: no parallel_layout metadata (not written by OmniTune's converter)");
-        Layout = ParallelLayout.FromJson(layoutJson);
-        TiedLmHead = probe.Metadata.TryGetValue("tied_lm_head", out string? tied) && tied == "true";
+        Format = probe.Format;
         plan = new PipelinePlan(Layout);
         var map = MmTensorMap.For(Config.Thinker, TiedLmHead);
         bySource = map.SelectMany(t => t.Sources.Select((s, i) => (s, t, i))).ToDictionary(x => x.s, x => (x.t, x.i), StringComparer.Ordinal);
         sourceShapes = Models.Qwen25Omni.Thinker.ThinkerWeightLayout.For(Config.Thinker, TiedLmHead).ToDictionary(w => w.Key, w => w.Shape, StringComparer.Ordinal);
     }
+
+    /// <summary>
+    /// The folder a checkpoint root's tracker names (<c>release</c> or <c>iter_XXXXXXX</c>), or that of
+    /// <paramref name="iteration"/>; errors say what was expected.
+    /// </summary>
+    public static string IterationFolder(string root, int? iteration = null)
+    {
+        if (iteration is int chosen)
+        {
+            string chosenFolder = IterationFolderName(root, chosen);
+            return Directory.Exists(chosenFolder) ? chosenFolder : throw new DirectoryNotFoundException($"{root}: no checkpoint for iteration {chosen} ({chosenFolder})");
+        }
+        string tracker = Path.Combine(root, Tracker);
+        if (!File.Exists(tracker))
+        {
+            throw new FileNotFoundException($"{root}: not a MindSpeed-MM checkpoint: expected {Tracker} naming \"release\" or an iteration, next to release/ or " +
+                                            "iter_XXXXXXX/ folders of mp_rank_* rank folders", tracker);
+        }
+        string text = File.ReadAllText(tracker).Trim();
+        string found = text == "release" ? Path.Combine(root, "release")
+            : int.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out int it) ? IterationFolderName(root, it)
+            : throw new InvalidDataException($"{tracker}: '{text}' is neither \"release\" nor an iteration number");
+        return Directory.Exists(found) ? found : throw new DirectoryNotFoundException($"{tracker} names '{text}' but {found} does not exist");
+    }
+
+    /// <summary>Megatron's folder of iteration <paramref name="iteration"/>: <c>root/iter_XXXXXXX</c>.</summary>
+    public static string IterationFolderName(string root, int iteration) => Path.Combine(root, $"iter_{iteration:D7}");
+
+    /// <summary>The iteration of a training checkpoint; null for a release.</summary>
+    public int? Iteration { get; }
+
+    /// <summary>Format of the rank files.</summary>
+    public MmFileFormat Format { get; }
+
+    /// <summary>The iteration folder read.</summary>
+    public string Folder => folder;
 
     /// <summary>The layout the checkpoint was written with.</summary>
     public ParallelLayout Layout { get; }
@@ -80,24 +120,36 @@ public sealed class MmCheckpoint : IThinkerTensorSource
     /// <summary>Whether <paramref name="root"/> looks like a checkpoint this class reads.</summary>
     public static bool IsMmCheckpoint(string root)
     {
-        string tracker = Path.Combine(root, Tracker);
-        if (!File.Exists(tracker)) return false;
-        string text = File.ReadAllText(tracker).Trim();
-        string dir = text == "release" ? Path.Combine(root, "release") : Path.Combine(root, $"iter_{(int.TryParse(text, out int i) ? i : -1):D7}");
-        return Directory.Exists(dir) && Directory.GetDirectories(dir, "mp_rank_*").Any(d => File.Exists(Path.Combine(d, FileName)));
+        try
+        {
+            string dir = IterationFolder(root);
+            return Directory.GetDirectories(dir, "mp_rank_*").Any(d => MmRankFile.Find(d) is not null);
+        }
+        catch (Exception e) when (e is IOException or InvalidDataException)
+        {
+            return false;
+        }
     }
 
-    SafetensorsFile File_(int tp, int stage)
+    /// <summary>Whether a rank folder holds a rank file (either format).</summary>
+    public static bool HasRankFile(string rankFolder) => MmRankFile.Find(rankFolder) is not null;
+
+    MmRankFile Open(string rankFolder)
     {
-        string dir = Path.Combine(folder, plan.Folder(tp, stage));
-        if (!files.TryGetValue(dir, out SafetensorsFile? file))
+        if (!files.TryGetValue(rankFolder, out MmRankFile? file))
         {
-            string path = Path.Combine(dir, FileName);
-            if (!File.Exists(path)) throw new FileNotFoundException($"{path}: missing rank file for the layout {Layout.ToJson()}", path);
-            file = SafetensorsFile.Open(path);
-            files[dir] = file;
+            string path = MmRankFile.Find(rankFolder) ?? throw new FileNotFoundException($"{rankFolder}: missing rank file ({PtFileName} or {FileName})");
+            file = MmRankFile.Open(path);
+            files[rankFolder] = file;
         }
         return file;
+    }
+
+    MmRankFile File_(int tp, int stage)
+    {
+        string dir = Path.Combine(folder, plan.Folder(tp, stage));
+        if (!Directory.Exists(dir)) throw new DirectoryNotFoundException($"{dir}: missing rank folder for the layout {Layout.ToJson()}");
+        return Open(dir);
     }
 
     /// <inheritdoc/>
@@ -125,7 +177,7 @@ public sealed class MmCheckpoint : IThinkerTensorSource
             long[] expected = TensorOps.PartShape(t, t.Sources.Select(s => sourceShapes[s]).ToArray(), parts);
             var pieces = Enumerable.Range(0, parts).Select(r =>
             {
-                SafetensorsFile file = File_(r, slot % Layout.PipelineSize);
+                MmRankFile file = File_(r, slot % Layout.PipelineSize);
                 long[] stored = file.Info(name).Shape;
                 if (!stored.SequenceEqual(expected))
                     throw new InvalidDataException($"{file.Path}: tensor '{name}' has shape [{string.Join(", ", stored)}], expected [{string.Join(", ", expected)}] " +
@@ -165,7 +217,7 @@ public sealed class MmCheckpoint : IThinkerTensorSource
             return shape;
         }).ToArray();
         MmTensor held = t with { Groups = t.Groups / parts };   // this rank's query groups / heads
-        SafetensorsFile file = File_(part, slot % Layout.PipelineSize);
+        MmRankFile file = File_(part, slot % Layout.PipelineSize);
         long[] expected = TensorOps.PartShape(held, local, 1);
         long[] found = file.Info(name).Shape;
         if (!found.SequenceEqual(expected))
@@ -179,6 +231,6 @@ public sealed class MmCheckpoint : IThinkerTensorSource
     public void Dispose()
     {
         cached?.Merged.Dispose();
-        foreach (SafetensorsFile f in files.Values) f.Dispose();
+        foreach (MmRankFile f in files.Values) f.Dispose();
     }
 }

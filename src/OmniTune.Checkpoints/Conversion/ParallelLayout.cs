@@ -60,6 +60,9 @@ public sealed record ParallelLayout(int[][] LlmPpLayers, int[][] VitPpLayers, in
         Require(c.Audio.EncoderAttentionHeads % AudioTp == 0 && c.Audio.EncoderFfnDim % AudioTp == 0, $"audio tp {AudioTp} does not divide the audio encoder's {c.Audio.EncoderAttentionHeads} heads and {c.Audio.EncoderFfnDim} FFN width");
     }
 
+    /// <summary>The same layout with encoder TP sizes equal to the LLM's written as 0 (so equal layouts compare equal).</summary>
+    public ParallelLayout Normalized() => this with { VitTpSize = VitTp == TpSize ? 0 : VitTp, AudioTpSize = AudioTp == TpSize ? 0 : AudioTp };
+
     /// <summary>JSON form (stored in every converted file's metadata).</summary>
     public string ToJson() => JsonSerializer.Serialize(this, Json);
 

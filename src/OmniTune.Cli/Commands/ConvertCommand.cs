@@ -21,6 +21,21 @@ static class ConvertCommand
 
     sealed record LayoutOptions(Option<string?> Llm, Option<string?> Vit, Option<string?> Audio, Option<int> Tp, Option<int> VitTp, Option<int> AudioTp)
     {
+        /// <summary>--format of the rank files written.</summary>
+        public static Option<string> Format(Command command)
+        {
+            var format = new Option<string>("--format")
+            {
+                DefaultValueFactory = _ => "pt",
+                Description = "Rank files: pt (model_optim_rng.pt, what MindSpeed-MM and Megatron read) or safetensors (model_optim_rng.safetensors, the layout in its metadata)",
+            };
+            format.AcceptOnlyFromAmong("pt", "safetensors");
+            command.Options.Add(format);
+            return format;
+        }
+
+        public static MmFileFormat ReadFormat(ParseResult parse, Option<string> format) => parse.GetValue(format) == "safetensors" ? MmFileFormat.Safetensors : MmFileFormat.PyTorch;
+
         public static LayoutOptions Add(Command command)
         {
             var options = new LayoutOptions(
@@ -49,13 +64,14 @@ static class ConvertCommand
     {
         var hf = new Option<string>("--hf-dir") { Required = true, Description = "Hugging Face Qwen2.5-Omni folder" };
         var mm = new Option<string>("--mm-dir") { Required = true, Description = "Output root (must not exist or be empty)" };
-        var command = new Command("hf-to-mm", "Hugging Face folder → MindSpeed-MM layout (release/mp_rank_XX[_YYY])") { hf, mm };
+        var command = new Command("hf-to-mm", "Hugging Face folder → MindSpeed-MM layout (release/mp_rank_XX[_YYY]/model_optim_rng.pt)") { hf, mm };
         var layout = LayoutOptions.Add(command);
+        var format = LayoutOptions.Format(command);
         command.SetAction(parse => CommandErrors.Run(() =>
         {
             using var source = new HfTensorSource(parse.GetValue(hf)!);
             var target = layout.Read(parse, source.Config.Thinker);
-            WithProgress("hf → mm", progress => CheckpointConverter.ToMm(source, target, parse.GetValue(mm)!, progress));
+            WithProgress("hf → mm", progress => CheckpointConverter.ToMm(source, target, parse.GetValue(mm)!, progress, LayoutOptions.ReadFormat(parse, format)));
             Console.WriteLine($"wrote {parse.GetValue(mm)} with layout {target.ToJson()}");
             return 0;
         }));
@@ -66,16 +82,19 @@ static class ConvertCommand
     {
         var mm = new Option<string>("--mm-dir") { Required = true, Description = "MindSpeed-MM checkpoint root, or an OmniTune training checkpoint root" };
         var save = new Option<string>("--save-hf-dir") { Required = true, Description = "Output Hugging Face folder" };
-        var hf = new Option<string?>("--hf-dir") { Description = "Original Hugging Face folder: talker/token2wav weights and tokenizer files are taken from it" };
+        var hf = new Option<string?>("--hf-dir")
+        {
+            Description = "Original Hugging Face folder: its shard layout, talker/token2wav weights and other files are mirrored, and its config.json serves a checkpoint that has none (Megatron training saves)",
+        };
         var command = new Command("mm-to-hf", "MindSpeed-MM layout (any TP/PP/VPP) → Hugging Face folder") { mm, save, hf };
         var layout = LayoutOptions.Add(command);
         command.SetAction(parse => CommandErrors.Run(() =>
         {
-            using IThinkerTensorSource source = OpenMm(parse.GetValue(mm)!, parse.GetValue(hf));
+            using IThinkerTensorSource source = OpenMm(parse.GetValue(mm)!, parse.GetValue(hf), parse.GetValue(hf));
             if (source is MmCheckpoint checkpoint && (parse.GetValue(layout.Llm) is not null || parse.GetValue(layout.Tp) != 1))
             {
                 var given = layout.Read(parse, source.Config.Thinker);
-                if (given.ToJson() != checkpoint.Layout.ToJson())
+                if (given.Normalized().ToJson() != checkpoint.Layout.Normalized().ToJson())
                     throw new ArgumentException($"the given layout {given.ToJson()} differs from the checkpoint's {checkpoint.Layout.ToJson()}");
             }
             WithProgress("mm → hf", progress => CheckpointConverter.ToHf(source, parse.GetValue(save)!, parse.GetValue(hf), progress: progress));
@@ -89,13 +108,15 @@ static class ConvertCommand
     {
         var mm = new Option<string>("--mm-dir") { Required = true, Description = "MindSpeed-MM checkpoint root" };
         var save = new Option<string>("--save-mm-dir") { Required = true, Description = "Output root in the new layout" };
-        var command = new Command("reshard", "MindSpeed-MM layout → another TP/PP/VPP layout") { mm, save };
+        var hf = new Option<string?>("--hf-dir") { Description = "Hugging Face folder whose config.json serves a checkpoint that has none (Megatron training saves)" };
+        var command = new Command("reshard", "MindSpeed-MM layout → another TP/PP/VPP layout") { mm, save, hf };
         var layout = LayoutOptions.Add(command);
+        var format = LayoutOptions.Format(command);
         command.SetAction(parse => CommandErrors.Run(() =>
         {
-            using IThinkerTensorSource source = OpenMm(parse.GetValue(mm)!);
+            using IThinkerTensorSource source = OpenMm(parse.GetValue(mm)!, configFallback: parse.GetValue(hf));
             var target = layout.Read(parse, source.Config.Thinker);
-            WithProgress("mm → mm", progress => CheckpointConverter.ToMm(source, target, parse.GetValue(save)!, progress));
+            WithProgress("mm → mm", progress => CheckpointConverter.ToMm(source, target, parse.GetValue(save)!, progress, LayoutOptions.ReadFormat(parse, format)));
             Console.WriteLine($"wrote {parse.GetValue(save)} with layout {target.ToJson()}");
             return 0;
         }));
@@ -103,9 +124,9 @@ static class ConvertCommand
     }
 
     /// <summary>Any checkpoint folder (MindSpeed-MM layout, training checkpoint of any layout, Hugging Face), LoRA adapters merged into <paramref name="baseHf"/>.</summary>
-    static IThinkerTensorSource OpenMm(string root, string? baseHf = null)
+    static IThinkerTensorSource OpenMm(string root, string? baseHf = null, string? configFallback = null)
     {
-        var located = OmniTune.Training.Checkpointing.CheckpointLocator.Locate(root);
+        var located = OmniTune.Training.Checkpointing.CheckpointLocator.Locate(root, configFallback: configFallback);
         if (located.OpenWeights is not null) return located.Weights();
         if (located.IterationFolder is not null && OmniTune.Training.Checkpointing.CheckpointStore.IsStageCheckpoint(located.IterationFolder))
             throw new NotSupportedException($"{located.IterationFolder} holds LoRA adapters spread over pipeline stages; merging them is not built yet (resume the run at PP 1 to save them in one folder)");

@@ -26,7 +26,7 @@ public enum CheckpointKind
 /// <param name="Kind">What was found.</param>
 /// <param name="Path">What the user passed.</param>
 /// <param name="ConfigFolder">config.json, tokenizer and preprocessor files.</param>
-/// <param name="IterationFolder">The iteration of a training checkpoint.</param>
+/// <param name="IterationFolder">The iteration of a training checkpoint (for a MindSpeed-MM folder, its release or iteration folder).</param>
 /// <param name="AdapterFolder">LoRA adapters (PEFT files), when present.</param>
 /// <param name="OpenWeights">The full weights, or null when the folder holds adapters only.</param>
 public sealed record LocatedCheckpoint(CheckpointKind Kind, string Path, string ConfigFolder, string? IterationFolder, string? AdapterFolder,
@@ -45,8 +45,12 @@ public sealed record LocatedCheckpoint(CheckpointKind Kind, string Path, string 
 /// </summary>
 public static class CheckpointLocator
 {
-    /// <summary>Resolves <paramref name="path"/> (at iteration <paramref name="iteration"/> of a checkpoint root, when given).</summary>
-    public static LocatedCheckpoint Locate(string path, int? iteration = null)
+    /// <summary>
+    /// Resolves <paramref name="path"/> (at iteration <paramref name="iteration"/> of a checkpoint root, when given).
+    /// <paramref name="configFallback"/> is the Hugging Face folder whose config.json serves a MindSpeed-MM checkpoint
+    /// that has none (Megatron's training checkpoints).
+    /// </summary>
+    public static LocatedCheckpoint Locate(string path, int? iteration = null, string? configFallback = null)
     {
         if (!Directory.Exists(path)) throw new DirectoryNotFoundException($"{path}: no such folder");
         if (CheckpointStore.IsTrainingCheckpoint(path, iteration))
@@ -65,13 +69,17 @@ public static class CheckpointLocator
             if (!weights && !adapters) throw new FileNotFoundException($"{model}: the checkpoint holds neither weights (model.safetensors) nor LoRA adapters");
             return new(CheckpointKind.Training, path, model, folder, adapters ? model : null, weights ? () => new HfTensorSource(model) : null);
         }
-        if (iteration is int chosen) throw new DirectoryNotFoundException($"{path}: no training checkpoint for iteration {chosen}");
-        if (MmCheckpoint.IsMmCheckpoint(path))
+        if (MmCheckpoint.IsMmCheckpoint(path) || (iteration is int some && Directory.Exists(MmCheckpoint.IterationFolderName(path, some))))
         {
-            string config;
-            using (var probe = new MmCheckpoint(path)) config = probe.ConfigFolder;
-            return new(CheckpointKind.MindSpeed, path, config, null, null, () => new MmCheckpoint(path));
+            string config, folder;
+            using (var probe = new MmCheckpoint(path, iteration, configFallback))
+            {
+                config = probe.ConfigFolder;
+                folder = probe.Folder;
+            }
+            return new(CheckpointKind.MindSpeed, path, config, folder, null, () => new MmCheckpoint(path, iteration, configFallback));
         }
+        if (iteration is int chosen) throw new DirectoryNotFoundException($"{path}: no training checkpoint for iteration {chosen}");
         if (File.Exists(System.IO.Path.Combine(path, LoraAdapters.ConfigFile)))
             return new(CheckpointKind.Adapters, path, path, null, path, null);
         if (File.Exists(System.IO.Path.Combine(path, "config.json")))

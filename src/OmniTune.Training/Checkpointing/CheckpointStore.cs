@@ -38,7 +38,7 @@ public static class CheckpointStore
         ["vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json", "added_tokens.json", "special_tokens_map.json", "preprocessor_config.json", "chat_template.json", "generation_config.json"];
 
     /// <summary>Folder of iteration <paramref name="iteration"/>.</summary>
-    public static string IterationFolder(string root, int iteration) => Path.Combine(root, $"iter_{iteration:D7}");
+    public static string IterationFolder(string root, int iteration) => OmniTune.Checkpoints.Conversion.MmCheckpoint.IterationFolderName(root, iteration);
 
     /// <summary>The pipeline layout of a pipeline-parallel checkpoint (JSON), beside trainer_state.json.</summary>
     public const string LayoutFile = "parallel_layout.json";
@@ -49,7 +49,7 @@ public static class CheckpointStore
     /// </summary>
     public static bool IsStageCheckpoint(string iterationFolder) =>
         Directory.Exists(iterationFolder) && Directory.GetDirectories(iterationFolder, "mp_rank_*").Any(d =>
-            File.Exists(Path.Combine(d, OmniTune.Checkpoints.Conversion.MmCheckpoint.FileName))
+            OmniTune.Checkpoints.Conversion.MmCheckpoint.HasRankFile(d)
             || (File.Exists(Path.Combine(d, Lora.LoraAdapters.WeightsFile)) && !File.Exists(Path.Combine(d, "config.json"))));
 
     /// <summary>Whether a pipeline-parallel checkpoint holds LoRA adapters (per stage) rather than weights.</summary>

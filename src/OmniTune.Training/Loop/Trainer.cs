@@ -281,7 +281,7 @@ public sealed class Trainer
     {
         if (args.Load is string load)
         {
-            var located = CheckpointLocator.Locate(load, args.LoadIteration);
+            var located = CheckpointLocator.Locate(load, args.LoadIteration, data.DatasetParam.PreprocessParameters.ModelNameOrPath);
             switch (located.Kind)
             {
                 case CheckpointKind.Training:
@@ -309,7 +309,13 @@ public sealed class Trainer
                         return new Start(located.ConfigFolder, folder, CheckpointStore.ReadState(folder), Weights: stages ? located.OpenWeights : null);
                     }
                 case CheckpointKind.MindSpeed:
-                    // Any TP/PP/VPP layout (e.g. convert hf-to-mm output): read straight into the model.
+                    // Any TP/PP/VPP layout (e.g. convert hf-to-mm output, or a MindSpeed-MM training save): read straight into the model.
+                    if (Path.GetFileName(located.IterationFolder) != "release")
+                    {
+                        log.WriteLine($"note: {located.IterationFolder} is a MindSpeed-MM (Megatron) training checkpoint: its model weights are loaded; its optimizer " +
+                                      "state (Megatron's fp32 master copies and Adam moments by parameter index) and RNG state are not mapped onto OmniTune's, so " +
+                                      "AdamW moments start at zero and the iteration count at 0, as with --finetune");
+                    }
                     return new Start(located.ConfigFolder, null, null, Weights: located.OpenWeights);
                 case CheckpointKind.HuggingFace:
                     return new Start(load, null, null);

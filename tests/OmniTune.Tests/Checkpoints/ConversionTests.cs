@@ -86,25 +86,34 @@ public sealed class ConversionTests : IClassFixture<ConversionFixture>
         Assert.Equal([2L, 6], TensorOps.SplitPart(zeros(4, 6), SplitKind.Row, 1, 2).shape);
     }
 
-    public static TheoryData<string, string, string, int, int, int> Layouts => new()
+    public static TheoryData<string, string, string, int, int, int, MmFileFormat> Layouts => new()
     {
-        { "[[4]]", "[[3]]", "[[3]]", 1, 0, 0 },
-        { "[[1,3]]", "[[3,0]]", "[[3,0]]", 2, 0, 0 },
-        { "[[0,4]]", "[[3,0]]", "[[0,3]]", 4, 2, 1 },
-        { "[[1,1],[2,0]]", "[[2,1],[0,0]]", "[[1,0],[1,1]]", 2, 1, 2 },
-        { "[[2,2]]", "[[3]]", "[[3]]", 1, 0, 0 },
+        { "[[4]]", "[[3]]", "[[3]]", 1, 0, 0, MmFileFormat.PyTorch },
+        { "[[1,3]]", "[[3,0]]", "[[3,0]]", 2, 0, 0, MmFileFormat.PyTorch },
+        { "[[0,4]]", "[[3,0]]", "[[0,3]]", 4, 2, 1, MmFileFormat.PyTorch },
+        { "[[1,1],[2,0]]", "[[2,1],[0,0]]", "[[1,0],[1,1]]", 2, 1, 2, MmFileFormat.PyTorch },
+        { "[[1,1],[1,1]]", "[[3,0]]", "[[3,0]]", 2, 0, 0, MmFileFormat.PyTorch },   // encoders repeated over the chunks, as MindSpeed's shorter lists make them
+        { "[[2,2]]", "[[3]]", "[[3]]", 1, 0, 0, MmFileFormat.PyTorch },
+        { "[[4]]", "[[3]]", "[[3]]", 1, 0, 0, MmFileFormat.Safetensors },
+        { "[[0,4]]", "[[3,0]]", "[[0,3]]", 4, 2, 1, MmFileFormat.Safetensors },
+        { "[[1,1],[2,0]]", "[[2,1],[0,0]]", "[[1,0],[1,1]]", 2, 1, 2, MmFileFormat.Safetensors },
     };
 
     [Theory]
     [MemberData(nameof(Layouts))]
-    public void Hf_to_mm_to_hf_is_bit_exact(string llm, string vit, string audio, int tp, int vitTp, int audioTp)
+    public void Hf_to_mm_to_hf_is_bit_exact(string llm, string vit, string audio, int tp, int vitTp, int audioTp, MmFileFormat format)
     {
         var layout = new ParallelLayout(ParallelLayout.ParseLayers(llm, "llm"), ParallelLayout.ParseLayers(vit, "vit"), ParallelLayout.ParseLayers(audio, "audio"), tp, vitTp, audioTp);
         string mm = fixture.NewFolder("mm"), back = fixture.NewFolder("back");
-        using (var source = new HfTensorSource(fixture.Hf)) CheckpointConverter.ToMm(source, layout, mm);
+        using (var source = new HfTensorSource(fixture.Hf)) CheckpointConverter.ToMm(source, layout, mm, format: format);
         Assert.Equal("release", File.ReadAllText(Path.Combine(mm, MmCheckpoint.Tracker)));
         Assert.Equal(layout.MaxTp * layout.PipelineSize, Directory.GetDirectories(Path.Combine(mm, "release")).Length);
-        using (var checkpoint = new MmCheckpoint(mm)) CheckpointConverter.ToHf(checkpoint, back, fixture.Hf);
+        using (var checkpoint = new MmCheckpoint(mm))
+        {
+            Assert.Equal(format, checkpoint.Format);
+            Assert.Equal(layout.Normalized().ToJson(), checkpoint.Layout.Normalized().ToJson());   // read from the metadata, or inferred from a .pt folder
+            CheckpointConverter.ToHf(checkpoint, back, fixture.Hf);
+        }
         AssertSameWeights(fixture.Hf, back);
         Assert.True(File.Exists(Path.Combine(back, "vocab.json")));
     }
@@ -115,15 +124,16 @@ public sealed class ConversionTests : IClassFixture<ConversionFixture>
         var layout = new ParallelLayout([[1, 3]], [[3, 0]], [[3, 0]], TpSize: 2);
         string mm = fixture.NewFolder("mm");
         using (var source = new HfTensorSource(fixture.Hf)) CheckpointConverter.ToMm(source, layout, mm);
-        using var stage0 = SafetensorsFile.Open(Path.Combine(mm, "release", "mp_rank_00_000", MmCheckpoint.FileName));
-        using var stage1 = SafetensorsFile.Open(Path.Combine(mm, "release", "mp_rank_01_001", MmCheckpoint.FileName));
-        Assert.Contains("text_decoder.embedding.word_embeddings.weight", stage0.Tensors.Keys);
-        Assert.Contains("image_encoder.encoder.blocks.layers.2.self_attention.linear_qkv.weight", stage0.Tensors.Keys);
-        Assert.Contains("audio_encoder.encoder.proj.weight", stage0.Tensors.Keys);
-        Assert.DoesNotContain("text_decoder.decoder.layers.1.input_layernorm.weight", stage0.Tensors.Keys);
-        Assert.Contains("text_decoder.decoder.layers.2.mlp.linear_fc1.weight", stage1.Tensors.Keys);   // global layer 3 → local 2
-        Assert.DoesNotContain("text_decoder.decoder.layers.3.mlp.linear_fc1.weight", stage1.Tensors.Keys);
-        Assert.Contains("text_decoder.output_layer.weight", stage1.Tensors.Keys);
+        using var stage0 = MmRankFile.Open(Path.Combine(mm, "release", "mp_rank_00_000", MmCheckpoint.PtFileName));
+        using var stage1 = MmRankFile.Open(Path.Combine(mm, "release", "mp_rank_01_001", MmCheckpoint.PtFileName));
+        Assert.Equal(MmFileFormat.PyTorch, stage0.Format);
+        Assert.Contains("text_decoder.embedding.word_embeddings.weight", stage0.Names);
+        Assert.Contains("image_encoder.encoder.blocks.layers.2.self_attention.linear_qkv.weight", stage0.Names);
+        Assert.Contains("audio_encoder.encoder.proj.weight", stage0.Names);
+        Assert.DoesNotContain("text_decoder.decoder.layers.1.input_layernorm.weight", stage0.Names);
+        Assert.Contains("text_decoder.decoder.layers.2.mlp.linear_fc1.weight", stage1.Names);   // global layer 3 → local 2
+        Assert.DoesNotContain("text_decoder.decoder.layers.3.mlp.linear_fc1.weight", stage1.Names);
+        Assert.Contains("text_decoder.output_layer.weight", stage1.Names);
         var t = fixture.Config.Thinker.Text;
         Assert.Equal([(long)(t.NumAttentionHeads + 2 * t.NumKeyValueHeads) * t.HeadDim / 2, t.HiddenSize], stage1.Info("text_decoder.decoder.layers.0.self_attention.linear_qkv.weight").Shape);
         Assert.Equal([(long)t.VocabSize / 2, t.HiddenSize], stage1.Info("text_decoder.output_layer.weight").Shape);
@@ -190,7 +200,7 @@ public sealed class ConversionTests : IClassFixture<ConversionFixture>
     public void A_shard_tensor_of_the_wrong_shape_is_named_with_its_file_key_and_expected_shape()
     {
         string mm = fixture.NewFolder("mm-transposed"), back = fixture.NewFolder("back");
-        using (var source = new HfTensorSource(fixture.Hf)) CheckpointConverter.ToMm(source, new ParallelLayout([[1, 3]], [[3, 0]], [[3, 0]], TpSize: 2), mm);
+        using (var source = new HfTensorSource(fixture.Hf)) CheckpointConverter.ToMm(source, new ParallelLayout([[1, 3]], [[3, 0]], [[3, 0]], TpSize: 2), mm, format: MmFileFormat.Safetensors);
         string shard = Directory.GetFiles(mm, "*.safetensors", SearchOption.AllDirectories).Order(StringComparer.Ordinal).First();
         const string key = "text_decoder.decoder.layers.0.mlp.linear_fc2.weight";
         long[] shape;

@@ -37,7 +37,7 @@ public sealed class ConvertCliTests : IClassFixture<TrainingFixture>
         Assert.Equal(0, Run("mm-convert", "Qwen2_5_OmniConverter", "hf_to_mm", "--cfg.mm_dir", mm, "--cfg.hf_config.hf_dir", fixture.Model,
             "--cfg.parallel_config.llm_pp_layers", "[[1,1]]", "--cfg.parallel_config.vit_pp_layers", "[[2,0]]", "--cfg.parallel_config.audio_pp_layers", "[[2,0]]",
             "--cfg.parallel_config.tp_size", "2"));
-        Assert.True(File.Exists(Path.Combine(mm, "release", "mp_rank_01_001", MmCheckpoint.FileName)));
+        Assert.True(File.Exists(Path.Combine(mm, "release", "mp_rank_01_001", MmCheckpoint.PtFileName)));
         Assert.Equal(0, Run("mm-convert", "Qwen2_5_OmniConverter", "mm_to_hf", "--cfg.save_hf_dir", back, "--cfg.mm_dir", mm, "--cfg.hf_config.hf_dir", fixture.Model,
             "--cfg.parallel_config.llm_pp_layers", "[1,1]", "--cfg.parallel_config.vit_pp_layers", "[2,0]", "--cfg.parallel_config.audio_pp_layers", "[2,0]",
             "--cfg.parallel_config.tp_size", "2"));
