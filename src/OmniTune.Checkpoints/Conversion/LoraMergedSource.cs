@@ -1,45 +1,41 @@
-using System.Text.Json;
-using OmniTune.Core.Safetensors;
 using OmniTune.Models.Qwen25Omni.Config;
 using static TorchSharp.torch;
 
 namespace OmniTune.Checkpoints.Conversion;
 
 /// <summary>
-/// Base weights with LoRA adapters (PEFT layout: adapter_model.safetensors with <c>thinker.&lt;module&gt;.lora_A/B.weight</c>,
-/// adapter_config.json with r and lora_alpha) merged in on the fly: W + (α/r)·B·A for every adapted linear weight.
+/// Base weights with LoRA adapters merged in on the fly: W + (α/r)·B·A for every adapted linear weight, whichever way the
+/// adapters were saved (<see cref="LoraCheckpoint"/>: PEFT's folder, or rank folders with PEFT parts or MindSpeed-MM's
+/// fused keys).
 /// </summary>
 public sealed class LoraMergedSource : IThinkerTensorSource
 {
     readonly IThinkerTensorSource baseSource;
-    readonly SafetensorsCheckpoint adapters;
-    readonly double scaling;
+    readonly LoraCheckpoint adapters;
 
     /// <summary>Wraps <paramref name="baseSource"/> with the adapters in <paramref name="adapterFolder"/>.</summary>
     public LoraMergedSource(IThinkerTensorSource baseSource, string adapterFolder)
     {
         this.baseSource = baseSource;
-        string config = Path.Combine(adapterFolder, "adapter_config.json");
-        if (!File.Exists(config)) throw new FileNotFoundException($"{config}: no LoRA adapter config", config);
-        using (var document = JsonDocument.Parse(File.ReadAllText(config)))
-            scaling = document.RootElement.GetProperty("lora_alpha").GetDouble() / document.RootElement.GetProperty("r").GetInt32();
-        adapters = SafetensorsCheckpoint.Open(Path.Combine(adapterFolder, "adapter_model.safetensors"));
-        foreach (string key in adapters.Keys.Where(k => k.EndsWith(".lora_A.weight", StringComparison.Ordinal)))
+        adapters = LoraCheckpoint.Read(adapterFolder, baseSource.Config.Thinker, baseSource.TiedLmHead);
+        foreach (var (module, (a, b)) in adapters.Modules)
         {
-            string weight = key[..^".lora_A.weight".Length]["thinker.".Length..] + ".weight";
+            long[] shape;
             try
             {
-                baseSource.Info(weight);
+                shape = baseSource.Info(module + ".weight").Shape;
             }
             catch (KeyNotFoundException)
             {
-                throw new InvalidDataException($"{adapterFolder}: adapter {key} has no base weight {weight}");
+                throw new InvalidDataException($"{adapterFolder}: adapter on {module} has no base weight {module}.weight");
             }
+            if (b.shape[0] != shape[0] || a.shape[1] != shape[1] || a.shape[0] != b.shape[1])
+                throw new InvalidDataException($"{adapterFolder}: adapter on {module} (A [{string.Join(", ", a.shape)}], B [{string.Join(", ", b.shape)}]) does not fit its weight [{string.Join(", ", shape)}]");
         }
     }
 
-    /// <summary>Adapters merged.</summary>
-    public int AdapterCount => adapters.Keys.Count(k => k.EndsWith(".lora_A.weight", StringComparison.Ordinal));
+    /// <summary>Adapters merged (one per adapted projection).</summary>
+    public int AdapterCount => adapters.Modules.Count;
 
     /// <inheritdoc/>
     public Qwen25OmniConfig Config => baseSource.Config;
@@ -57,11 +53,10 @@ public sealed class LoraMergedSource : IThinkerTensorSource
     public Tensor Read(string key)
     {
         Tensor weight = baseSource.Read(key);
-        string module = key.EndsWith(".weight", StringComparison.Ordinal) ? "thinker." + key[..^".weight".Length] : "";
-        if (!adapters.Contains(module + ".lora_A.weight")) return weight;
-        using Tensor a = adapters.Read(module + ".lora_A.weight"), b = adapters.Read(module + ".lora_B.weight");
+        string module = key.EndsWith(".weight", StringComparison.Ordinal) ? key[..^".weight".Length] : "";
+        if (!adapters.Modules.TryGetValue(module, out var adapter)) return weight;
         using (weight)
-            return LoraMerge.Merged(weight, a, b, scaling);
+            return LoraMerge.Merged(weight, adapter.A, adapter.B, adapters.Scaling);
     }
 
     /// <inheritdoc/>

@@ -148,7 +148,7 @@ public sealed class MmCheckpoint : IThinkerTensorSource
     MmRankFile File_(int tp, int stage)
     {
         string dir = Path.Combine(folder, plan.Folder(tp, stage));
-        if (!Directory.Exists(dir)) throw new DirectoryNotFoundException($"{dir}: missing rank folder for the layout {Layout.ToJson()}");
+        if (!Directory.Exists(dir)) throw new FileNotFoundException($"{dir}: missing rank folder for the layout {Layout.ToJson()}");
         return Open(dir);
     }
 

@@ -128,8 +128,6 @@ static class ConvertCommand
     {
         var located = OmniTune.Training.Checkpointing.CheckpointLocator.Locate(root, configFallback: configFallback);
         if (located.OpenWeights is not null) return located.Weights();
-        if (located.IterationFolder is not null && OmniTune.Training.Checkpointing.CheckpointStore.IsStageCheckpoint(located.IterationFolder))
-            throw new NotSupportedException($"{located.IterationFolder} holds LoRA adapters spread over pipeline stages; merging them is not built yet (resume the run at PP 1 to save them in one folder)");
         if (baseHf is null) throw new ArgumentException($"{located.AdapterFolder} holds LoRA adapters only: pass --hf-dir with the base model to merge them into");
         var merged = new LoraMergedSource(new HfTensorSource(baseHf), located.AdapterFolder!);
         Console.WriteLine($"merging {merged.AdapterCount} LoRA adapters from {located.AdapterFolder} into {baseHf}");

@@ -43,17 +43,16 @@ static class GenerateCommand
             var encoded = processor.EncodePrompt([new ChatMessage(ChatRole.User, text)], new SampleMedia(i, v, a), parse.GetValue(system));
             var (inputs, _) = ThinkerInputsBuilder.FromConversation(encoded, parse.GetValue(audioInVideo));
             Qwen25OmniThinkerForConditionalGeneration thinker;
-            using (var source = located.Weights()) thinker = ThinkerSourceLoader.Load(source);
+            IThinkerTensorSource source = located.Weights();
+            if (parse.GetValue(adapter) is string adapterPath)
+            {
+                string adapterFolder = CheckpointLocator.Locate(adapterPath).AdapterFolder
+                    ?? throw new ArgumentException($"--adapter {adapterPath}: no LoRA adapters there ({LoraAdapters.ConfigFile}, {LoraAdapters.WeightsFile})");
+                source = new LoraMergedSource(source, adapterFolder);   // the one merge, whichever way the adapters were saved
+            }
+            using (source) thinker = ThinkerSourceLoader.Load(source);
             using (thinker)
             {
-                if (parse.GetValue(adapter) is string adapterPath)
-                {
-                    string adapterFolder = CheckpointLocator.Locate(adapterPath).AdapterFolder
-                        ?? throw new ArgumentException($"--adapter {adapterPath}: no LoRA adapters there ({LoraAdapters.ConfigFile}, {LoraAdapters.WeightsFile})");
-                    using var adapters = LoraAdapters.Attach(thinker, LoraAdapters.ReadSettings(adapterFolder), _ => true);
-                    adapters.Load(adapterFolder);
-                    adapters.MergeInto(thinker);
-                }
                 var ids = ThinkerGenerator.Generate(thinker, inputs, processor.Template.StopTokenIds.ToHashSet(),
                     options with { TokenLimit = processor.Tokenizer.Count });
                 Console.WriteLine(processor.Tokenizer.Decode(ids, skipSpecial: true));

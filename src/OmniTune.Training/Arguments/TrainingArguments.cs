@@ -260,6 +260,7 @@ public sealed record TrainingArguments
         if (args.Lora is { } lora)
         {
             foreach (string target in lora.TargetModules) _ = OmniTune.Training.Lora.LoraSettings.HuggingFaceNames(target);
+            _ = lora.Flavour;   // refuses a mix of MindSpeed and Hugging Face names
             if (lora.Rank < 1) throw new ArgumentException("--lora-r must be at least 1");
         }
         if (args.Lr is < 0 or > MaxLearningRate) throw new ArgumentException($"--lr {args.Lr}: must be in [0, {MaxLearningRate}]");

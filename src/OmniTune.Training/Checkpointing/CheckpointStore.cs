@@ -41,7 +41,7 @@ public static class CheckpointStore
     public static string IterationFolder(string root, int iteration) => OmniTune.Checkpoints.Conversion.MmCheckpoint.IterationFolderName(root, iteration);
 
     /// <summary>The pipeline layout of a pipeline-parallel checkpoint (JSON), beside trainer_state.json.</summary>
-    public const string LayoutFile = "parallel_layout.json";
+    public const string LayoutFile = OmniTune.Checkpoints.Conversion.LoraCheckpoint.LayoutFile;
 
     /// <summary>
     /// Whether an iteration folder holds a pipeline-parallel checkpoint: MindSpeed rank folders with weights, or (LoRA) with
@@ -52,9 +52,9 @@ public static class CheckpointStore
             OmniTune.Checkpoints.Conversion.MmCheckpoint.HasRankFile(d)
             || (File.Exists(Path.Combine(d, Lora.LoraAdapters.WeightsFile)) && !File.Exists(Path.Combine(d, "config.json"))));
 
-    /// <summary>Whether a pipeline-parallel checkpoint holds LoRA adapters (per stage) rather than weights.</summary>
+    /// <summary>Whether a pipeline-parallel checkpoint holds LoRA adapters (per rank folder) rather than weights.</summary>
     public static bool HasStageAdapters(string iterationFolder) =>
-        Directory.GetDirectories(iterationFolder, "mp_rank_*").Any(d => File.Exists(Path.Combine(d, Lora.LoraAdapters.WeightsFile)));
+        Directory.GetDirectories(iterationFolder, "mp_rank_*").Any(d => File.Exists(Path.Combine(d, Lora.LoraAdapters.ConfigFile)));
 
     /// <summary>
     /// Whether <paramref name="root"/> holds a training checkpoint (trainer_state.json) at iteration <paramref name="chosen"/>

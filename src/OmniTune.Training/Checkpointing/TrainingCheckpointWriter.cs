@@ -29,12 +29,15 @@ public sealed record CheckpointContents(Qwen25OmniThinkerForConditionalGeneratio
 public sealed class TrainingCheckpointWriter(TrainingArguments args, IProcessGroup world, IProcessGroup dataParallel, IProcessGroup pipelineGroup,
     IProcessGroup tensorGroup, PipelineSetup pipeline, Qwen25OmniConfig config, string processorFolder, TextWriter log)
 {
+    /// <summary>Folder of the merged weights (--lora-save-full-weight) inside an iteration folder of rank folders: a MindSpeed release.</summary>
+    public const string MergedFolder = "merged";
+
     /// <summary>This rank's folder in a MindSpeed-layout checkpoint (mp_rank_0T, or mp_rank_0T_00P with pipeline stages).</summary>
     public string StageFolder => new PipelinePlan(pipeline.Layout).Folder(tensorGroup.Rank, pipelineGroup.Rank);
 
     /// <summary>Writes iteration <paramref name="iteration"/> (a collective: every rank calls it); returns its folder on the writing ranks.</summary>
     public string? Save(int iteration, CheckpointContents contents) =>
-        pipeline.RankFolders ? SaveStages(iteration, contents) : SaveSingle(iteration, contents);
+        pipeline.RankFolders || contents.Adapters?.Settings.Flavour == LoraFlavour.MindSpeed ? SaveStages(iteration, contents) : SaveSingle(iteration, contents);
 
     /// <summary>
     /// Where this rank's optimizer state lies in a checkpoint: beside trainer_state.json, or in this stage's rank folder of a
@@ -90,8 +93,9 @@ public sealed class TrainingCheckpointWriter(TrainingArguments args, IProcessGro
     }
 
     /// <summary>
-    /// A pipeline-parallel checkpoint in MindSpeed-MM's layout: every stage's first data-parallel rank writes its rank
-    /// folder (<c>mp_rank_00_00P/model_optim_rng.safetensors</c> with MindSpeed names, or its LoRA adapters; its optimizer
+    /// A pipeline- or tensor-parallel checkpoint (or one of MindSpeed-named LoRA adapters) in MindSpeed-MM's layout: every
+    /// stage's first data-parallel rank writes its rank folder (<c>mp_rank_0T_00P/model_optim_rng.safetensors</c> with
+    /// MindSpeed names, or its LoRA adapters — MindSpeed's <c>model_optim_rng.pt</c> for MindSpeed names; its optimizer
     /// state beside it) into one temporary iteration folder; after a barrier rank 0 adds config, tokenizer files, the
     /// layout and trainer_state.json, moves the folder in place and the tracker on. A checkpoint is "latest" only once
     /// every stage has written.
@@ -113,7 +117,14 @@ public sealed class TrainingCheckpointWriter(TrainingArguments args, IProcessGro
         {
             if (c.Adapters is not null)
             {
-                c.Adapters.Save(rankFolder);   // LoRA: this stage's adapters only (the base weights are the run's base model)
+                c.Adapters.SaveRank(rankFolder, pipeline.Layout, pipelineGroup.Rank, iteration);   // LoRA: this rank's adapters only (the base weights are the run's base model)
+                if (c.Adapters.Settings.SaveFullWeight)
+                {
+                    // --lora-save-full-weight: the merged weights as a MindSpeed release beside the adapters (merged/).
+                    using var merged = c.Adapters.MergedSource(config, processorFolder);
+                    CheckpointConverter.WriteRank(merged, pipeline.Layout, tensorGroup.Rank, pipelineGroup.Rank, Path.Combine(temporary, MergedFolder, "release"),
+                        sourceIsPart: tensorGroup.Size > 1, format: MmFileFormat.PyTorch);
+                }
             }
             else
             {
@@ -131,6 +142,11 @@ public sealed class TrainingCheckpointWriter(TrainingArguments args, IProcessGro
         {
             CheckpointConverter.CopySideFiles(processorFolder, temporary);
             File.WriteAllText(Path.Combine(temporary, CheckpointStore.LayoutFile), pipeline.Layout.ToJson());
+            if (c.Adapters?.Settings.SaveFullWeight == true)
+            {
+                CheckpointConverter.CopySideFiles(processorFolder, Path.Combine(temporary, MergedFolder));
+                File.WriteAllText(Path.Combine(temporary, MergedFolder, MmCheckpoint.Tracker), "release");
+            }
             CheckpointStore.Commit(root, iteration, temporary, c.State());
             log.WriteLine($"saved checkpoint {final} ({string.Join(" × ", new[] { tensorGroup.Size > 1 ? $"{tensorGroup.Size} tensor-parallel ranks" : null, pipelineGroup.Size > 1 ? $"{pipelineGroup.Size} stages" : null }.OfType<string>())})");
         }

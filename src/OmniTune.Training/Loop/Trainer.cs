@@ -158,7 +158,7 @@ public sealed class Trainer
                 foreach (var (_, p) in trainable) p.requires_grad = false;
                 trainable = adapters.Parameters().Select(p => ("lora:" + p.Key, p.Parameter)).ToList();
                 if (start.AdapterFolder is not null)
-                    adapters.Load(CheckpointStore.IsStageCheckpoint(start.AdapterFolder) ? Path.Combine(start.AdapterFolder, checkpoints.StageFolder) : start.AdapterFolder);
+                    adapters.Load(start.AdapterFolder);   // any saved form and layout: each adapter takes its part
                 log.WriteLine($"{adapters}{(start.AdapterFolder is null ? "" : $", adapters loaded from {start.AdapterFolder}")}");
             }
             model.Visual.Recompute = modelJson.VisionRecompute;

@@ -225,14 +225,33 @@ public sealed class PipelineParallelTests : IClassFixture<PipelineFixture>
     {
         MpiJob.Require();
         const string lora = "--lora-target-modules linear_qkv linear_fc1 --lora-r 4 --lora-alpha 8 --train-iters 4";
-        var (code, single, _) = MpiJob.Run($"-np 1 dotnet {{cli}} {Flags(fixture.ModelJson("lora-single.json", null, null, null), lora)}");
+        string singleSave = Path.Combine(fixture.Folder, "lora-single");
+        var (code, single, _) = MpiJob.Run($"-np 1 dotnet {{cli}} {Flags(fixture.ModelJson("lora-single.json", null, null, null), $"{lora} --save {singleSave}")}");
         Assert.True(code == 0, single);
         string modelJson = fixture.ModelJson("lora.json", "[2,0]", "[2,0]", "[1,3]");
         string save = Path.Combine(fixture.Folder, "lora-pp2"), resumed = Path.Combine(fixture.Folder, "lora-pp2-resumed");
         var pipeline = MpiJob.Run($"-np 2 dotnet {{cli}} {Flags(modelJson, $"{lora} --pipeline-model-parallel-size 2 --save {save} --save-interval 2")}");
         Assert.True(pipeline.Code == 0, pipeline.Output);
         Assert.Equal(MpiJob.Losses(single), MpiJob.Losses(pipeline.Output));
-        Assert.True(File.Exists(Path.Combine(CheckpointStore.IterationFolder(save, 4), "mp_rank_00_001", "adapter_model.safetensors")));
+        // MindSpeed's names: its fused adapters in its rank files, layers numbered per stage (stage 1's local 0 is layer 1).
+        using (var stage1 = OmniTune.Checkpoints.Conversion.MmRankFile.Open(Path.Combine(CheckpointStore.IterationFolder(save, 4), "mp_rank_00_001", "model_optim_rng.pt")))
+        {
+            Assert.Contains("text_decoder.decoder.layers.2.self_attention.linear_qkv.lora_A.default.weight", stage1.Names);
+            Assert.DoesNotContain("text_decoder.decoder.layers.3.self_attention.linear_qkv.lora_A.default.weight", stage1.Names);
+            Assert.Contains("text_decoder.decoder.layers.0.mlp.linear_fc1.lora_B.default.weight", stage1.Names);
+        }
+        // The adapters spread over the stages merge into the same weights as the one-process run's.
+        string mergedSingle = Path.Combine(fixture.Folder, "lora-single-merged"), mergedPipeline = Path.Combine(fixture.Folder, "lora-pp2-merged");
+        foreach (var (from, to) in new[] { (singleSave, mergedSingle), (save, mergedPipeline) })
+        {
+            var convert = MpiJob.Run($"-np 1 dotnet {{cli}} convert mm-to-hf --mm-dir {from} --save-hf-dir {to} --hf-dir {fixture.Model}");
+            Assert.True(convert.Code == 0, convert.Output);
+        }
+        using (var a = OmniTune.Core.Safetensors.SafetensorsCheckpoint.Open(mergedSingle))
+        using (var b = OmniTune.Core.Safetensors.SafetensorsCheckpoint.Open(mergedPipeline))
+        {
+            foreach (string key in a.Keys) OmniTune.Tests.Testing.TensorAssert.Close(a.Read(key), b.Read(key), 1e-6);
+        }
         var tail = MpiJob.Run($"-np 2 dotnet {{cli}} {Flags(modelJson, $"{lora} --pipeline-model-parallel-size 2 --load {save} --ckpt-step 2 --save {resumed}")}");
         Assert.True(tail.Code == 0, tail.Output);
         Assert.Contains("resuming after iteration 2", tail.Output);

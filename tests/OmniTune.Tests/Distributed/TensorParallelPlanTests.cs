@@ -81,7 +81,9 @@ public sealed class TensorParallelPlanTests : IClassFixture<ConversionFixture>
     public void A_tensor_parallel_part_is_read_from_its_own_rank_file_alone()
     {
         string mm = fixture.NewFolder("mm-parts");
-        using (var source = new HfTensorSource(fixture.Hf)) CheckpointConverter.ToMm(source, new ParallelLayout([[4]], [[3]], [[3]], TpSize: 2), mm);
+        // safetensors: the layout is in each file, so rank 1 needs no other file at all (a .pt folder's layout is read
+        // from every rank's pickle — no tensor of theirs — so there every rank folder must be present).
+        using (var source = new HfTensorSource(fixture.Hf)) CheckpointConverter.ToMm(source, new ParallelLayout([[4]], [[3]], [[3]], TpSize: 2), mm, format: MmFileFormat.Safetensors);
         var split = MmTensorMap.For(fixture.Config.Thinker, tiedLmHead: false).SelectMany(t => t.Sources.Select(s => (s, t.Split))).ToDictionary(x => x.s, x => x.Split);
         var cut = split.Where(kv => kv.Value != SplitKind.Replicated).Select(kv => (Key: kv.Key, Dim: kv.Value == SplitKind.Column ? 1 : 0)).ToList();
         var expected = new Dictionary<string, Tensor>();

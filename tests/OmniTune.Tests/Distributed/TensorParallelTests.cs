@@ -106,13 +106,16 @@ public sealed class TensorParallelTests : IClassFixture<PipelineFixture>
         var losses = MpiJob.Losses(run.Output);
         Assert.Equal(expected.Count, losses.Count);
         for (int i = 0; i < losses.Count; i++) Assert.Equal(expected[i], losses[i], Math.Abs(expected[i]) * 2e-5);
-        // Column-parallel q_proj: B cut by rows; row-parallel o_proj: A cut by columns (tiny decoder: hidden 64, q 64 → 32 per rank).
-        using (var adapters = OmniTune.Core.Safetensors.SafetensorsCheckpoint.Open(Path.Combine(CheckpointStore.IterationFolder(save, 4), "mp_rank_01", "adapter_model.safetensors")))
+        // MindSpeed's names: its fused adapters in its rank files. Column-parallel linear_qkv: one A whole, B (q, k, v
+        // interleaved per query group) cut by rows; row-parallel linear_proj: A cut by columns (tiny decoder: hidden 64,
+        // q 64 + k 32 + v 32 → 64 rows per rank).
+        using (var adapters = OmniTune.Checkpoints.Conversion.MmRankFile.Open(Path.Combine(CheckpointStore.IterationFolder(save, 4), "mp_rank_01", "model_optim_rng.pt")))
         {
-            Assert.Equal([32L, 4], adapters.Info("thinker.model.layers.0.self_attn.q_proj.lora_B.weight").Shape);
-            Assert.Equal([4L, 64], adapters.Info("thinker.model.layers.0.self_attn.q_proj.lora_A.weight").Shape);
-            Assert.Equal([4L, 32], adapters.Info("thinker.model.layers.0.self_attn.o_proj.lora_A.weight").Shape);
-            Assert.Equal([64L, 4], adapters.Info("thinker.model.layers.0.self_attn.o_proj.lora_B.weight").Shape);
+            Assert.Equal([64L, 4], adapters.Info("text_decoder.decoder.layers.0.self_attention.linear_qkv.lora_B.default.weight").Shape);
+            Assert.Equal([4L, 64], adapters.Info("text_decoder.decoder.layers.0.self_attention.linear_qkv.lora_A.default.weight").Shape);
+            Assert.Equal([4L, 32], adapters.Info("text_decoder.decoder.layers.0.self_attention.linear_proj.lora_A.default.weight").Shape);
+            Assert.Equal([64L, 4], adapters.Info("text_decoder.decoder.layers.0.self_attention.linear_proj.lora_B.default.weight").Shape);
+            Assert.DoesNotContain(adapters.Names, n => n.Contains("q_proj", StringComparison.Ordinal));
         }
         var tail = MpiJob.Run($"-np 2 dotnet {{cli}} {Flags(TrainAll("tp-lora.json"), $"{lora} --tensor-model-parallel-size 2 --load {save} --ckpt-step 2 --save {resumed}")}");
         Assert.True(tail.Code == 0, tail.Output);
