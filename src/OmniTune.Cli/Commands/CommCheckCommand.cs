@@ -47,6 +47,7 @@ static class CommCheckCommand
                 world.Barrier();
             }
             if (decoder.Tp.Size > 1) TensorParallelCheck.Run(decoder.Tp, log);   // the parallel layers the decoder's group will run
+            if (decoder.Cp.Size > 1) OmniTune.Distributed.Context.ContextParallelCheck.Run(decoder.Cp, log);   // its context-parallel attention
             return 0;
         }));
         return command;

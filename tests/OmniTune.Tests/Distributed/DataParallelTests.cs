@@ -102,11 +102,14 @@ public sealed class DataParallelTests : IClassFixture<TrainingFixture>
     public void Each_tower_gets_its_own_groups_so_the_decoder_and_the_encoders_can_be_laid_out_differently()
     {
         MpiJob.Require();
-        var (code, output, _) = MpiJob.Run("-np 4 dotnet {cli} comm-check --size-mib 1 --tp 2");
+        var (code, output, _) = MpiJob.Run("-np 4 dotnet {cli} comm-check --size-mib 1 --tp 2 --cp 2");
         Assert.True(code == 0, output);
-        Assert.Contains("decoder layout: tp 2 × cp 1 × dp 2 × pp 1; vision: dp 4", output);
+        Assert.Contains("decoder layout: tp 2 × cp 2 × dp 1 × pp 1; vision: dp 4", output);
         Assert.Contains("group 'decoder.tp': all-reduce, broadcast, all-gather, reduce-scatter, send/receive and barrier agree on 2 ranks", output);
-        Assert.Contains("group 'decoder.dp': all-reduce, broadcast, all-gather, reduce-scatter, send/receive and barrier agree on 2 ranks", output);
+        Assert.Contains("group 'decoder.cp': all-reduce, broadcast, all-gather, reduce-scatter, send/receive and barrier agree on 2 ranks", output);
+        // Context-parallel attention (load-balanced chunks, gathered keys/values, causal mask by global position, padding),
+        // forward and backward, against the single-process maths.
+        Assert.Contains("context-parallel checks over 2 ranks (group 'decoder.cp'): 10 passed", output);
         Assert.Contains("group 'vision.dp': all-reduce, broadcast, all-gather, reduce-scatter, send/receive and barrier agree on 4 ranks", output);
         Assert.Contains("tensor-parallel mappings and layers over 'decoder.tp' (2 ranks): 26 checks of forward and backward against the single-process maths passed", output);
     }

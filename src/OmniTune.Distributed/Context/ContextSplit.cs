@@ -1,0 +1,79 @@
+using OmniTune.Distributed.TensorParallel;
+using static TorchSharp.torch;
+
+namespace OmniTune.Distributed.Context;
+
+/// <summary>
+/// A sequence of <see cref="Length"/> tokens split over a context-parallel group with Megatron's load balancing: cut into
+/// 2·CP equal chunks, rank r holds chunks r and 2·CP−1−r, so every rank gets the same share of the causal attention's
+/// work (an early chunk attends to little, a late one to much). Token tensors are cut with <see cref="Take"/>; keys and
+/// values come back whole, in sequence order, with <see cref="Gather"/> (all-gather forward, reduce-scatter backward);
+/// <see cref="Mask"/> is the causal mask of this rank's queries against every key by their global positions.
+/// </summary>
+public sealed class ContextSplit
+{
+    readonly long[] local;
+    readonly Tensor localIndex, order;
+
+    /// <summary>Splits <paramref name="length"/> tokens over <paramref name="group"/>; the length must be a multiple of 2·CP.</summary>
+    public ContextSplit(IProcessGroup group, long length)
+    {
+        Group = group;
+        Length = length;
+        int cp = group.Size;
+        if (length % (2 * cp) != 0)
+            throw new ArgumentException($"context parallel: a sequence of {length} tokens does not split into 2 × {cp} = {2 * cp} equal chunks (pad to a multiple of {2 * cp})");
+        long chunk = length / (2 * cp);
+        long[] Held(int r) => [.. Range(r * chunk, chunk), .. Range((2 * cp - 1 - r) * chunk, chunk)];
+        local = Held(group.Rank);
+        long[] gathered = Enumerable.Range(0, cp).SelectMany(Held).ToArray();   // the order an all-gather concatenates in
+        long[] inverse = new long[length];
+        for (int i = 0; i < gathered.Length; i++) inverse[gathered[i]] = i;
+        localIndex = tensor(local);
+        order = tensor(inverse);
+    }
+
+    static IEnumerable<long> Range(long start, long count)
+    {
+        for (long i = 0; i < count; i++) yield return start + i;
+    }
+
+    /// <summary>The group.</summary>
+    public IProcessGroup Group { get; }
+
+    /// <summary>Tokens of the whole sequence.</summary>
+    public long Length { get; }
+
+    /// <summary>Global positions this rank holds, in the order it holds them.</summary>
+    public IReadOnlyList<long> Local => local;
+
+    /// <summary>This rank's tokens of <paramref name="x"/> along <paramref name="dim"/> (the whole sequence); gradients flow back to those positions.</summary>
+    public Tensor Take(Tensor x, int dim) => Group.Size == 1 ? x : x.index_select(dim, localIndex.to(x.device));
+
+    /// <summary>
+    /// The whole sequence along <paramref name="dim"/> from every rank's tokens, in sequence order: all-gathered forward,
+    /// and backward each rank gets the sum over the group of the gradients of its own tokens (reduce-scatter).
+    /// </summary>
+    public Tensor Gather(Tensor x, int dim)
+    {
+        if (Group.Size == 1) return x;
+        Tensor gathered = TensorParallelRegion.Gather(x, Group, dim, reduceGradient: true);
+        return gathered.index_select(dim, order.to(x.device));
+    }
+
+    /// <summary>
+    /// [B, 1, S/CP, S] boolean mask (True = attend): query at global position i sees keys j ≤ i that are not padding
+    /// (<paramref name="keyKeep"/> [B, S], 1 = token); a query without any such key attends to itself (as
+    /// <c>AttentionMask</c> does for padded queries on one device).
+    /// </summary>
+    public Tensor Mask(Tensor? keyKeep, long batch, Device device)
+    {
+        using var scope = NewDisposeScope();
+        Tensor queries = localIndex.to(device).unsqueeze(1), keys = arange(Length, ScalarType.Int64, device).unsqueeze(0);
+        Tensor causal = keys.le(queries).unsqueeze(0).expand(batch, -1, -1);                       // [B, S/CP, S]
+        Tensor mask = keyKeep is null ? causal : causal & keyKeep.to(ScalarType.Bool).to(device).unsqueeze(1);
+        Tensor self = keys.eq(queries).unsqueeze(0);                                                 // [1, S/CP, S]
+        mask = mask | (self & mask.any(-1, keepdim: true).logical_not());
+        return mask.unsqueeze(1).contiguous().MoveToOuterDisposeScope();
+    }
+}
