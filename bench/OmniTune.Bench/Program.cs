@@ -5,7 +5,7 @@ using OmniTune.Core.Tensors;
 using OmniTune.Models.Qwen25Omni.Positions;
 using static TorchSharp.torch;
 
-// Usage: dotnet run --project bench/OmniTune.Bench -c Release -- [--only text|train|vision|audio|preprocess|data|recompute|convert|allreduce|tensor-parallel (both under mpirun)] [--layers 8] [--seq 1024]
+// Usage: dotnet run --project bench/OmniTune.Bench -c Release -- [--only text|train|vision|audio|preprocess|data|recompute|convert|allreduce|tensor-parallel|context-parallel (the last three under mpirun)] [--layers 8] [--seq 1024]
 //        [--batch 1] [--steps 3] [--threads N] [--vision-depth 4] [--image 448] [--audio-layers 4] [--audio-seconds 30]
 MallocTuning.Apply();
 var options = ParseOptions(args);
@@ -19,6 +19,13 @@ if (options.GetValueOrDefault("only") == "tensor-parallel")
     set_num_threads(1);
     TensorParallelBenchmark.Run(int.Parse(options.GetValueOrDefault("layers", "4"), CultureInfo.InvariantCulture),
         int.Parse(options.GetValueOrDefault("seq", "2048"), CultureInfo.InvariantCulture), int.Parse(options.GetValueOrDefault("steps", "3"), CultureInfo.InvariantCulture), Console.Out);
+    return 0;
+}
+if (options.GetValueOrDefault("only") == "context-parallel")
+{
+    set_num_threads(1);
+    ContextParallelBenchmark.Run(int.Parse(options.GetValueOrDefault("layers", "2"), CultureInfo.InvariantCulture),
+        int.Parse(options.GetValueOrDefault("seq", "16384"), CultureInfo.InvariantCulture), int.Parse(options.GetValueOrDefault("steps", "1"), CultureInfo.InvariantCulture), Console.Out);
     return 0;
 }
 int Get(string key, int fallback) => options.TryGetValue(key, out var v) ? int.Parse(v, CultureInfo.InvariantCulture) : fallback;

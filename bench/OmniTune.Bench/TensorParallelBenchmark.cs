@@ -43,7 +43,7 @@ static class TensorParallelBenchmark
                 using var scope = NewDisposeScope();
                 Tensor h = model.TextModel.Embed(ids);
                 if (sequenceParallel) h = TensorParallelRegion.Scatter(h, group, 1);
-                using var pass = model.TextModel.Prepare(positions, null, h.dtype);
+                using var pass = model.TextModel.Prepare(positions, (Tensor?)null, h.dtype);
                 h = model.TextModel.Layers(h, pass, 0, layers);
                 var (losses, mask) = StepLoss.TokenLosses(model.Head(model.TextModel.Norm(h)), ids, group);
                 ((losses * mask).sum() / mask.sum()).backward();

@@ -4,8 +4,9 @@ namespace OmniTune.Distributed.Context;
 
 /// <summary>
 /// Checks context-parallel attention over a group against the single-process maths every rank also computes on the whole
-/// sequence (float64, the same draws on every rank): the load-balanced split, gathered keys and values, the causal mask
-/// by global positions (with padding), forward and the gradients of queries, keys and values. Fails naming the check.
+/// sequence (float64, the same draws on every rank): the load-balanced split, gathered keys and values (grouped-query
+/// heads), attention in query blocks against the causal prefix with padding, forward and the gradients of queries, keys
+/// and values. Fails naming the check.
 /// </summary>
 public static class ContextParallelCheck
 {
@@ -33,20 +34,21 @@ public static class ContextParallelCheck
 
         foreach (bool padded in new[] { false, true })
         {
-            Tensor q = Draw(b, heads, length, dim), k = Draw(b, heads, length, dim), v = Draw(b, heads, length, dim), upstream = Draw(b, heads, length, dim);
+            // Grouped-query heads (4 query, 2 key/value), blocks of 4 queries in chunks of 6 (a block ends at a chunk border).
+            Tensor q = Draw(b, 2 * heads, length, dim), k = Draw(b, heads, length, dim), v = Draw(b, heads, length, dim), upstream = Draw(b, 2 * heads, length, dim);
             Tensor? keep = padded ? cat([ones(b, length - 5, ScalarType.Int64), zeros(b, 5, ScalarType.Int64)], 1) : null;
             keep?[1, ..3].fill_(0);   // left padding in one row too
 
             // One process: the whole sequence.
             Tensor qa = q.detach().clone().requires_grad_(true), ka = k.detach().clone().requires_grad_(true), va = v.detach().clone().requires_grad_(true);
             Tensor fullMask = new ContextSplit(new SingleRankGroup("single"), length).Mask(keep, b, q.device);
-            Tensor expected = nn.functional.scaled_dot_product_attention(qa, ka, va, fullMask);
+            Tensor expected = nn.functional.scaled_dot_product_attention(qa, ka.repeat_interleave(2, 1), va.repeat_interleave(2, 1), fullMask);
             expected.backward([upstream]);
 
-            // This rank: its chunks of q, k, v; keys and values gathered.
+            // This rank: its chunks of q, k, v; keys and values gathered; queries in blocks.
             Tensor ql = split.Take(q, 2).detach().clone().requires_grad_(true), kl = split.Take(k, 2).detach().clone().requires_grad_(true),
                 vl = split.Take(v, 2).detach().clone().requires_grad_(true);
-            Tensor actual = nn.functional.scaled_dot_product_attention(ql, split.Gather(kl, 2), split.Gather(vl, 2), split.Mask(keep, b, q.device));
+            Tensor actual = split.Attend(ql, kl, vl, keep, (segment, x, context) => segment(x, context), queryBlock: 4);
             actual.backward([split.Take(upstream, 2)]);
             string tag = padded ? " (padded)" : "";
             Expect("attention output" + tag, actual, split.Take(expected.detach(), 2));

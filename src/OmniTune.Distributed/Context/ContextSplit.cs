@@ -61,6 +61,57 @@ public sealed class ContextSplit
         return gathered.index_select(dim, order.to(x.device));
     }
 
+    /// <summary>Queries per block of <see cref="Attend"/>: bounds the scores a block makes ([B, heads, block, keys]).</summary>
+    public const long QueryBlock = 1024;
+
+    /// <summary>
+    /// Causal attention of this rank's queries <paramref name="q"/> [B, heads, S/CP, D] against the whole sequence's keys
+    /// and values, gathered from the group (<paramref name="k"/>, <paramref name="v"/>: this rank's [B, kv heads, S/CP, D],
+    /// grouped-query heads repeated after the exchange). Queries go in blocks of at most <see cref="QueryBlock"/>, each
+    /// against the keys up to its last position only (the causal prefix: no work on keys it cannot see) with its mask,
+    /// and each block runs through <paramref name="recompute"/> (the model's activation checkpoint: recomputed in
+    /// backward), so no [queries, keys] score matrix larger than one block's ever exists — the memory a masked attention
+    /// over the whole [S/CP, S] would need and that CPU attention kernels make for an explicit mask.
+    /// <paramref name="keyKeep"/> [B, S] (1 = token) masks padding as <see cref="Mask"/> does.
+    /// </summary>
+    public Tensor Attend(Tensor q, Tensor k, Tensor v, Tensor? keyKeep, Func<Func<Tensor, Tensor[], Tensor>, Tensor, Tensor[], Tensor> recompute,
+        long queryBlock = QueryBlock)
+    {
+        Tensor keys = Gather(k, 2), values = Gather(v, 2);
+        long b = q.shape[0], heads = q.shape[1], d = q.shape[3], kvHeads = keys.shape[1];
+        long groups = heads / kvHeads, chunk = Length / (2 * Group.Size);
+        Tensor? keep = keyKeep?.to(ScalarType.Bool).to(q.device);
+        var outputs = new List<Tensor>();
+        for (long offset = 0; offset < local.Length; offset += Math.Min(queryBlock, chunk - offset % chunk))
+        {
+            long n = Math.Min(queryBlock, chunk - offset % chunk), first = local[offset], end = first + n;   // a block never crosses a chunk
+            Tensor qb = q.narrow(2, offset, n), kb = keys.narrow(2, 0, end), vb = values.narrow(2, 0, end);
+            Tensor mask;
+            using (var scope = NewDisposeScope())
+            {
+                Tensor rows = arange(first, end, ScalarType.Int64, q.device).unsqueeze(1), columns = arange(end, ScalarType.Int64, q.device).unsqueeze(0);
+                Tensor visible = columns.le(rows).unsqueeze(0).expand(b, -1, -1);
+                if (keep is not null) visible = visible & keep.narrow(1, 0, end).unsqueeze(1);
+                visible = visible | (columns.eq(rows).unsqueeze(0) & visible.any(-1, keepdim: true).logical_not());
+                mask = visible.unsqueeze(1).contiguous().MoveToOuterDisposeScope();   // [B, 1, n, end]
+            }
+            long qSize = qb.numel(), kvSize = kb.numel();
+            Tensor packed = cat([qb.reshape(-1), kb.reshape(-1), vb.reshape(-1)]);
+            outputs.Add(recompute((x, c) =>
+            {
+                Tensor qs = x.narrow(0, 0, qSize).view(b, heads, n, d);
+                Tensor ks = x.narrow(0, qSize, kvSize).view(b, kvHeads, end, d), vs = x.narrow(0, qSize + kvSize, kvSize).view(b, kvHeads, end, d);
+                if (groups > 1)
+                {
+                    ks = ks.repeat_interleave(groups, 1);
+                    vs = vs.repeat_interleave(groups, 1);
+                }
+                return nn.functional.scaled_dot_product_attention(qs, ks, vs, c[0]);
+            }, packed, [mask]));
+        }
+        return cat(outputs.ToArray(), 2);
+    }
+
     /// <summary>
     /// [B, 1, S/CP, S] boolean mask (True = attend): query at global position i sees keys j ≤ i that are not padding
     /// (<paramref name="keyKeep"/> [B, S], 1 = token); a query without any such key attends to itself (as

@@ -138,6 +138,9 @@ public sealed record TrainingArguments
     /// <summary>Pipeline stages (--pipeline-model-parallel-size).</summary>
     public int PipelineSize { get; init; } = 1;
 
+    /// <summary>--context-parallel-size: the text decoder's sequence split over this many ranks (load-balanced chunks).</summary>
+    public int ContextSize { get; init; } = 1;
+
     /// <summary>Virtual chunks per stage (--virtual-pipeline-model-parallel-size), when given.</summary>
     public int? VirtualPipelineSize { get; init; }
 
@@ -174,11 +177,10 @@ public sealed record TrainingArguments
     /// <summary>Builds the configuration from flags; every inconsistency is an error naming the flag.</summary>
     public static TrainingArguments FromFlags(MegatronFlags f)
     {
-        foreach (string axis in new[] { "context-parallel-size", "expert-model-parallel-size" })
-        {
-            if (f.Int(axis) is int size && size != 1)
-                throw new NotSupportedException($"--{axis} {size}: this kind of parallel training is not built yet; use 1 (data, tensor and pipeline parallel are)");
-        }
+        if (f.Int("expert-model-parallel-size") is int experts && experts != 1)
+            throw new NotSupportedException($"--expert-model-parallel-size {experts}: the thinker has no experts; use 1");
+        int context = f.Int("context-parallel-size") ?? 1;
+        if (context < 1) throw new ArgumentException($"--context-parallel-size {context}: must be at least 1");
         if (f.Has("fp16")) throw new NotSupportedException("--fp16: fp16 training is not built; use --bf16 on GPUs (fp32 master weights) or the default fp32");
         if (f.Has("hetero-parallel")) throw new NotSupportedException("--hetero-parallel: not built yet (per-tower layouts come with the heterogeneous-parallel work)");
         int tensor = f.Int("tensor-model-parallel-size")!.Value;
@@ -237,6 +239,7 @@ public sealed record TrainingArguments
             MaxNanSteps = f.Int("max-nan-steps")!.Value,
             PipelineSize = pipeline,
             TensorSize = tensor,
+            ContextSize = context,
             SequenceParallel = f.Has("sequence-parallel"),
             VirtualPipelineSize = virtualSize,
             LayersPerVirtualStage = layersPerVirtualStage,

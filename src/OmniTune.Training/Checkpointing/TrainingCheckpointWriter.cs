@@ -27,8 +27,11 @@ public sealed record CheckpointContents(Qwen25OmniThinkerForConditionalGeneratio
 /// run finds this rank's optimizer state.
 /// </summary>
 public sealed class TrainingCheckpointWriter(TrainingArguments args, IProcessGroup world, IProcessGroup dataParallel, IProcessGroup pipelineGroup,
-    IProcessGroup tensorGroup, PipelineSetup pipeline, Qwen25OmniConfig config, string processorFolder, TextWriter log)
+    IProcessGroup tensorGroup, PipelineSetup pipeline, Qwen25OmniConfig config, string processorFolder, TextWriter log, IProcessGroup? contextGroup = null)
 {
+    /// <summary>The rank that writes for its replica: the first of its data-parallel and context-parallel groups (all hold the same weights).</summary>
+    bool Writes => dataParallel.Rank == 0 && (contextGroup?.Rank ?? 0) == 0;
+
     /// <summary>Folder of the merged weights (--lora-save-full-weight) inside an iteration folder of rank folders: a MindSpeed release.</summary>
     public const string MergedFolder = "merged";
 
@@ -61,14 +64,15 @@ public sealed class TrainingCheckpointWriter(TrainingArguments args, IProcessGro
     string? SaveSingle(int iteration, CheckpointContents c)
     {
         // The sharded optimizer state is gathered by every rank into a staging file first (rank 0 writes it).
-        string staging = Path.Combine(args.Save!, $".distrib_optim-{iteration}.staging");
+        string staging = Path.Combine(args.Save!, $".distrib_optim-{iteration}-cp{contextGroup?.Rank ?? 0}.staging");   // context-parallel replicas gather alike
         if (c.Distributed is not null && !args.NoSaveOptim)
         {
             Directory.CreateDirectory(args.Save!);
             c.Distributed.Save(staging);
         }
         string? folder = null;
-        if (dataParallel.Rank == 0)
+        if (dataParallel.Rank == 0 && !Writes && File.Exists(staging)) File.Delete(staging);
+        if (Writes)
         {
             Action<string>? writeAdapters = c.Adapters is null ? null : modelFolder =>
             {
@@ -112,8 +116,9 @@ public sealed class TrainingCheckpointWriter(TrainingArguments args, IProcessGro
         world.Barrier();
         string rankFolder = Path.Combine(temporary, StageFolder);
         Directory.CreateDirectory(rankFolder);
-        if (c.Distributed is not null && !args.NoSaveOptim) c.Distributed.Save(Path.Combine(rankFolder, DistributedAdamW.FileName));
-        if (dataParallel.Rank == 0)
+        if (c.Distributed is not null && !args.NoSaveOptim) c.Distributed.Save(Path.Combine(rankFolder, DistributedAdamW.FileName + (Writes || dataParallel.Rank != 0 ? "" : ".replica")));
+        if (dataParallel.Rank == 0 && !Writes) File.Delete(Path.Combine(rankFolder, DistributedAdamW.FileName + ".replica"));
+        if (Writes)
         {
             if (c.Adapters is not null)
             {

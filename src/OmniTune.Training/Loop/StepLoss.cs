@@ -1,4 +1,5 @@
 using OmniTune.Distributed;
+using OmniTune.Distributed.Context;
 using OmniTune.Distributed.TensorParallel;
 using OmniTune.Models.Common;
 using OmniTune.Training.Arguments;
@@ -16,13 +17,15 @@ public static class StepLoss
     /// <summary>
     /// Per-token cross-entropy [B, S−1] (0 where ignored) and the mask of counted tokens. With a <paramref name="vocabulary"/>
     /// group of several ranks the logits are this rank's slice of the vocabulary (a vocabulary-parallel LM head).
+    /// <paramref name="aligned"/>: the labels are already the next tokens of each position ([B, S], nothing to shift).
     /// </summary>
-    public static (Tensor Losses, Tensor Mask) TokenLosses(Tensor logits, Tensor labels, IProcessGroup? vocabulary = null)
+    public static (Tensor Losses, Tensor Mask) TokenLosses(Tensor logits, Tensor labels, IProcessGroup? vocabulary = null, bool aligned = false)
     {
         using var scope = NewDisposeScope();
         long v = logits.shape[^1];
-        Tensor shiftedLogits = logits.narrow(1, 0, logits.shape[1] - 1).to(ScalarType.Float32);
-        Tensor shiftedLabels = labels.narrow(1, 1, labels.shape[1] - 1);
+        int shift = aligned ? 0 : 1;
+        Tensor shiftedLogits = logits.narrow(1, 0, logits.shape[1] - shift).to(ScalarType.Float32);
+        Tensor shiftedLabels = labels.narrow(1, shift, labels.shape[1] - shift);
         Tensor losses = (vocabulary is { Size: > 1 }
                 ? VocabParallelCrossEntropy.Losses(shiftedLogits.reshape(-1, v), shiftedLabels.reshape(-1), vocabulary)
                 : nn.functional.cross_entropy(shiftedLogits.reshape(-1, v), shiftedLabels.reshape(-1), ignore_index: -100, reduction: nn.Reduction.None))
@@ -46,21 +49,22 @@ public static class StepLoss
     /// the LM head and the loss run on chunks of positions, each recomputed in backward, so the full [tokens, vocabulary]
     /// logits and their gradient never exist at once (7B vocabulary, 8k tokens: 5 GB in fp32). <paramref name="width"/>
     /// is the head's output width on this rank; <paramref name="positions"/> overrides the chunk length. A sequence that
-    /// fits one chunk takes the plain path.
+    /// fits one chunk takes the plain path. <paramref name="aligned"/>: the labels are already each position's next token.
     /// </summary>
     public static (Tensor Losses, Tensor Mask) TokenLosses(Tensor hidden, Func<Tensor, Tensor> head, long width, Tensor labels, IProcessGroup? vocabulary = null,
-        long? positions = null)
+        long? positions = null, bool aligned = false)
     {
         long b = hidden.shape[0], s = hidden.shape[1];
+        int shift = aligned ? 0 : 1;
         long chunk = positions ?? Math.Max(1, ChunkLogits / Math.Max(1, b * width));
-        if (chunk >= s - 1) return TokenLosses(head(hidden), labels, vocabulary);
+        if (chunk >= s - shift) return TokenLosses(head(hidden), labels, vocabulary, aligned);
         using var scope = NewDisposeScope();
-        Tensor shiftedHidden = hidden.narrow(1, 0, s - 1);
-        Tensor shiftedLabels = labels.narrow(1, 1, s - 1);
+        Tensor shiftedHidden = hidden.narrow(1, 0, s - shift);
+        Tensor shiftedLabels = labels.narrow(1, shift, s - shift);
         var parts = new List<Tensor>();
-        for (long start = 0; start < s - 1; start += chunk)
+        for (long start = 0; start < s - shift; start += chunk)
         {
-            long n = Math.Min(chunk, s - 1 - start);
+            long n = Math.Min(chunk, s - shift - start);
             Tensor part = shiftedLabels.narrow(1, start, n).contiguous();
             parts.Add(ActivationCheckpoint.Run((x, c) => ChunkLosses(head(x), c[0], vocabulary), shiftedHidden.narrow(1, start, n), [part]));
         }
@@ -81,16 +85,29 @@ public static class StepLoss
     }
 
     /// <summary>
-    /// <see cref="ForMicroBatch(Tensor, Tensor, LossMode, int, long, IProcessGroup?)"/> from the final hidden states, with the
-    /// chunked LM head and loss (<see cref="TokenLosses(Tensor, Func{Tensor, Tensor}, long, Tensor, IProcessGroup?, long?)"/>).
+    /// <see cref="ForMicroBatch(Tensor, Tensor, LossMode, int, long, IProcessGroup?, ContextSplit?)"/> from the final hidden states, with the
+    /// chunked LM head and loss (<see cref="TokenLosses(Tensor, Func{Tensor, Tensor}, long, Tensor, IProcessGroup?, long?, bool)"/>).
     /// </summary>
     public static (Tensor Backward, double Logged) ForMicroBatch(Tensor hidden, Func<Tensor, Tensor> head, long width, Tensor labels, LossMode mode,
-        int microBatches, long stepTokens, IProcessGroup? vocabulary = null, long? positions = null)
+        int microBatches, long stepTokens, IProcessGroup? vocabulary = null, long? positions = null, ContextSplit? context = null)
     {
         using var scope = NewDisposeScope();
-        var (losses, mask) = TokenLosses(hidden, head, width, labels, vocabulary, positions);
-        var (loss, logged) = Reduce(losses, mask, mode, microBatches, stepTokens);
+        var (local, counted) = OfRank(labels, context);
+        var (losses, mask) = TokenLosses(hidden, head, width, local, vocabulary, positions, aligned: context is not null);
+        var (loss, logged) = Reduce(losses, mask, mode, microBatches, stepTokens, counted);
         return (loss.MoveToOuterDisposeScope(), logged);
+    }
+
+    /// <summary>
+    /// Context parallel: the labels of this rank's tokens, shifted before the split (each position's next token, wherever
+    /// that token lives), and the mask of every counted token of the whole sequence, whose counts divide the loss.
+    /// </summary>
+    static (Tensor Labels, Tensor? Counted) OfRank(Tensor labels, ContextSplit? context)
+    {
+        if (context is null) return (labels, null);
+        long b = labels.shape[0], s = labels.shape[1];
+        Tensor next = cat([labels.narrow(1, 1, s - 1), full(b, 1, -100L, ScalarType.Int64, labels.device)], 1);
+        return (context.Take(next, 1), next.ne(-100).to(ScalarType.Float32));
     }
 
     /// <summary>
@@ -98,20 +115,27 @@ public static class StepLoss
     /// step loss) and its contribution to the logged loss.
     /// </summary>
     public static (Tensor Backward, double Logged) ForMicroBatch(Tensor logits, Tensor labels, LossMode mode, int microBatches, long stepTokens,
-        IProcessGroup? vocabulary = null)
+        IProcessGroup? vocabulary = null, ContextSplit? context = null)
     {
         using var scope = NewDisposeScope();
-        var (losses, mask) = TokenLosses(logits, labels, vocabulary);
-        var (loss, logged) = Reduce(losses, mask, mode, microBatches, stepTokens);
+        var (local, counted) = OfRank(labels, context);
+        var (losses, mask) = TokenLosses(logits, local, vocabulary, aligned: context is not null);
+        var (loss, logged) = Reduce(losses, mask, mode, microBatches, stepTokens, counted);
         return (loss.MoveToOuterDisposeScope(), logged);
     }
 
-    static (Tensor Loss, double Logged) Reduce(Tensor losses, Tensor mask, LossMode mode, int microBatches, long stepTokens)
+    /// <summary>
+    /// The micro-batch loss from per-token losses; <paramref name="counted"/> (context parallel: the whole sequence's
+    /// counted tokens) gives the denominators when this rank holds only part of the tokens, so the group's partial losses
+    /// sum to the loss of one process.
+    /// </summary>
+    static (Tensor Loss, double Logged) Reduce(Tensor losses, Tensor mask, LossMode mode, int microBatches, long stepTokens, Tensor? counted = null)
     {
+        Tensor all = counted ?? mask;
         Tensor loss = mode switch
         {
-            LossMode.Default => (losses * mask).sum() / mask.sum().clamp_min(1) / microBatches,
-            LossMode.PerSample => ((losses * mask).sum(1) / mask.sum(1).clamp_min(1)).mean() / microBatches,
+            LossMode.Default => (losses * mask).sum() / all.sum().clamp_min(1) / microBatches,
+            LossMode.PerSample => ((losses * mask).sum(1) / all.sum(1).clamp_min(1)).mean() / microBatches,
             LossMode.PerToken => (losses * mask).sum() / Math.Max(1, stepTokens),
             _ => throw new ArgumentOutOfRangeException(nameof(mode)),
         };

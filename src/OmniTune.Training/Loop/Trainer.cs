@@ -5,6 +5,7 @@ using OmniTune.Core.Tensors;
 using OmniTune.Data.Datasets;
 using OmniTune.Data.Processing;
 using OmniTune.Distributed;
+using OmniTune.Distributed.Context;
 using OmniTune.Models.Qwen25Omni.Config;
 using OmniTune.Models.Qwen25Omni.Loading;
 using OmniTune.Models.Qwen25Omni.Positions;
@@ -69,7 +70,7 @@ public sealed class Trainer
     }
 
     IProcessGroup? gradientGroup;
-    IProcessGroup pipelineGroup = null!, worldGroup = null!;
+    IProcessGroup pipelineGroup = null!, worldGroup = null!, contextGroup = null!;
     TimedProcessGroup tensorGroup = null!;
     ThinkerParallelism parallelism = null!;
     (IProcessGroup Vision, IProcessGroup Audio) encoderGroups;
@@ -85,10 +86,16 @@ public sealed class Trainer
     TrainingResult RunOn(IProcessGroup world)
     {
         worldGroup = world;
-        var dims = new ParallelDims(world.Size, tp: args.TensorSize, pp: args.PipelineSize);
+        var dims = new ParallelDims(world.Size, tp: args.TensorSize, cp: args.ContextSize, pp: args.PipelineSize);
         using var parallel = TowerGroups.Build(world, "model", dims);
         var dp = parallel.Dp;
         pipelineGroup = parallel.Pp;
+        contextGroup = parallel.Cp;
+        if (contextGroup.Size > 1)
+        {
+            log.WriteLine($"context parallel over {contextGroup.Size} ranks (group '{contextGroup.Name}'): each holds 2 of the decoder's {2 * contextGroup.Size} " +
+                          "load-balanced sequence chunks, keys and values all-gathered; the encoders run whole on each");
+        }
         using var timedTensor = new TimedProcessGroup(parallel.Tp);
         tensorGroup = timedTensor;
         if (tensorGroup.Size > 1)
@@ -99,6 +106,8 @@ public sealed class Trainer
         Device device = DeviceSelection.Resolve(args.Device);
         if (device.type == DeviceType.CUDA && tensorGroup.Size > 1)
             throw new NotSupportedException("--tensor-model-parallel-size above 1 is built for CPU tensors so far (its collectives run over MPI on host memory); on CUDA devices use data and pipeline parallel");
+        if (device.type == DeviceType.CUDA && contextGroup.Size > 1)
+            throw new NotSupportedException("--context-parallel-size above 1 is built for CPU tensors so far (its collectives run over MPI on host memory); on CUDA devices use data and pipeline parallel");
         using IProcessGroup? nccl = DeviceGradientGroup(dp, ref device);
         gradientGroup = nccl ?? dp;
         // bf16 compute with fp32 masters on GPUs; on CPU only when asked for explicitly (--device cpu): bf16 matmul is ~150x slower there.
@@ -136,7 +145,7 @@ public sealed class Trainer
         }
 
         string processorFolder = data.DatasetParam.PreprocessParameters.ModelNameOrPath ?? start.ModelFolder;
-        checkpoints = new TrainingCheckpointWriter(args, world, dp, pipelineGroup, tensorGroup, pipeline, config, processorFolder, log);
+        checkpoints = new TrainingCheckpointWriter(args, world, dp, pipelineGroup, tensorGroup, pipeline, config, processorFolder, log, contextGroup);
         var processor = DataJsonLoader.Processor(data, processorFolder);
         var dataset = SupervisedDatasetBuilder.Build(data, processor, new DatasetBuildOptions(args.SeqLength), log);
         log.WriteLine($"dataset: {dataset.Samples.Count} samples ({dataset.Invalid.Count} rejected){(dataset.FromCache ? ", from cache" : "")}");
@@ -226,8 +235,9 @@ public sealed class Trainer
             }
             if (state.Iteration >= args.TrainIters) log.WriteLine($"nothing to do: the checkpoint is at iteration {state.Iteration}, --train-iters is {args.TrainIters}");
 
-            // Sequence parallel cuts the padded sequence into equal parts: pad to a multiple of the group as well as of 8.
-            int padMultiple = args.SequenceParallel ? Lcm(8, tensorGroup.Size) : 8;
+            // Sequence parallel cuts the padded sequence into equal parts, context parallel into 2·CP chunks (and sequence
+            // parallel each rank's share again): pad to a multiple of those as well as of 8.
+            int padMultiple = Lcm(Lcm(8, 2 * contextGroup.Size), args.SequenceParallel ? tensorGroup.Size * contextGroup.Size : 1);
             var collator = new BatchCollator(processor.Settings, RopeIndexSettings.From(config.Thinker), config.Thinker.PadTokenId, padMultiple);
             int batch = state.LoaderBatch;
             if (start.State is not null && state.DataParallelSize != dp.Size)
@@ -247,7 +257,7 @@ public sealed class Trainer
                 : new AdamWStep(optimizer, modelTrainable, masters, new GradientSynchronizer(gradientGroup ?? dp, args.LossMode), pipelineGroup, parallelism);
             replicaParameters = modelTrainable;
             replicas.CheckReplicasAgree(modelTrainable);
-            runner = new PipelineStepRunner(model, plan, pipelineGroup, device, args.SequenceParallel ? tensorGroup : null);
+            runner = new PipelineStepRunner(model, plan, pipelineGroup, device, args.SequenceParallel ? tensorGroup : null, contextGroup.Size > 1 ? contextGroup : null);
             return Loop(model, trainable, optimizer, loader, state, scheduleOffset, processorFolder, modelJson, device, adapters, masters, dp, distributed);
         }
     }
@@ -427,6 +437,8 @@ public sealed class Trainer
             if (dp.Size > 1) dp.Barrier();   // separates load imbalance from communication in the report below
             waitMs += sync.Elapsed.TotalMilliseconds;
             stepLoss = SumOver(pipelineGroup, stepLoss);   // the loss is known on the last stage
+            stepLoss = SumOver(contextGroup, stepLoss);    // each context-parallel rank holds its tokens' share
+            SumContextGradients();
             stepLoss = args.LossMode == LossMode.PerToken ? SumOver(dp, stepLoss) : SumOver(dp, stepLoss) / dp.Size;
             double lr = schedule.ForIteration(iteration - scheduleOffset, args.GlobalBatchSize);
             double norm = optimizerStep.Step(lr, args.ClipGrad, double.IsFinite(stepLoss));
@@ -510,10 +522,29 @@ public sealed class Trainer
     /// (each recomputed in backward), except under sequence parallel, where the hidden states are cut along the sequence
     /// and the column-parallel head gathers them whole.
     /// </summary>
-    (Tensor Backward, double Logged) MicroBatchLoss(Qwen25OmniThinkerForConditionalGeneration model, Tensor hidden, Tensor labels, int microBatches, long stepTokens) =>
-        args.SequenceParallel
-            ? StepLoss.ForMicroBatch(model.Head(hidden), labels, args.LossMode, microBatches, stepTokens, tensorGroup)
-            : StepLoss.ForMicroBatch(hidden, model.Head, model.Config.Text.VocabSize / tensorGroup.Size, labels, args.LossMode, microBatches, stepTokens, tensorGroup);
+    /// Under context parallel the hidden states are this rank's chunks and the loss its share (labels shifted before the split).
+    (Tensor Backward, double Logged) MicroBatchLoss(Qwen25OmniThinkerForConditionalGeneration model, Tensor hidden, Tensor labels, int microBatches, long stepTokens)
+    {
+        var context = contextGroup.Size > 1 ? new ContextSplit(contextGroup, labels.shape[1]) : null;
+        return args.SequenceParallel
+            ? StepLoss.ForMicroBatch(model.Head(hidden), labels, args.LossMode, microBatches, stepTokens, tensorGroup, context)
+            : StepLoss.ForMicroBatch(hidden, model.Head, model.Config.Text.VocabSize / tensorGroup.Size, labels, args.LossMode, microBatches, stepTokens, tensorGroup,
+                context: context);
+    }
+
+    /// <summary>
+    /// Context parallel: every rank of the group holds the same parameters and back-propagated only its tokens' share of
+    /// the loss, so the gradients are summed over the group (before the data-parallel average, the tensor-parallel
+    /// partial sums and the clipping norm).
+    /// </summary>
+    void SumContextGradients()
+    {
+        if (contextGroup.Size == 1) return;
+        foreach (var (_, parameter) in replicaParameters)
+        {
+            if (parameter.grad is { } grad) contextGroup.AllReduce(grad);
+        }
+    }
 
     /// <summary>
     /// Mean loss over --eval-iters global batches of the validation set — the same batches every time (the set in order,
@@ -539,6 +570,7 @@ public sealed class Trainer
                     value = runner.Evaluate(batches, (hidden, labels) => MicroBatchLoss(model, hidden, labels, microBatches, tokens).Logged);
                 foreach (TrainingBatch batch in batches) batch.Dispose();
                 value = SumOver(pipelineGroup, value);
+                value = SumOver(contextGroup, value);
                 total += args.LossMode == LossMode.PerToken ? SumOver(dp, value) : SumOver(dp, value) / dp.Size;
             }
             return total / args.EvalIters;

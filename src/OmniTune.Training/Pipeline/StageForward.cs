@@ -1,6 +1,9 @@
 using OmniTune.Distributed;
 using OmniTune.Distributed.Pipeline;
+using OmniTune.Distributed.Context;
 using OmniTune.Distributed.TensorParallel;
+using OmniTune.Models.Common;
+using OmniTune.Models.Qwen25Omni.Text;
 using OmniTune.Models.Qwen25Omni.Thinker;
 using static TorchSharp.torch;
 
@@ -38,10 +41,13 @@ public static class StageForward
     /// returns what goes to the next slot, or on the decoder's last slot its final (normed) hidden states, which the loss
     /// turns into logits through <see cref="Qwen25OmniThinkerForConditionalGeneration.Head"/> (in chunks). With
     /// <paramref name="sequence"/> (sequence parallel) the decoder's hidden states are cut along the sequence after the
-    /// merge and travel cut; the LM head (column-parallel) gathers them.
+    /// merge and travel cut; the LM head (column-parallel) gathers them. With <paramref name="context"/> (context
+    /// parallel) the decoder holds only this rank's load-balanced chunks of the sequence (<see cref="ContextSplit"/>):
+    /// hidden states, positions and the final hidden states are this rank's tokens, attention gathers the keys and values
+    /// of the whole sequence. The encoders run whole on every rank of the group.
     /// </summary>
     public static (Dictionary<string, Tensor> Outputs, Tensor? Final) Run(Qwen25OmniThinkerForConditionalGeneration model, StageSlot slot,
-        ThinkerInputs inputs, IReadOnlyDictionary<string, Tensor> received, IProcessGroup? sequence = null)
+        ThinkerInputs inputs, IReadOnlyDictionary<string, Tensor> received, IProcessGroup? sequence = null, IProcessGroup? context = null)
     {
         var pending = new Dictionary<string, Tensor>(received, StringComparer.Ordinal);   // taken out as used; the rest passes on
         Tensor Take(string name) => pending.Remove(name, out Tensor? t) ? t
@@ -93,9 +99,14 @@ public static class StageForward
                 ? model.MergeMedia(model.TextModel.Embed(inputs.InputIds), inputs.InputIds, tokens.GetValueOrDefault(Names.AudioTokens),
                     tokens.GetValueOrDefault(Names.VisionTokens("image")), tokens.GetValueOrDefault(Names.VisionTokens("video")))
                 : Take(Names.DecoderHidden);
+            ContextSplit? split = context is { Size: > 1 } ? new ContextSplit(context, inputs.InputIds.shape[1]) : null;
+            if (slot.Embedding && split is not null) h = split.Take(h, 1);
             if (slot.Embedding && sequence is not null) h = TensorParallelRegion.Scatter(h, sequence, 1);
             Tensor positions = (inputs.PositionIds ?? model.PositionIds(inputs).Positions).to(h.device);
-            using (var pass = model.TextModel.Prepare(positions, inputs.AttentionMask, h.dtype))
+            using (var pass = split is null
+                       ? model.TextModel.Prepare(positions, inputs.AttentionMask, h.dtype)
+                       : model.TextModel.Prepare(split.Take(positions, 2),
+                           AttentionMask.Partial((q, k, v) => split.Attend(q, k, v, inputs.AttentionMask, ActivationCheckpoint.Run)), h.dtype))
                 h = model.TextModel.Layers(h, pass, slot.Decoder.From, slot.Decoder.To);
             if (slot.Head) return (outputs, model.TextModel.Norm(h));
             outputs[Names.DecoderHidden] = h;

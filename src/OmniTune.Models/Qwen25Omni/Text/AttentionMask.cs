@@ -7,20 +7,31 @@ namespace OmniTune.Models.Qwen25Omni.Text;
 /// [B, 1, S, S] tensor (True = attend), Hugging Face's eager mask: a padded query attends to the real tokens before it
 /// (not to itself), so with right padding (the collator's) logits agree at every position. A query with no real key
 /// at all (left padding's first positions) attends to itself only, where Hugging Face's eager softmax spreads evenly
-/// over every key: such rows stay finite (never NaN) and their outputs are never used.
+/// over every key: such rows stay finite (never NaN) and their outputs are never used. When the queries are a part of
+/// the sequence (context parallel), <see cref="Attend"/> computes their attention against the whole sequence.
 /// </summary>
 public sealed class AttentionMask : IDisposable
 {
-    AttentionMask(Tensor? mask) => Mask = mask;
+    AttentionMask(Tensor? mask, Func<Tensor, Tensor, Tensor, Tensor>? attend = null) => (Mask, Attend) = (mask, attend);
 
     /// <summary>The boolean mask, or null for plain causal attention.</summary>
     public Tensor? Mask { get; }
 
+    /// <summary>
+    /// Attention (q [B, heads, S_local, D], k and v [B, kv heads, S_local, D] before the grouped-query repeat) → [B, heads,
+    /// S_local, D], when the queries are only part of the sequence (context parallel: keys and values come from its
+    /// group); null on one device.
+    /// </summary>
+    public Func<Tensor, Tensor, Tensor, Tensor>? Attend { get; }
+
     /// <summary>The mask as one tensor (an empty tensor for plain causal attention), to hand to recompute.</summary>
     public Tensor AsTensor() => Mask ?? empty(0, ScalarType.Bool);
 
-    /// <summary>A mask from <see cref="AsTensor"/>'s form; the caller keeps ownership of the tensor.</summary>
-    public static AttentionMask FromTensor(Tensor mask) => new(mask.numel() == 0 ? null : mask.alias());
+    /// <summary>A mask from <see cref="AsTensor"/>'s form (and the partial attention, when any); the caller keeps ownership of the tensor.</summary>
+    public static AttentionMask FromTensor(Tensor mask, Func<Tensor, Tensor, Tensor, Tensor>? attend = null) => new(mask.numel() == 0 ? null : mask.alias(), attend);
+
+    /// <summary>Queries that are a part of the sequence, attended by <paramref name="attend"/> (context parallel).</summary>
+    public static AttentionMask Partial(Func<Tensor, Tensor, Tensor, Tensor> attend) => new(null, attend);
 
     /// <summary>Causal mask for a batch without padding.</summary>
     public static AttentionMask Causal() => new(null);

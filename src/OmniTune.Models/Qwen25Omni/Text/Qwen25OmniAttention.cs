@@ -44,6 +44,8 @@ public sealed class Qwen25OmniAttention : nn.Module
         k = MultimodalRotaryEmbedding.Apply(k, cos, sin);
         bool decoding = cache is not null && cache.Length > 0;
         if (cache is not null) (k, v) = cache.Append(layer, k, v);
+        if (mask.Attend is { } partial)   // context parallel: this rank's queries against the whole sequence
+            return o_proj.call(partial(q, k, v).transpose(1, 2).reshape(b, s, -1)).MoveToOuterDisposeScope();
         long groups = q.shape[1] / k.shape[1];
         if (groups > 1)
         {

@@ -63,17 +63,20 @@ public sealed class Qwen25OmniThinkerTextModel : nn.Module
     }
 
     /// <summary>Rotary tables and attention mask of a batch, from its positions and padding alone.</summary>
-    public DecoderPass Prepare(Tensor positionIds, Tensor? paddingMask, ScalarType dtype)
+    public DecoderPass Prepare(Tensor positionIds, Tensor? paddingMask, ScalarType dtype) => Prepare(positionIds, AttentionMask.FromPadding(paddingMask), dtype);
+
+    /// <summary>Rotary tables of <paramref name="positionIds"/> with a given mask (owned by the pass).</summary>
+    public DecoderPass Prepare(Tensor positionIds, AttentionMask mask, ScalarType dtype)
     {
         var (cos, sin) = rotary.Compute(positionIds, dtype);
-        return new DecoderPass(cos, sin, AttentionMask.FromPadding(paddingMask));
+        return new DecoderPass(cos, sin, mask);
     }
 
     /// <summary>Decoder layers [<paramref name="from"/>, <paramref name="to"/>) on hidden states [B, S, H].</summary>
     public Tensor Layers(Tensor x, DecoderPass pass, int from, int to) =>
         RecomputeSettings.Run(Recompute, from, to, x, [pass.Cos, pass.Sin, pass.Mask.AsTensor()], (i, h, c) =>
         {
-            using var m = AttentionMask.FromTensor(c[2]);
+            using var m = AttentionMask.FromTensor(c[2], pass.Mask.Attend);
             return layers[i].Forward(h, c[0], c[1], m);
         });
 

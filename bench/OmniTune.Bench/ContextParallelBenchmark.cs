@@ -1,0 +1,86 @@
+using System.Diagnostics;
+using OmniTune.Distributed;
+using OmniTune.Distributed.Context;
+using OmniTune.Models.Qwen25Omni.Config;
+using OmniTune.Models.Qwen25Omni.Text;
+using OmniTune.Models.Qwen25Omni.Thinker;
+using OmniTune.Training.Arguments;
+using OmniTune.Training.Loop;
+using static TorchSharp.torch;
+
+namespace OmniTune.Bench;
+
+/// <summary>
+/// Under <c>mpirun -np 2</c>: one long synthetic video sample (TMRoPE positions of frames × rows × columns of merged
+/// patches, default 16,384 tokens) through a tiny-width text decoder, forward, loss and backward, at CP 1 (each rank the
+/// whole sequence) and CP 2 (each rank two of four load-balanced chunks, keys and values all-gathered): step time, time
+/// in the context-parallel collectives, and the peak memory a step adds above the resident level, per rank.
+/// </summary>
+static class ContextParallelBenchmark
+{
+    public static void Run(int layers, int seq, int steps, TextWriter log)
+    {
+        using IProcessGroup world = ProcessGroups.World();
+        if (world.Size != 2) throw new ArgumentException("--only context-parallel runs under mpirun -np 2");
+        TextWriter output = world.Rank == 0 ? log : TextWriter.Null;
+        var text = new Qwen25OmniTextConfig
+        {
+            HiddenSize = 128,
+            IntermediateSize = 256,
+            NumHiddenLayers = layers,
+            NumAttentionHeads = 4,
+            NumKeyValueHeads = 2,
+            VocabSize = 4096,
+            RopeScaling = new RopeScalingConfig { MropeSection = [2, 3, 3] },
+        };
+        var config = new Qwen25OmniThinkerConfig
+        {
+            Text = text,
+            Vision = new Qwen25OmniVisionConfig { Depth = 1, HiddenSize = 64, IntermediateSize = 64, NumHeads = 2, OutHiddenSize = text.HiddenSize, FullAttBlockIndexes = [0] },
+            Audio = new Qwen25OmniAudioConfig { EncoderLayers = 1, DModel = 64, EncoderAttentionHeads = 2, EncoderFfnDim = 64, OutputDim = text.HiddenSize },
+        };
+        // A video of frames of 16 × 16 merged patches, one temporal step of 2 per frame (TMRoPE's t, h, w).
+        const int side = 16;
+        Tensor index = arange(seq, ScalarType.Int64);
+        Tensor positions = stack([index.div(side * side, rounding_mode: RoundingMode.floor) * 2, index.remainder(side * side).div(side, rounding_mode: RoundingMode.floor),
+            index.remainder(side)]).unsqueeze(1).contiguous();   // [3, 1, S]
+        Tensor ids = randint(0, text.VocabSize, [1, seq], generator: new Generator(3));
+        output.WriteLine($"one synthetic video sample of {seq} tokens ({seq / (side * side)} frames of {side}x{side}) on 2 ranks: text decoder hidden {text.HiddenSize}, " +
+                         $"{layers} layers, heads {text.NumAttentionHeads}/{text.NumKeyValueHeads}, vocab {text.VocabSize}, fp32, {get_num_threads()} thread(s) per rank");
+        foreach (var (name, cp) in new[] { ("CP 1 (whole sequence on each rank)", 1), ("CP 2", 2) })
+        {
+            using var group = new TimedProcessGroup(cp == 1 ? new SingleRankGroup("bench.cp") : world);
+            using var model = new Qwen25OmniThinkerForConditionalGeneration(config, tiedLmHead: false);
+            double Step()
+            {
+                var clock = Stopwatch.StartNew();
+                using var scope = NewDisposeScope();
+                ContextSplit? split = cp > 1 ? new ContextSplit(group, seq) : null;
+                Tensor h = model.TextModel.Embed(ids);
+                if (split is not null) h = split.Take(h, 1);
+                using var pass = split is null
+                    ? model.TextModel.Prepare(positions, (Tensor?)null, h.dtype)
+                    : model.TextModel.Prepare(split.Take(positions, 2), AttentionMask.Partial((q, k, v) => split.Attend(q, k, v, null, OmniTune.Models.Common.ActivationCheckpoint.Run)), h.dtype);
+                h = model.TextModel.Norm(model.TextModel.Layers(h, pass, 0, layers));
+                var (loss, _) = StepLoss.ForMicroBatch(h, model.Head, text.VocabSize, ids, LossMode.Default, 1, 0, context: split);
+                loss.backward();
+                model.zero_grad();
+                return clock.Elapsed.TotalMilliseconds;
+            }
+            Step();   // warm-up
+            world.Barrier();
+            GC.Collect();
+            long before = ProcessMemory.Rss();
+            ProcessMemory.ResetPeak();
+            double commBefore = group.Milliseconds, total = 0;
+            for (int i = 0; i < steps; i++) total += Step();
+            long peak = ProcessMemory.Peak() - before;
+            double comm = group.Milliseconds - commBefore;
+            using Tensor gathered = world.AllGather(tensor(new[] { total / steps, comm / steps, peak / (double)(1 << 20) }).reshape(1, 3));
+            double[] v = gathered.data<double>().ToArray();
+            output.WriteLine($"RESULT {name}: step {Math.Max(v[0], v[3]):F0} ms, context-parallel communication {Math.Max(v[1], v[4]):F0} ms, " +
+                             $"peak memory above resident {v[2]:F0} / {v[5]:F0} MiB (rank 0 / 1)");
+            world.Barrier();
+        }
+    }
+}

@@ -1,0 +1,89 @@
+using OmniTune.Checkpoints.Conversion;
+using OmniTune.Tests.Testing;
+using OmniTune.Training.Checkpointing;
+
+namespace OmniTune.Tests.Distributed;
+
+/// <summary>
+/// Context-parallel training under mpirun against the single-process run (also under mpirun, -np 1), on the demo's
+/// image, audio, video-with-sound and text samples — sequences of a few hundred tokens cut into 2·CP chunks, so chunk
+/// borders fall inside the media spans: losses of every iteration and the final weights agree within the tolerance the
+/// changed summation order allows (each rank's loss is a partial sum, and gradients are summed across the group).
+/// </summary>
+public sealed class ContextParallelTests : IClassFixture<PipelineFixture>
+{
+    readonly PipelineFixture fixture;
+
+    public ContextParallelTests(PipelineFixture fixture) => this.fixture = fixture;
+
+    string Flags(string modelJson, string extra) =>
+        $"finetune --mm-model {modelJson} --mm-data {fixture.DataJson} --seq-length 1024 --lr 2e-3 --lr-decay-style constant --weight-decay 0.01 " +
+        $"--clip-grad 1.0 --log-interval 1 --num-workers 0 --seed 5 --micro-batch-size 2 --global-batch-size 4 --train-iters 6 {extra}";
+
+    /// <summary>A model.json that trains every tower, with the decoder's pipeline layout when given.</summary>
+    string TrainAll(string name, string? text = null)
+    {
+        string layers = text is null ? "" : $", \"pipeline_num_layers\": {text}";
+        string encoders = text is null ? "" : ", \"pipeline_num_layers\": [2,0]";
+        string path = Path.Combine(fixture.Folder, name);
+        File.WriteAllText(path, $$"""
+            {
+              "image_encoder": { "vision_encoder": { "freeze": false{{encoders}} }, "vision_projector": { "freeze": false } },
+              "audio_encoder": { "audio_encoder": { "freeze": false{{encoders}} } },
+              "text_decoder": { "freeze": false{{layers}} }
+            }
+            """);
+        return path;
+    }
+
+    static float MaxDifference(byte[] a, byte[] b) =>
+        System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(a).ToArray().Zip(System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(b).ToArray(), (x, y) => Math.Abs(x - y)).Max();
+
+    Dictionary<string, byte[]> Weights(string save)
+    {
+        string folder = CheckpointStore.IterationFolder(save, 6);
+        if (!CheckpointStore.IsStageCheckpoint(folder)) return CheckpointBytes.Read(Path.Combine(folder, CheckpointStore.ModelFolder));
+        string hf = Path.Combine(fixture.Folder, "hf-" + Guid.NewGuid().ToString("N")[..8]);
+        using (var mm = new MmCheckpoint(save)) CheckpointConverter.ToHf(mm, hf, null);
+        return CheckpointBytes.Read(hf);
+    }
+
+    [Theory]
+    [InlineData("cp2", 2, "--context-parallel-size 2", "")]
+    [InlineData("cp2-per-token", 2, "--context-parallel-size 2", "--calculate-per-token-loss")]
+    [InlineData("cp2-tp2-sp", 4, "--context-parallel-size 2 --tensor-model-parallel-size 2 --sequence-parallel", "")]
+    [InlineData("cp2-pp2", 4, "--context-parallel-size 2 --pipeline-model-parallel-size 2", "")]
+    public void Context_parallel_layouts_reproduce_the_single_process_run(string name, int ranks, string layout, string mode)
+    {
+        MpiJob.Require();
+        string single = Path.Combine(fixture.Folder, $"cp-single-{name}"), save = Path.Combine(fixture.Folder, name);
+        var baseline = MpiJob.Run($"-np 1 dotnet {{cli}} {Flags(TrainAll($"cp-single-{name}.json"), $"--save {single} {mode}")}");
+        Assert.True(baseline.Code == 0, baseline.Output);
+        string modelJson = TrainAll($"{name}.json", layout.Contains("pipeline", StringComparison.Ordinal) ? "[2,2]" : null);
+        var (code, output, _) = MpiJob.Run($"-np {ranks} dotnet {{cli}} {Flags(modelJson, $"{layout} --save {save} {mode}")}");
+        Assert.True(code == 0, output);
+        Assert.Contains("context parallel over 2 ranks", output);
+        var expected = MpiJob.Losses(baseline.Output);
+        var losses = MpiJob.Losses(output);
+        Assert.Equal(expected.Count, losses.Count);
+        for (int i = 0; i < losses.Count; i++) Assert.Equal(expected[i], losses[i], Math.Abs(expected[i]) * 2e-5);
+        var expectedWeights = Weights(single);
+        var weights = Weights(save);
+        Assert.Equal(expectedWeights.Keys.Order(), weights.Keys.Order());
+        foreach (var (key, bytes) in expectedWeights)
+        {
+            float worst = MaxDifference(bytes, weights[key]);
+            double tolerance = key.EndsWith("k_proj.bias", StringComparison.Ordinal) || key.EndsWith("attn.k.bias", StringComparison.Ordinal) ? 2e-2 : 5e-5;
+            Assert.True(worst < tolerance, $"{key} differs by {worst} from the single-process run");
+        }
+    }
+
+    [Fact]
+    public void A_context_parallel_size_that_does_not_divide_the_ranks_is_refused_with_the_numbers()
+    {
+        MpiJob.Require();
+        var (code, output, _) = MpiJob.Run($"-np 2 dotnet {{cli}} {Flags(TrainAll("cp3.json"), "--context-parallel-size 3")}");
+        Assert.NotEqual(0, code);
+        Assert.Contains("world size 2 is not divisible by TP 1 × CP 3", output);
+    }
+}
