@@ -83,7 +83,7 @@ public sealed class MegatronFlags
         new("num-layers-per-virtual-pipeline-stage", FlagKind.Value, null, "decoder layers per virtual chunk"),
         new("context-parallel-size", FlagKind.Value, "1", "context parallel: the text decoder's sequence over this many ranks (Megatron's load-balanced chunks, keys/values all-gathered)"),
         new("expert-model-parallel-size", FlagKind.Value, "1", "expert parallel: Qwen2.5-Omni has no experts, must be 1"),
-        new("hetero-parallel", FlagKind.Switch, null, "refused: heterogeneous parallel is not built yet"),
+        new("hetero-parallel", FlagKind.Switch, null, "encoders at model.json tp 1 data-parallel over every rank (the decoder's tensor-parallel ranks share their media items); pipeline stages not yet"),
         new("use-distributed-optimizer", FlagKind.Switch, null, "ZeRO-1: AdamW state sharded over the data-parallel ranks"),
         new("enable-dummy-optimizer", FlagKind.Switch, null, "accepted: a stage without trainable parameters needs no dummy here"),
         new("distributed-timeout-minutes", FlagKind.Value, "10", "a collective waiting longer for its peers ends the job, naming the rank and group"),

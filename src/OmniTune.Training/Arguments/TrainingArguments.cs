@@ -141,6 +141,12 @@ public sealed record TrainingArguments
     /// <summary>--context-parallel-size: the text decoder's sequence split over this many ranks (load-balanced chunks).</summary>
     public int ContextSize { get; init; } = 1;
 
+    /// <summary>
+    /// --hetero-parallel: an encoder whole (model.json tp 1) while the decoder is cut is data-parallel over every rank —
+    /// the decoder's tensor-parallel ranks share its media items instead of each encoding all of them.
+    /// </summary>
+    public bool Hetero { get; init; }
+
     /// <summary>Virtual chunks per stage (--virtual-pipeline-model-parallel-size), when given.</summary>
     public int? VirtualPipelineSize { get; init; }
 
@@ -182,7 +188,6 @@ public sealed record TrainingArguments
         int context = f.Int("context-parallel-size") ?? 1;
         if (context < 1) throw new ArgumentException($"--context-parallel-size {context}: must be at least 1");
         if (f.Has("fp16")) throw new NotSupportedException("--fp16: fp16 training is not built; use --bf16 on GPUs (fp32 master weights) or the default fp32");
-        if (f.Has("hetero-parallel")) throw new NotSupportedException("--hetero-parallel: not built yet (per-tower layouts come with the heterogeneous-parallel work)");
         int tensor = f.Int("tensor-model-parallel-size")!.Value;
         if (tensor < 1) throw new ArgumentException($"--tensor-model-parallel-size {tensor}: must be at least 1");
         if (f.Has("sequence-parallel") && tensor == 1) throw new ArgumentException("--sequence-parallel needs --tensor-model-parallel-size above 1 (it cuts the sequence across the tensor-parallel group)");
@@ -240,6 +245,7 @@ public sealed record TrainingArguments
             PipelineSize = pipeline,
             TensorSize = tensor,
             ContextSize = context,
+            Hetero = f.Has("hetero-parallel"),
             SequenceParallel = f.Has("sequence-parallel"),
             VirtualPipelineSize = virtualSize,
             LayersPerVirtualStage = layersPerVirtualStage,

@@ -75,6 +75,7 @@ public sealed class Trainer
     ThinkerParallelism parallelism = null!;
     (IProcessGroup Vision, IProcessGroup Audio) encoderGroups;
     IReadOnlyList<EncodedSample> validationSamples = [];
+    EncoderShares? encoderShares;
     BatchCollator validationCollator = null!;
     PipelineSetup pipeline = null!;
     OptimizerStep optimizerStep = null!;
@@ -133,8 +134,9 @@ public sealed class Trainer
         using IProcessGroup? visionGroup = pipeline.VisionTensorSize == tensorGroup.Size ? null : parallel.TensorSubgroup("vision", pipeline.VisionTensorSize);
         using IProcessGroup? audioGroup = pipeline.AudioTensorSize == tensorGroup.Size ? null : parallel.TensorSubgroup("audio", pipeline.AudioTensorSize);
         encoderGroups = (visionGroup ?? tensorGroup, audioGroup ?? tensorGroup);
-        if (tensorGroup.Size > 1 && (visionGroup ?? audioGroup) is not null)
+        if (tensorGroup.Size > 1 && (visionGroup ?? audioGroup) is not null && !args.Hetero)
             log.WriteLine($"encoders: vision at tensor-parallel size {pipeline.VisionTensorSize}, audio at {pipeline.AudioTensorSize} (each computed on every rank of the decoder's group that holds the same parts)");
+        encoderShares = args.Hetero ? HeteroShares(dp) : null;
         var plan = pipeline.Plan;
         var parts = PipelineLayout.PartsOf(plan, pipelineGroup.Rank);
         if (plan.Stages > 1)
@@ -257,7 +259,8 @@ public sealed class Trainer
                 : new AdamWStep(optimizer, modelTrainable, masters, new GradientSynchronizer(gradientGroup ?? dp, args.LossMode), pipelineGroup, parallelism);
             replicaParameters = modelTrainable;
             replicas.CheckReplicasAgree(modelTrainable);
-            runner = new PipelineStepRunner(model, plan, pipelineGroup, device, args.SequenceParallel ? tensorGroup : null, contextGroup.Size > 1 ? contextGroup : null);
+            runner = new PipelineStepRunner(model, plan, pipelineGroup, device, args.SequenceParallel ? tensorGroup : null, contextGroup.Size > 1 ? contextGroup : null,
+                encoderShares);
             return Loop(model, trainable, optimizer, loader, state, scheduleOffset, processorFolder, modelJson, device, adapters, masters, dp, distributed);
         }
     }
@@ -439,6 +442,7 @@ public sealed class Trainer
             stepLoss = SumOver(pipelineGroup, stepLoss);   // the loss is known on the last stage
             stepLoss = SumOver(contextGroup, stepLoss);    // each context-parallel rank holds its tokens' share
             SumContextGradients();
+            SumSharedEncoderGradients();
             stepLoss = args.LossMode == LossMode.PerToken ? SumOver(dp, stepLoss) : SumOver(dp, stepLoss) / dp.Size;
             double lr = schedule.ForIteration(iteration - scheduleOffset, args.GlobalBatchSize);
             double norm = optimizerStep.Step(lr, args.ClipGrad, double.IsFinite(stepLoss));
@@ -530,6 +534,54 @@ public sealed class Trainer
             ? StepLoss.ForMicroBatch(model.Head(hidden), labels, args.LossMode, microBatches, stepTokens, tensorGroup, context)
             : StepLoss.ForMicroBatch(hidden, model.Head, model.Config.Text.VocabSize / tensorGroup.Size, labels, args.LossMode, microBatches, stepTokens, tensorGroup,
                 context: context);
+    }
+
+    /// <summary>
+    /// --hetero-parallel: each encoder whole (model.json tp 1) while the decoder is cut becomes data-parallel over every
+    /// rank of a tensor-parallel group — the decoder's tensor-parallel ranks share its media items. MindSpeed-MM's rule is
+    /// checked: the decoder's DP × micro-batch size must be divisible by the encoder's DP (DP × TP here).
+    /// </summary>
+    EncoderShares? HeteroShares(IProcessGroup dp)
+    {
+        if (pipelineGroup.Size > 1)
+            throw new NotSupportedException("--hetero-parallel with pipeline stages is not built yet (the encoders' media would have to move between stages); use tensor, context and data parallel");
+        IProcessGroup? Share(string tower, int size)
+        {
+            if (size == tensorGroup.Size) return null;   // cut like the decoder: nothing to share
+            if (size != 1)
+                throw new NotSupportedException($"--hetero-parallel: model.json {tower}.tp {size} — an encoder is either cut like the decoder (tp {tensorGroup.Size}) or whole (tp 1) so far");
+            int encoderDp = dp.Size * tensorGroup.Size;   // context-parallel ranks encode alike
+            long batch = (long)dp.Size * args.MicroBatchSize;
+            if (batch % encoderDp != 0)
+            {
+                throw new ArgumentException($"--hetero-parallel: the decoder's data-parallel size × micro-batch size ({dp.Size} × {args.MicroBatchSize} = {batch}) is not divisible by " +
+                                            $"the {tower}'s data-parallel size {encoderDp} (data-parallel × tensor-parallel ranks, the encoder being whole) — MindSpeed-MM's rule; raise --micro-batch-size");
+            }
+            return tensorGroup;
+        }
+        var shares = new EncoderShares(Share("image_encoder", pipeline.VisionTensorSize), Share("audio_encoder", pipeline.AudioTensorSize));
+        log.WriteLine($"heterogeneous parallel: vision encoder {(shares.Vision is null ? $"cut like the decoder (tp {tensorGroup.Size})" : $"data-parallel over every rank")}, " +
+                      $"audio encoder {(shares.Audio is null ? $"cut like the decoder (tp {tensorGroup.Size})" : "data-parallel over every rank")}; " +
+                      $"each tensor-parallel rank encodes its share of the micro-batch's media items");
+        return shares;
+    }
+
+    /// <summary>
+    /// Heterogeneous parallel: a shared encoder's parameter gradients come, on each rank, from its own media items only:
+    /// summed over the sharing group (a rank that encoded nothing adds zeros) before the step.
+    /// </summary>
+    void SumSharedEncoderGradients()
+    {
+        if (encoderShares is null) return;
+        foreach (var (name, parameter) in replicaParameters)
+        {
+            string key = name.StartsWith("lora:", StringComparison.Ordinal) ? name["lora:".Length..] : name;
+            IProcessGroup? group = key.StartsWith("visual.", StringComparison.Ordinal) ? encoderShares.Vision
+                : key.StartsWith("audio_tower.", StringComparison.Ordinal) ? encoderShares.Audio : null;
+            if (group is null) continue;
+            if (parameter.grad is null) parameter.grad = zeros_like(parameter).DetachFromDisposeScope();
+            group.AllReduce(parameter.grad);
+        }
     }
 
     /// <summary>

@@ -22,18 +22,20 @@ public sealed class PipelineStepRunner
     readonly IProcessGroup pipeline;
     readonly Device device;
     readonly IProcessGroup? sequence, context;
+    readonly EncoderShares? encoderShare;
     readonly Dictionary<int, IReadOnlyList<PipelineAction>> schedules = [];
 
     /// <summary>
     /// Runs <paramref name="model"/> (this stage's parts) as stage <paramref name="pipeline"/>.Rank of <paramref name="plan"/>;
     /// <paramref name="sequence"/>: the tensor-parallel group the decoder's sequence is cut across (sequence parallel);
-    /// <paramref name="context"/>: the context-parallel group that holds the sequence's load-balanced chunks.
+    /// <paramref name="context"/>: the context-parallel group that holds the sequence's load-balanced chunks;
+    /// <paramref name="encoderShare"/>: the group whose ranks share the whole encoders' media items (heterogeneous parallel).
     /// </summary>
     public PipelineStepRunner(Qwen25OmniThinkerForConditionalGeneration model, StagePlan plan, IProcessGroup pipeline, Device device, IProcessGroup? sequence = null,
-        IProcessGroup? context = null)
+        IProcessGroup? context = null, EncoderShares? encoderShare = null)
     {
         if (pipeline.Size != plan.Stages) throw new ArgumentException($"group '{pipeline.Name}' has {pipeline.Size} ranks, the plan {plan.Stages} stages");
-        (this.model, this.plan, this.pipeline, this.device, this.sequence, this.context) = (model, plan, pipeline, device, sequence, context);
+        (this.model, this.plan, this.pipeline, this.device, this.sequence, this.context, this.encoderShare) = (model, plan, pipeline, device, sequence, context, encoderShare);
     }
 
     /// <summary>Milliseconds spent computing (forward and backward) since the start.</summary>
@@ -76,7 +78,7 @@ public sealed class PipelineStepRunner
                     using (var scope = NewDisposeScope())
                     {
                         TrainingBatch batch = batches[action.MicroBatch];
-                        var (outputs, final) = StageForward.Run(model, slot, OnDevice(batch.Inputs), received.ToDictionary(r => r.Name, r => r.Tensor), sequence, context);
+                        var (outputs, final) = StageForward.Run(model, slot, OnDevice(batch.Inputs), received.ToDictionary(r => r.Name, r => r.Tensor), sequence, context, encoderShare);
                         if (final is not null)
                         {
                             var (backward, value) = loss(final, batch.Labels.to(device));
@@ -131,7 +133,7 @@ public sealed class PipelineStepRunner
                     var received = slot.Index == 0 ? [] : ActivationBundle.Receive(pipeline, (slot.Index - 1) % stages, ActivationBundle.Activations, device);
                     using (var scope = NewDisposeScope())
                     {
-                        var (outputs, final) = StageForward.Run(model, slot, OnDevice(batch.Inputs), received.ToDictionary(r => r.Name, r => r.Tensor), sequence, context);
+                        var (outputs, final) = StageForward.Run(model, slot, OnDevice(batch.Inputs), received.ToDictionary(r => r.Name, r => r.Tensor), sequence, context, encoderShare);
                         if (final is not null)
                         {
                             logged += loss(final, batch.Labels.to(device));

@@ -1,6 +1,7 @@
 using OmniTune.Distributed;
 using OmniTune.Distributed.Pipeline;
 using OmniTune.Distributed.Context;
+using OmniTune.Distributed.Hetero;
 using OmniTune.Distributed.TensorParallel;
 using OmniTune.Models.Common;
 using OmniTune.Models.Qwen25Omni.Text;
@@ -44,10 +45,13 @@ public static class StageForward
     /// merge and travel cut; the LM head (column-parallel) gathers them. With <paramref name="context"/> (context
     /// parallel) the decoder holds only this rank's load-balanced chunks of the sequence (<see cref="ContextSplit"/>):
     /// hidden states, positions and the final hidden states are this rank's tokens, attention gathers the keys and values
-    /// of the whole sequence. The encoders run whole on every rank of the group.
+    /// of the whole sequence. The encoders run whole on every rank of the group. With <paramref name="encoderShare"/>
+    /// (heterogeneous parallel, an encoder whole on this slot) the ranks of that group encode each a share of the
+    /// micro-batch's media items and gather the tokens (<see cref="EncoderShare"/>).
     /// </summary>
     public static (Dictionary<string, Tensor> Outputs, Tensor? Final) Run(Qwen25OmniThinkerForConditionalGeneration model, StageSlot slot,
-        ThinkerInputs inputs, IReadOnlyDictionary<string, Tensor> received, IProcessGroup? sequence = null, IProcessGroup? context = null)
+        ThinkerInputs inputs, IReadOnlyDictionary<string, Tensor> received, IProcessGroup? sequence = null, IProcessGroup? context = null,
+        EncoderShares? encoderShare = null)
     {
         var pending = new Dictionary<string, Tensor>(received, StringComparer.Ordinal);   // taken out as used; the rest passes on
         Tensor Take(string name) => pending.Remove(name, out Tensor? t) ? t
@@ -64,6 +68,25 @@ public static class StageForward
         foreach (var (kind, pixels, grids) in new[] { ("image", inputs.PixelValues, inputs.ImageGrids), ("video", inputs.PixelValuesVideos, inputs.VideoGrids) })
         {
             if (pixels is null) continue;
+            if (encoderShare?.Vision is { Size: > 1 } visionShare && slot.PatchEmbed && slot.Merger)
+            {
+                long[] patches = grids.Select(g => g.Patches).ToArray();
+                var (from, to) = EncoderShare.Share(patches, visionShare.Rank, visionShare.Size);
+                Tensor local;
+                if (to > from)
+                {
+                    var mine = grids.Skip(from).Take(to - from).ToList();
+                    using var pass = model.Visual.Prepare(mine, pixels.device);
+                    Tensor x = model.Visual.Embed(pixels.narrow(0, patches.Take(from).Sum(), mine.Sum(g => g.Patches)), pass);
+                    local = model.Visual.Merge(model.Visual.Blocks(x, pass, slot.Vision.From, slot.Vision.To), pass);
+                }
+                else
+                {
+                    local = zeros([0, model.Config.Vision.OutHiddenSize], model.Visual.parameters().First().dtype, pixels.device);   // as its peers' tokens
+                }
+                Finished(Names.VisionTokens(kind), EncoderShare.GatherRows(local, visionShare));
+                continue;
+            }
             if (slot.Vision.Count > 0)
             {
                 using var pass = model.Visual.Prepare(grids, pixels.device);
@@ -79,7 +102,30 @@ public static class StageForward
         }
         if (inputs.InputFeatures is not null)
         {
-            if (slot.Audio.Count > 0)
+            if (encoderShare?.Audio is { Size: > 1 } audioShare && slot.AudioFront && slot.AudioBack)
+            {
+                var (_, frames) = Qwen25OmniThinkerForConditionalGeneration.ValidAudioFrames(inputs);
+                var (from, to) = EncoderShare.Share(frames.Select(f => (long)f).ToArray(), audioShare.Rank, audioShare.Size);
+                Tensor local;
+                if (to > from)
+                {
+                    var mine = inputs with
+                    {
+                        InputFeatures = inputs.InputFeatures.narrow(0, from, to - from),
+                        FeatureAttentionMask = inputs.FeatureAttentionMask?.narrow(0, from, to - from),
+                    };
+                    var (features, lengths) = Qwen25OmniThinkerForConditionalGeneration.ValidAudioFrames(mine);
+                    var pass = model.AudioTower.Prepare(lengths);
+                    Tensor x = model.AudioTower.Layers(model.AudioTower.Embed(features, pass), pass, slot.Audio.From, slot.Audio.To);
+                    local = model.AudioTower.Project(x, pass);
+                }
+                else
+                {
+                    local = zeros([0, model.Config.Audio.OutputDim], model.AudioTower.parameters().First().dtype, inputs.InputFeatures.device);
+                }
+                Finished(Names.AudioTokens, EncoderShare.GatherRows(local, audioShare));
+            }
+            else if (slot.Audio.Count > 0)
             {
                 var (features, lengths) = Qwen25OmniThinkerForConditionalGeneration.ValidAudioFrames(inputs);
                 var pass = model.AudioTower.Prepare(lengths);
@@ -115,3 +161,8 @@ public static class StageForward
         return (outputs, null);
     }
 }
+
+/// <summary>Heterogeneous parallel: the groups over which each whole encoder's media items are shared (null: not shared).</summary>
+/// <param name="Vision">The vision encoder's.</param>
+/// <param name="Audio">The audio encoder's.</param>
+public sealed record EncoderShares(IProcessGroup? Vision, IProcessGroup? Audio);

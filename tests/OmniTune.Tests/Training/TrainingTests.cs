@@ -41,7 +41,10 @@ public sealed class TrainingTests : IClassFixture<TrainingFixture>
     public void Flags_are_validated_with_clear_messages()
     {
         Assert.Contains("did you mean --micro-batch-size", Assert.Throws<ArgumentException>(() => MegatronFlags.Parse(["--micro-batch-sise", "1"])).Message);
-        Assert.Contains("parallel training is not built yet", Assert.Throws<NotSupportedException>(() => fixture.Args("--context-parallel-size", "2")).Message);
+        Assert.Contains("the thinker has no experts", Assert.Throws<NotSupportedException>(() => fixture.Args("--expert-model-parallel-size", "2")).Message);
+        Assert.Contains("must be at least 1", Assert.Throws<ArgumentException>(() => fixture.Args("--context-parallel-size", "0")).Message);
+        Assert.Equal(2, fixture.Args("--context-parallel-size", "2").ContextSize);
+        Assert.Contains("mixes MindSpeed-MM names", Assert.Throws<ArgumentException>(() => fixture.Args("--lora-target-modules", "linear_qkv", "q_proj")).Message);
         Assert.Contains("--sequence-parallel needs --tensor-model-parallel-size", Assert.Throws<ArgumentException>(() => fixture.Args("--sequence-parallel")).Message);
         Assert.Equal(["linear_qkv", "linear_proj"], fixture.Args("--lora-target-modules", "linear_qkv", "linear_proj").Lora!.TargetModules);
         Assert.Contains("unknown module 'linear_xyz'", Assert.Throws<ArgumentException>(() => fixture.Args("--lora-target-modules", "linear_xyz")).Message);
