@@ -9,7 +9,8 @@ namespace OmniTune.Distributed.Hetero;
 /// encoder is then data-parallel over every rank — and the encoded tokens are gathered back in item order, so every
 /// rank merges the whole micro-batch's tokens. Backward, each rank keeps the gradient of its own items' tokens (the
 /// decoder's tensor-parallel ranks hold the same, whole gradient of the merged embeddings); the encoder's parameter
-/// gradients, each from its rank's items, are summed over the group before the step.
+/// gradients, each from its rank's items, are summed over the group before the step. Context parallel shares the
+/// encoders the same way over its group (every rank reads the same micro-batch), summing the tokens' gradients backward.
 /// </summary>
 public static class EncoderShare
 {
@@ -38,9 +39,12 @@ public static class EncoderShare
 
     /// <summary>
     /// Every rank's <paramref name="local"/> rows ([n_r, H], n_r may be 0) concatenated in rank order; backward, this
-    /// rank's rows of the gradient.
+    /// rank's rows of the gradient — summed over the group first with <paramref name="sumGradient"/> (context parallel:
+    /// each rank holds the gradient of its own tokens only). With a summed gradient the backward is a collective: every
+    /// rank's <paramref name="local"/> must then require gradients alike (a rank without items passes a leaf of 0 rows).
     /// </summary>
-    public static Tensor GatherRows(Tensor local, IProcessGroup group) => group.Size == 1 ? local : GatherRowsFunction.apply(local, group);
+    public static Tensor GatherRows(Tensor local, IProcessGroup group, bool sumGradient = false) =>
+        group.Size == 1 ? local : GatherRowsFunction.apply(local, group, sumGradient);
 
     sealed class GatherRowsFunction : autograd.SingleTensorFunction<GatherRowsFunction>
     {
@@ -64,10 +68,20 @@ public static class EncoderShare
             Tensor result = cat(Enumerable.Range(0, rows.Length).Select(r => gathered.narrow(0, r * most, rows[r])).ToArray(), 0);
             ctx.save_data("from", rows.Take(group.Rank).Sum());
             ctx.save_data("rows", rows[group.Rank]);
+            ctx.save_data("group", group);
+            ctx.save_data("sum", vars[2]);
             return result.MoveToOuterDisposeScope();
         }
 
-        public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad) =>
-            [grad.narrow(0, (long)ctx.get_data("from"), (long)ctx.get_data("rows")).contiguous(), null!];
+        public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad)
+        {
+            Tensor whole = grad;
+            if ((bool)ctx.get_data("sum"))
+            {
+                whole = grad.contiguous().clone();
+                ((IProcessGroup)ctx.get_data("group")).AllReduce(whole);
+            }
+            return [whole.narrow(0, (long)ctx.get_data("from"), (long)ctx.get_data("rows")).contiguous(), null!, null!];
+        }
     }
 }

@@ -95,7 +95,7 @@ public sealed class Trainer
         if (contextGroup.Size > 1)
         {
             log.WriteLine($"context parallel over {contextGroup.Size} ranks (group '{contextGroup.Name}'): each holds 2 of the decoder's {2 * contextGroup.Size} " +
-                          "load-balanced sequence chunks, keys and values all-gathered; the encoders run whole on each");
+                          "load-balanced sequence chunks, keys and values all-gathered; each encodes its share of the media items");
         }
         using var timedTensor = new TimedProcessGroup(parallel.Tp);
         tensorGroup = timedTensor;
@@ -259,6 +259,10 @@ public sealed class Trainer
                 : new AdamWStep(optimizer, modelTrainable, masters, new GradientSynchronizer(gradientGroup ?? dp, args.LossMode), pipelineGroup, parallelism);
             replicaParameters = modelTrainable;
             replicas.CheckReplicasAgree(modelTrainable);
+            // Whole encoders are shared: by heterogeneous parallel over the decoder's TP ranks, else by context parallel over its group.
+            bool Trains(string prefix) => modelTrainable.Any(p => (p.Name.StartsWith("lora:", StringComparison.Ordinal) ? p.Name[5..] : p.Name).StartsWith(prefix, StringComparison.Ordinal));
+            encoderShares = encoderShares is not null ? encoderShares with { VisionTrains = Trains("visual."), AudioTrains = Trains("audio_tower.") }
+                : contextGroup.Size > 1 ? new EncoderShares(contextGroup, contextGroup, SumGradient: true, Trains("visual."), Trains("audio_tower.")) : null;
             runner = new PipelineStepRunner(model, plan, pipelineGroup, device, args.SequenceParallel ? tensorGroup : null, contextGroup.Size > 1 ? contextGroup : null,
                 encoderShares);
             return Loop(model, trainable, optimizer, loader, state, scheduleOffset, processorFolder, modelJson, device, adapters, masters, dp, distributed);
@@ -572,7 +576,7 @@ public sealed class Trainer
     /// </summary>
     void SumSharedEncoderGradients()
     {
-        if (encoderShares is null) return;
+        if (encoderShares is null || encoderShares.SumGradient) return;   // context parallel's sum covers every parameter
         foreach (var (name, parameter) in replicaParameters)
         {
             string key = name.StartsWith("lora:", StringComparison.Ordinal) ? name["lora:".Length..] : name;
@@ -594,7 +598,9 @@ public sealed class Trainer
         if (contextGroup.Size == 1) return;
         foreach (var (_, parameter) in replicaParameters)
         {
-            if (parameter.grad is { } grad) contextGroup.AllReduce(grad);
+            // A rank whose share of the media items was empty has no gradient for the encoder: it adds zeros (every rank joins).
+            if (parameter.grad is null) parameter.grad = zeros_like(parameter).DetachFromDisposeScope();
+            contextGroup.AllReduce(parameter.grad);
         }
     }
 

@@ -82,9 +82,9 @@ public static class StageForward
                 }
                 else
                 {
-                    local = zeros([0, model.Config.Vision.OutHiddenSize], model.Visual.parameters().First().dtype, pixels.device);   // as its peers' tokens
+                    local = NoItems(model.Visual, model.Config.Vision.OutHiddenSize, encoderShare.SumGradient && encoderShare.VisionTrains);
                 }
-                Finished(Names.VisionTokens(kind), EncoderShare.GatherRows(local, visionShare));
+                Finished(Names.VisionTokens(kind), EncoderShare.GatherRows(local, visionShare, encoderShare.SumGradient));
                 continue;
             }
             if (slot.Vision.Count > 0)
@@ -121,9 +121,9 @@ public static class StageForward
                 }
                 else
                 {
-                    local = zeros([0, model.Config.Audio.OutputDim], model.AudioTower.parameters().First().dtype, inputs.InputFeatures.device);
+                    local = NoItems(model.AudioTower, model.Config.Audio.OutputDim, encoderShare.SumGradient && encoderShare.AudioTrains);
                 }
-                Finished(Names.AudioTokens, EncoderShare.GatherRows(local, audioShare));
+                Finished(Names.AudioTokens, EncoderShare.GatherRows(local, audioShare, encoderShare.SumGradient));
             }
             else if (slot.Audio.Count > 0)
             {
@@ -160,9 +160,31 @@ public static class StageForward
         foreach (var (name, t) in pending) outputs[name] = t;   // not this slot's business: on to the next
         return (outputs, null);
     }
+
+    /// <summary>
+    /// The tokens of a rank that encodes none of the micro-batch's items: [0, width] in the encoder's dtype; when its peers'
+    /// tokens carry gradients that are summed backward (<paramref name="joinsBackward"/>), a view of one of the encoder's
+    /// trainable parameters, so that this rank's backward reaches the same collective (it adds nothing to the parameter).
+    /// </summary>
+    static Tensor NoItems(TorchSharp.torch.nn.Module encoder, long width, bool joinsBackward)
+    {
+        var parameters = encoder.parameters().ToList();
+        TorchSharp.Modules.Parameter? trainable = joinsBackward && is_grad_enabled() ? parameters.FirstOrDefault(p => p.requires_grad) : null;
+        if (trainable is not null) return trainable.reshape(-1).narrow(0, 0, 0).to(trainable.dtype).reshape(0, width);
+        Tensor empty = zeros([0, width], parameters[0].dtype, parameters[0].device);
+        return joinsBackward && is_grad_enabled() ? empty.requires_grad_(true) : empty;
+    }
 }
 
-/// <summary>Heterogeneous parallel: the groups over which each whole encoder's media items are shared (null: not shared).</summary>
+/// <summary>
+/// The groups over which each whole encoder's media items are shared (null: not shared) — heterogeneous parallel's
+/// tensor-parallel ranks, or context parallel's group (<paramref name="SumGradient"/>: each rank holds its own tokens'
+/// gradients, summed backward; a rank without items then passes a leaf that requires gradients when the encoder trains,
+/// so that every rank joins that backward collective).
+/// </summary>
 /// <param name="Vision">The vision encoder's.</param>
 /// <param name="Audio">The audio encoder's.</param>
-public sealed record EncoderShares(IProcessGroup? Vision, IProcessGroup? Audio);
+/// <param name="SumGradient">Sum the tokens' gradients over the group backward.</param>
+/// <param name="VisionTrains">Whether the vision encoder (or an adapter on it) trains.</param>
+/// <param name="AudioTrains">Whether the audio encoder (or an adapter on it) trains.</param>
+public sealed record EncoderShares(IProcessGroup? Vision, IProcessGroup? Audio, bool SumGradient = false, bool VisionTrains = false, bool AudioTrains = false);
