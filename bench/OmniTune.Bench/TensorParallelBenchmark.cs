@@ -50,19 +50,9 @@ static class TensorParallelBenchmark
                 model.zero_grad();
                 return clock.Elapsed.TotalMilliseconds;
             }
-            Step();   // warm-up
-            world.Barrier();
-            GC.Collect();
-            long before = ProcessMemory.Rss();
-            ProcessMemory.ResetPeak();
-            double commBefore = group.Milliseconds, total = 0;
-            for (int i = 0; i < steps; i++) total += Step();
-            long peak = ProcessMemory.Peak() - before;
-            double comm = group.Milliseconds - commBefore;
-            using Tensor gathered = world.AllGather(tensor(new[] { total / steps, comm / steps, peak / (double)(1 << 20) }).reshape(1, 3));
-            double[] v = gathered.data<double>().ToArray();
-            output.WriteLine($"RESULT {name}: step {Math.Max(v[0], v[3]):F0} ms, tensor-parallel communication {Math.Max(v[1], v[4]):F0} ms " +
-                             $"({100 * Math.Max(v[1], v[4]) / Math.Max(v[0], v[3]):F1} %), peak memory above resident {v[2]:F0} / {v[5]:F0} MiB (rank 0 / 1)");
+            var m = ParallelMeasurement.Of(world, group, Step, steps);
+            output.WriteLine($"RESULT {name}: step {m.StepMs:F0} ms, tensor-parallel communication {m.CommunicationMs:F0} ms " +
+                             $"({100 * m.CommunicationMs / m.StepMs:F1} %), peak memory above resident {m.PeakMiB0:F0} / {m.PeakMiB1:F0} MiB (rank 0 / 1)");
             world.Barrier();
         }
     }

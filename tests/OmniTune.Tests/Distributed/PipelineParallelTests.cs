@@ -109,25 +109,17 @@ public sealed class PipelineParallelTests : IClassFixture<PipelineFixture>
             // Pipeline only: the same operations on the same data in the same order, so the same bits.
             Assert.Equal(expectedLosses, losses);
             Assert.All(expectedWeights, kv => Assert.True(kv.Value.AsSpan().SequenceEqual(weights[kv.Key]),
-                $"{kv.Key} differs from the single-process run by up to {MaxDifference(kv.Value, weights[kv.Key])}"));
+                $"{kv.Key} differs from the single-process run by up to {CheckpointBytes.MaxFloatDifference(kv.Value, weights[kv.Key])}"));
             return;
         }
         // With data parallel the gradients of the micro-batches are summed in another order (all-reduce across replicas
         // instead of one accumulation), so the last bits differ: losses within 2e-5 relative, weights within 5e-5. The
         // key biases are the exception: their gradient is zero in exact arithmetic (softmax ignores a constant added to
         // every score of a query), so what Adam sees is rounding noise, normalised to steps of up to lr each.
-        Assert.Equal(expectedLosses.Count, losses.Count);
-        for (int i = 0; i < losses.Count; i++) Assert.Equal(expectedLosses[i], losses[i], Math.Abs(expectedLosses[i]) * 2e-5);
-        foreach (var (key, bytes) in expectedWeights)
-        {
-            float worst = MaxDifference(bytes, weights[key]);
-            double tolerance = key.EndsWith("self_attn.k_proj.bias", StringComparison.Ordinal) ? 2e-3 * 6 : 5e-5;
-            Assert.True(worst < tolerance, $"{key} differs by {worst} from the single-process run");
-        }
+        CheckpointBytes.AssertLossesClose(expectedLosses, losses, 2e-5);
+        CheckpointBytes.AssertClose(expectedWeights, weights, key => key.EndsWith("self_attn.k_proj.bias", StringComparison.Ordinal) ? 2e-3 * 6 : 5e-5);
     }
 
-    static float MaxDifference(byte[] a, byte[] b) =>
-        System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(a).ToArray().Zip(System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(b).ToArray(), (x, y) => Math.Abs(x - y)).Max();
 
     [Fact]
     public void A_stage_with_only_frozen_encoders_runs_forward_and_backward_and_steps_nothing()

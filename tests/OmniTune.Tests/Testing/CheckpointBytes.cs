@@ -21,4 +21,26 @@ public static class CheckpointBytes
         using var checkpoint = SafetensorsCheckpoint.Open(folder);
         return checkpoint.Keys.ToDictionary(k => k, k => Of(checkpoint.Read(k)));
     }
+
+    /// <summary>Largest absolute difference between two fp32 tensors given as bytes.</summary>
+    public static float MaxFloatDifference(byte[] a, byte[] b) =>
+        System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(a).ToArray().Zip(System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(b).ToArray(), (x, y) => Math.Abs(x - y)).Max();
+
+    /// <summary>Every fp32 weight of <paramref name="expected"/> within <paramref name="tolerance"/>(key) of <paramref name="actual"/>'s, naming the key.</summary>
+    public static void AssertClose(Dictionary<string, byte[]> expected, Dictionary<string, byte[]> actual, Func<string, double> tolerance)
+    {
+        Assert.Equal(expected.Keys.Order(), actual.Keys.Order());
+        foreach (var (key, bytes) in expected)
+        {
+            float worst = MaxFloatDifference(bytes, actual[key]);
+            Assert.True(worst < tolerance(key), $"{key} differs by {worst} from the single-process run");
+        }
+    }
+
+    /// <summary>Per-iteration losses equal within a relative tolerance.</summary>
+    public static void AssertLossesClose(IReadOnlyList<double> expected, IReadOnlyList<double> actual, double relative)
+    {
+        Assert.Equal(expected.Count, actual.Count);
+        for (int i = 0; i < actual.Count; i++) Assert.Equal(expected[i], actual[i], Math.Abs(expected[i]) * relative);
+    }
 }
