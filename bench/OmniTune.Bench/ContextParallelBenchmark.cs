@@ -33,12 +33,7 @@ static class ContextParallelBenchmark
             VocabSize = 4096,
             RopeScaling = new RopeScalingConfig { MropeSection = [2, 3, 3] },
         };
-        var config = new Qwen25OmniThinkerConfig
-        {
-            Text = text,
-            Vision = new Qwen25OmniVisionConfig { Depth = 1, HiddenSize = 64, IntermediateSize = 64, NumHeads = 2, OutHiddenSize = text.HiddenSize, FullAttBlockIndexes = [0] },
-            Audio = new Qwen25OmniAudioConfig { EncoderLayers = 1, DModel = 64, EncoderAttentionHeads = 2, EncoderFfnDim = 64, OutputDim = text.HiddenSize },
-        };
+        var config = TextDecoderBenchmark.DecoderOnly(text);
         // A video of frames of 16 × 16 merged patches, one temporal step of 2 per frame (TMRoPE's t, h, w).
         const int side = 16;
         Tensor index = arange(seq, ScalarType.Int64);

@@ -22,12 +22,7 @@ static class TensorParallelBenchmark
         if (world.Size != 2) throw new ArgumentException("--only tensor-parallel runs under mpirun -np 2");
         TextWriter output = world.Rank == 0 ? log : TextWriter.Null;
         var text = TextDecoderBenchmark.BenchConfig(layers) with { VocabSize = 32768 };
-        var config = new Qwen25OmniThinkerConfig
-        {
-            Text = text,
-            Vision = new Qwen25OmniVisionConfig { Depth = 1, HiddenSize = 64, IntermediateSize = 64, NumHeads = 2, OutHiddenSize = text.HiddenSize, FullAttBlockIndexes = [0] },
-            Audio = new Qwen25OmniAudioConfig { EncoderLayers = 1, DModel = 64, EncoderAttentionHeads = 2, EncoderFfnDim = 64, OutputDim = text.HiddenSize },
-        };
+        var config = TextDecoderBenchmark.DecoderOnly(text);
         output.WriteLine($"text decoder training step on 2 ranks: hidden {text.HiddenSize}, {layers} layers, heads {text.NumAttentionHeads}/{text.NumKeyValueHeads}, " +
                          $"intermediate {text.IntermediateSize}, vocab {text.VocabSize}, batch 1 × seq {seq}, {get_num_threads()} thread(s) per rank");
         foreach (var (name, tp, sequenceParallel) in new[] { ("TP 1 (whole model on each rank)", 1, false), ("TP 2", 2, false), ("TP 2 + sequence parallel", 2, true) })

@@ -13,6 +13,14 @@ static class TextDecoderBenchmark
     public sealed record Result(double TokensPerSecond, double ModelGflopPerStep, double SecondsPerStep, double AchievedGflops, double PeakGiB = 0, double ResidentGiB = 0);
 
     /// <summary>The bench configuration of issue 2: hidden 1024, 8 layers, 16/4 heads, the real 151,936 vocab.</summary>
+    /// <summary>A thinker around <paramref name="text"/> with one-layer encoders of width 64 (the benches that time the decoder alone).</summary>
+    public static Qwen25OmniThinkerConfig DecoderOnly(Qwen25OmniTextConfig text) => new()
+    {
+        Text = text,
+        Vision = new Qwen25OmniVisionConfig { Depth = 1, HiddenSize = 64, IntermediateSize = 64, NumHeads = 2, OutHiddenSize = text.HiddenSize, FullAttBlockIndexes = [0] },
+        Audio = new Qwen25OmniAudioConfig { EncoderLayers = 1, DModel = 64, EncoderAttentionHeads = 2, EncoderFfnDim = 64, OutputDim = text.HiddenSize },
+    };
+
     public static Qwen25OmniTextConfig BenchConfig(int layers) => new()
     {
         VocabSize = 151936,
