@@ -6,9 +6,10 @@ namespace OmniTune.Tests.Distributed;
 
 /// <summary>
 /// Context-parallel training under mpirun against the single-process run (also under mpirun, -np 1), on the demo's
-/// image, audio, video-with-sound and text samples — sequences of a few hundred tokens cut into 2·CP chunks, so chunk
-/// borders fall inside the media spans: losses of every iteration and the final weights agree within the tolerance the
-/// changed summation order allows (each rank's loss is a partial sum, and gradients are summed across the group).
+/// image, audio, video-with-sound and text samples, one per row — sequences of a few hundred tokens cut into 2·CP
+/// chunks, with chunk borders inside image, audio and video spans (checked below): losses of every iteration and the
+/// final weights agree within the tolerance the changed summation order allows (each rank's loss is a partial sum, and
+/// gradients are summed across the group).
 /// </summary>
 public sealed class ContextParallelTests : IClassFixture<PipelineFixture>
 {
@@ -18,7 +19,7 @@ public sealed class ContextParallelTests : IClassFixture<PipelineFixture>
 
     string Flags(string modelJson, string extra) =>
         $"finetune --mm-model {modelJson} --mm-data {fixture.DataJson} --seq-length 1024 --lr 2e-3 --lr-decay-style constant --weight-decay 0.01 " +
-        $"--clip-grad 1.0 --log-interval 1 --num-workers 0 --seed 5 --micro-batch-size 2 --global-batch-size 4 --train-iters 6 {extra}";
+        $"--clip-grad 1.0 --log-interval 1 --num-workers 0 --seed 5 --micro-batch-size 1 --global-batch-size 4 --train-iters 6 {extra}";
 
     /// <summary>A model.json that trains every tower, with the decoder's pipeline layout when given.</summary>
     string TrainAll(string name, string? text = null)
@@ -76,5 +77,26 @@ public sealed class ContextParallelTests : IClassFixture<PipelineFixture>
         var (code, output, _) = MpiJob.Run($"-np 2 dotnet {{cli}} {Flags(TrainAll("cp3.json"), "--context-parallel-size 3")}");
         Assert.NotEqual(0, code);
         Assert.Contains("world size 2 is not divisible by TP 1 × CP 3", output);
+    }
+
+    [Fact]
+    public void The_demo_rows_put_chunk_borders_inside_image_audio_and_video_spans()
+    {
+        var (data, _) = OmniTune.Data.Datasets.DataJsonLoader.Load(fixture.DataJson);
+        var processor = OmniTune.Data.Datasets.DataJsonLoader.Processor(data, fixture.Model);
+        var dataset = OmniTune.Data.Datasets.SupervisedDatasetBuilder.Build(data, processor, new OmniTune.Data.Datasets.DatasetBuildOptions(1024), TextWriter.Null);
+        var (config, _) = OmniTune.Models.Qwen25Omni.Config.Qwen25OmniConfigLoader.Load(fixture.Model);
+        var cut = new HashSet<int>();
+        foreach (var sample in dataset.Samples)
+        {
+            int length = (sample.InputIds.Length + 7) / 8 * 8;   // one sample per row, padded to a multiple of lcm(8, 2·CP)
+            foreach (int border in new[] { length / 4, length / 2, 3 * length / 4 })
+            {
+                int before = sample.InputIds[border - 1];
+                if (border < sample.InputIds.Length && sample.InputIds[border] == before) cut.Add(before);   // the same media token on both sides
+            }
+        }
+        var t = config.Thinker;
+        Assert.Superset(new HashSet<int> { t.ImageTokenId, t.AudioTokenId, t.VideoTokenId }, cut);
     }
 }
