@@ -5,7 +5,7 @@ using OmniTune.Core.Tensors;
 using OmniTune.Models.Qwen25Omni.Positions;
 using static TorchSharp.torch;
 
-// Usage: dotnet run --project bench/OmniTune.Bench -c Release -- [--only text|train|vision|audio|preprocess|data|recompute|convert|allreduce|tensor-parallel|context-parallel (the last three under mpirun)] [--layers 8] [--seq 1024]
+// Usage: dotnet run --project bench/OmniTune.Bench -c Release -- [--only text|train|vision|audio|preprocess|data|recompute|convert|allreduce|tensor-parallel|context-parallel [--ring] (the last three under mpirun)] [--layers 8] [--seq 1024]
 //        [--batch 1] [--steps 3] [--threads N] [--vision-depth 4] [--image 448] [--audio-layers 4] [--audio-seconds 30]
 MallocTuning.Apply();
 var options = ParseOptions(args);
@@ -25,7 +25,8 @@ if (options.GetValueOrDefault("only") == "context-parallel")
 {
     set_num_threads(1);
     ContextParallelBenchmark.Run(int.Parse(options.GetValueOrDefault("layers", "2"), CultureInfo.InvariantCulture),
-        int.Parse(options.GetValueOrDefault("seq", "16384"), CultureInfo.InvariantCulture), int.Parse(options.GetValueOrDefault("steps", "1"), CultureInfo.InvariantCulture), Console.Out);
+        int.Parse(options.GetValueOrDefault("seq", "16384"), CultureInfo.InvariantCulture), int.Parse(options.GetValueOrDefault("steps", "1"), CultureInfo.InvariantCulture),
+        options.ContainsKey("ring"), Console.Out);
     return 0;
 }
 int Get(string key, int fallback) => options.TryGetValue(key, out var v) ? int.Parse(v, CultureInfo.InvariantCulture) : fallback;
@@ -101,9 +102,11 @@ return 0;
 static Dictionary<string, string> ParseOptions(string[] args)
 {
     var result = new Dictionary<string, string>(StringComparer.Ordinal);
-    for (int i = 0; i + 1 < args.Length; i++)
+    for (int i = 0; i < args.Length; i++)
     {
-        if (args[i].StartsWith("--", StringComparison.Ordinal)) result[args[i][2..]] = args[++i];
+        if (!args[i].StartsWith("--", StringComparison.Ordinal)) continue;
+        bool valued = i + 1 < args.Length && !args[i + 1].StartsWith("--", StringComparison.Ordinal);
+        result[args[i][2..]] = valued ? args[++i] : "true";   // a switch (--ring) has no value
     }
     return result;
 }
