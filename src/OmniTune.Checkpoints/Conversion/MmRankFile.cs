@@ -63,9 +63,6 @@ public sealed class MmRankFile : IDisposable
     /// <summary>OmniTune's metadata (safetensors files written by OmniTune); empty for PyTorch files.</summary>
     public IReadOnlyDictionary<string, string> Metadata => safetensors?.Metadata ?? new Dictionary<string, string>();
 
-    /// <summary>Everything the PyTorch file holds besides the model (args, iteration, optimizer…), or null.</summary>
-    public IDictionary? Extras => pytorch?.Root as IDictionary;
-
     /// <summary>Tensor names.</summary>
     public IEnumerable<string> Names => safetensors?.Tensors.Keys ?? (IEnumerable<string>)pickled.Keys;
 
@@ -79,9 +76,6 @@ public sealed class MmRankFile : IDisposable
         if (!File.Exists(path)) throw new FileNotFoundException($"{path}: rank file not found", path);
         return PyTorchFile.IsZip(path) ? new MmRankFile(path, null, PyTorchFile.Open(path)) : new MmRankFile(path, SafetensorsFile.Open(path), null);
     }
-
-    /// <summary>Whether the file holds <paramref name="name"/>.</summary>
-    public bool Contains(string name) => safetensors?.Tensors.ContainsKey(name) ?? pickled.ContainsKey(name);
 
     /// <summary>Stored dtype and shape of <paramref name="name"/>; an error naming the file when absent.</summary>
     public (ScalarType DType, long[] Shape) Info(string name)

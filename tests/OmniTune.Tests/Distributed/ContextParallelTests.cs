@@ -52,6 +52,7 @@ public sealed class ContextParallelTests : IClassFixture<PipelineFixture>
     [InlineData("cp2-per-token", 2, "--context-parallel-size 2", "--calculate-per-token-loss")]
     [InlineData("cp2-tp2-sp", 4, "--context-parallel-size 2 --tensor-model-parallel-size 2 --sequence-parallel", "")]
     [InlineData("cp2-pp2", 4, "--context-parallel-size 2 --pipeline-model-parallel-size 2", "")]
+    [InlineData("cp2-dp2-zero1", 4, "--context-parallel-size 2 --use-distributed-optimizer", "")]   // DP 2 over the CP pairs, ZeRO-1 in each
     public void Context_parallel_layouts_reproduce_the_single_process_run(string name, int ranks, string layout, string mode)
     {
         MpiJob.Require();
