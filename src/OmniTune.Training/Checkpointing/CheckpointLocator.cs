@@ -84,6 +84,12 @@ public static class CheckpointLocator
             return new(CheckpointKind.Adapters, path, path, null, path, null);
         if (File.Exists(System.IO.Path.Combine(path, "config.json")))
             return new(CheckpointKind.HuggingFace, path, path, null, null, () => new HfTensorSource(path));
+        if (File.Exists(System.IO.Path.Combine(path, CheckpointStore.Tracker)))
+        {
+            // A tracker without what it names: say exactly what is missing.
+            string folder = MmCheckpoint.IterationFolder(path);
+            throw new FileNotFoundException($"{folder}: no mp_rank_*/{MmCheckpoint.PtFileName} (or {MmCheckpoint.FileName}) rank files");
+        }
         throw new DirectoryNotFoundException($"{path}: not a checkpoint: expected a Hugging Face folder (config.json), a MindSpeed-MM folder or a training " +
                                              $"checkpoint root ({CheckpointStore.Tracker} naming release or an iteration), or LoRA adapters ({LoraAdapters.ConfigFile})");
     }

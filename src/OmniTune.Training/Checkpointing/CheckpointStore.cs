@@ -16,7 +16,7 @@ namespace OmniTune.Training.Checkpointing;
 public static class CheckpointStore
 {
     /// <summary>Tracker file name.</summary>
-    public const string Tracker = "latest_checkpointed_iteration.txt";
+    public const string Tracker = OmniTune.Checkpoints.Conversion.MmCheckpoint.Tracker;
 
     /// <summary>Model folder inside an iteration folder.</summary>
     public const string ModelFolder = "mp_rank_00";

@@ -127,6 +127,11 @@ public sealed class MindSpeedFilesTests : IClassFixture<TrainingFixture>
         Assert.Contains("iter_0000012", Assert.Throws<DirectoryNotFoundException>(() => MmCheckpoint.IterationFolder(badTracker)).Message, StringComparison.Ordinal);
         Assert.NotEqual(0, Run("convert", "mm-to-hf", "--mm-dir", noTracker, "--save-hf-dir", Path.Combine(dir.Path, "out")));
         Assert.Contains("not a checkpoint", LastError, StringComparison.Ordinal);
+        Assert.NotEqual(0, Run("convert", "mm-to-hf", "--mm-dir", badTracker, "--save-hf-dir", Path.Combine(dir.Path, "out")));
+        Assert.Contains("iter_0000012 does not exist", LastError, StringComparison.Ordinal);   // the locator passes the tracker's own error on
+        Directory.CreateDirectory(Path.Combine(badTracker, "iter_0000012"));
+        Assert.NotEqual(0, Run("convert", "mm-to-hf", "--mm-dir", badTracker, "--save-hf-dir", Path.Combine(dir.Path, "out")));
+        Assert.Contains("no mp_rank_*/model_optim_rng.pt", LastError, StringComparison.Ordinal);
     }
 
     [PythonTorchFact]
