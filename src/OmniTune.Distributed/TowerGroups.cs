@@ -7,9 +7,10 @@ namespace OmniTune.Distributed;
 /// </summary>
 public sealed class TowerGroups : IDisposable
 {
-    TowerGroups(string tower, ParallelDims dims, IProcessGroup tp, IProcessGroup cp, IProcessGroup dp, IProcessGroup pp)
+    TowerGroups(string tower, ParallelDims dims, IProcessGroup tp, IProcessGroup cp, IProcessGroup dp, IProcessGroup pp, IProcessGroup? share)
     {
         Tower = tower;
+        Share = share;
         Dims = dims;
         Tp = tp;
         Cp = cp;
@@ -35,11 +36,22 @@ public sealed class TowerGroups : IDisposable
     /// <summary>Pipeline group.</summary>
     public IProcessGroup Pp { get; }
 
+    /// <summary>
+    /// Heterogeneous parallel: the ranks of this tower's data-parallel group that read the same micro-batch of the tower
+    /// given as <c>readers</c> to <see cref="Build"/> (same data-parallel rank, context-parallel rank and stage there) — they
+    /// split that micro-batch's media items among them. Null when no readers were given.
+    /// </summary>
+    public IProcessGroup? Share { get; }
+
     /// <summary>The four axis groups in Megatron's order.</summary>
     public IReadOnlyList<IProcessGroup> All => [Tp, Cp, Dp, Pp];
 
-    /// <summary>Builds this rank's groups for <paramref name="tower"/> laid out as <paramref name="dims"/> over <paramref name="world"/>.</summary>
-    public static TowerGroups Build(IProcessGroup world, string tower, ParallelDims dims)
+    /// <summary>
+    /// Builds this rank's groups for <paramref name="tower"/> laid out as <paramref name="dims"/> over <paramref name="world"/>,
+    /// and with <paramref name="readers"/> (the layout of the tower that consumes this one's output) its <see cref="Share"/>
+    /// group. Collective over the world.
+    /// </summary>
+    public static TowerGroups Build(IProcessGroup world, string tower, ParallelDims dims, ParallelDims? readers = null)
     {
         if (dims.World != world.Size)
             throw new ArgumentException($"the {tower} layout covers {dims.World} ranks but the world has {world.Size}");
@@ -49,25 +61,26 @@ public sealed class TowerGroups : IDisposable
             _ when world.Size == 1 => new SingleRankGroup($"{tower}.{axis}"),
             _ => throw new NotSupportedException($"groups for the {tower} tower need an MPI world (got '{world.Name}' of {world.Size} ranks)"),
         };
-        return new TowerGroups(tower, dims, Axis("tp"), Axis("cp"), Axis("dp"), Axis("pp"));
-    }
-
-    /// <summary>
-    /// A group of <paramref name="size"/> consecutive ranks of <see cref="Tp"/> (a collective over it), named
-    /// "<paramref name="owner"/>.tp": a tower cut into fewer tensor-parallel parts than this one, so that TP rank r holds part
-    /// r mod size (MindSpeed-MM's per-module TP sizes, <c>split_by_tp</c>). The caller owns it.
-    /// </summary>
-    public IProcessGroup TensorSubgroup(string owner, int size)
-    {
-        if (size < 1 || Tp.Size % size != 0) throw new ArgumentException($"{owner}: tensor-parallel size {size} must divide the {Tower} tensor-parallel size {Tp.Size}");
-        if (size == 1) return new SingleRankGroup($"{owner}.tp");
-        return Tp is MpiProcessGroup mpi ? mpi.Split($"{owner}.tp", Tp.Rank / size, Tp.Rank % size)
-            : throw new NotSupportedException($"sub-groups of '{Tp.Name}' need an MPI group");
+        IProcessGroup dp = Axis("dp");
+        IProcessGroup? share = null;
+        if (readers is not null)
+        {
+            if (readers.World != dims.World) throw new ArgumentException($"the {tower} layout covers {dims.World} ranks but its readers' covers {readers.World}");
+            // One colour per micro-batch of the readers: their rank with tensor-parallel coordinate 0.
+            int batch = readers.RankOf(readers.Of(world.Rank) with { Tp = 0 });
+            share = dp switch
+            {
+                MpiProcessGroup mpi => mpi.Split($"{tower}.share", batch, dp.Rank),
+                _ => new SingleRankGroup($"{tower}.share"),
+            };
+        }
+        return new TowerGroups(tower, dims, Axis("tp"), Axis("cp"), dp, Axis("pp"), share);
     }
 
     /// <inheritdoc/>
     public void Dispose()
     {
         foreach (var group in All) group.Dispose();
+        Share?.Dispose();
     }
 }

@@ -108,12 +108,18 @@ public static class CheckpointConverter
         return tensors.Sum(t => Core.Tensors.TensorMemory.ByteCount(t.DType, t.Shape));
     }
 
-    /// <summary>Copies the config and tokenizer files of <paramref name="configFolder"/> into <paramref name="target"/>.</summary>
-    public static void CopySideFiles(string configFolder, string target)
+    /// <summary>
+    /// Copies the model's config (config.json, generation_config.json) of <paramref name="configFolder"/> and the tokenizer and
+    /// processor files of <paramref name="processorFolder"/> (default: the same folder; a file missing there is taken from
+    /// <paramref name="configFolder"/>) into <paramref name="target"/>, leaving files already there.
+    /// </summary>
+    public static void CopySideFiles(string configFolder, string target, string? processorFolder = null)
     {
+        string[] modelFiles = ["config.json", "generation_config.json"];
         foreach (string name in SideFiles)
         {
-            string file = Path.Combine(configFolder, name);
+            string file = Path.Combine(processorFolder is null || modelFiles.Contains(name) ? configFolder : processorFolder, name);
+            if (!File.Exists(file)) file = Path.Combine(configFolder, name);
             if (File.Exists(file) && !File.Exists(Path.Combine(target, name))) File.Copy(file, Path.Combine(target, name));
         }
     }

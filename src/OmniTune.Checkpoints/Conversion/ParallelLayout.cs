@@ -63,6 +63,26 @@ public sealed record ParallelLayout(int[][] LlmPpLayers, int[][] VitPpLayers, in
     /// <summary>The same layout with encoder TP sizes equal to the LLM's written as 0 (so equal layouts compare equal).</summary>
     public ParallelLayout Normalized() => this with { VitTpSize = VitTp == TpSize ? 0 : VitTp, AudioTpSize = AudioTp == TpSize ? 0 : AudioTp };
 
+    /// <summary>
+    /// What differs from <paramref name="other"/>, each in MindSpeed-MM's conversion option names with both values
+    /// ("vit_tp_size 2 here, 1 there"); empty when the layouts are the same.
+    /// </summary>
+    public IReadOnlyList<string> Differences(ParallelLayout other, string here, string there)
+    {
+        var found = new List<string>();
+        void Compare(string name, string mine, string theirs)
+        {
+            if (mine != theirs) found.Add($"{name} {mine} {here}, {theirs} {there}");
+        }
+        Compare("tp_size", TpSize.ToString(), other.TpSize.ToString());
+        Compare("vit_tp_size", VitTp.ToString(), other.VitTp.ToString());
+        Compare("audio_tp_size", AudioTp.ToString(), other.AudioTp.ToString());
+        Compare("llm_pp_layers", Format(LlmPpLayers), Format(other.LlmPpLayers));
+        Compare("vit_pp_layers", Format(VitPpLayers), Format(other.VitPpLayers));
+        Compare("audio_pp_layers", Format(AudioPpLayers), Format(other.AudioPpLayers));
+        return found;
+    }
+
     /// <summary>JSON form (stored in every converted file's metadata).</summary>
     public string ToJson() => JsonSerializer.Serialize(this, Json);
 

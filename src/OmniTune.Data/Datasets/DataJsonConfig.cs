@@ -14,6 +14,14 @@ public sealed record DataJsonConfig
 
     /// <summary>Keys not modelled.</summary>
     [JsonExtensionData] public Dictionary<string, JsonElement>? Extra { get; set; }
+
+    /// <summary>
+    /// Sequence packing: <c>neat_packing</c> (basic_parameters; implies packing, as in LLaMA-Factory) or <c>packing</c>
+    /// (basic_parameters, LLaMA-Factory's place, or attr, MindSpeed-MM's).
+    /// </summary>
+    [JsonIgnore]
+    public PackingMode Packing => DatasetParam.BasicParameters.NeatPacking ? PackingMode.Neat
+        : DatasetParam.BasicParameters.Packing || DatasetParam.Attr.Packing ? PackingMode.Plain : PackingMode.None;
 }
 
 /// <summary><c>dataset_param</c>.</summary>
@@ -126,6 +134,12 @@ public sealed record BasicParameters
     /// <summary>Recompute even if a cache exists.</summary>
     [JsonPropertyName("overwrite_cache")] public bool OverwriteCache { get; init; }
 
+    /// <summary>Pack several samples into each row of --seq-length tokens (LLaMA-Factory's <c>packing</c>).</summary>
+    [JsonPropertyName("packing")] public bool Packing { get; init; }
+
+    /// <summary>Pack, each sample attending to itself only with its own positions (LLaMA-Factory's <c>neat_packing</c>).</summary>
+    [JsonPropertyName("neat_packing")] public bool NeatPacking { get; init; }
+
     /// <summary>What to do with a bad sample: skip (default) or fail.</summary>
     [JsonPropertyName("invalid_sample_policy")] public string InvalidSamplePolicy { get; init; } = "skip";
 
@@ -138,6 +152,9 @@ public sealed record AttrParameters
 {
     /// <summary>sharegpt (default) or alpaca.</summary>
     [JsonPropertyName("formatting")] public string Formatting { get; init; } = "sharegpt";
+
+    /// <summary>Pack samples (MindSpeed-MM's place for LLaMA-Factory's <c>packing</c>).</summary>
+    [JsonPropertyName("packing")] public bool Packing { get; init; }
 
     /// <summary>Column of the conversation.</summary>
     [JsonPropertyName("messages")] public string? Messages { get; init; } = "conversations";

@@ -12,7 +12,7 @@ public static class DataJsonLoader
     static readonly JsonSerializerOptions Options = new() { ReadCommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true };
     static readonly HashSet<string> Accepted = new(StringComparer.Ordinal)
     {
-        "enable_thinking", "streaming", "val_dataset", "val_max_samples", "val_rate", "packing", "neat_packing", "preprocess_on_fly",
+        "enable_thinking", "streaming", "val_dataset", "val_max_samples", "val_rate", "preprocess_on_fly",
         "async_preprocess", "async_preprocess_buffer_size", "use_pmcc_data", "tool_format", "image_resolution", "video_resolution",
         "image_do_pan_and_scan", "crop_to_patches", "trust_remote_code", "fix_mistral_regex", "ranking", "kto_tag", "chosen", "rejected",
         "pretrain",

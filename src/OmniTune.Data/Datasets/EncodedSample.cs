@@ -26,4 +26,13 @@ public sealed record EncodedSample(SampleLocation Location, int[] InputIds, int[
 
     /// <summary>Tokens that carry a label.</summary>
     public int TrainedTokens => Labels.Count(l => l != -100);
+
+    /// <summary>
+    /// A packed row (data.json <c>packing</c>): the token counts of the samples concatenated into it, in order (their media
+    /// in the same order); null for one sample.
+    /// </summary>
+    public int[]? PackedLengths { get; init; }
+
+    /// <summary>Token counts of the samples in this row: <see cref="PackedLengths"/>, or the one sample's length.</summary>
+    public int[] Parts => PackedLengths ?? [InputIds.Length];
 }

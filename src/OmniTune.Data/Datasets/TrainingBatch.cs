@@ -27,7 +27,13 @@ public sealed class TrainingBatch : IDisposable
     /// <summary>Tokens that are not padding.</summary>
     public int RealTokens { get; }
 
-    Tensor?[] Tensors => [Inputs.InputIds, Inputs.AttentionMask, Inputs.PixelValues, Inputs.PixelValuesVideos, Inputs.InputFeatures, Inputs.FeatureAttentionMask, Inputs.PositionIds, Labels];
+    /// <summary>
+    /// With packed rows: each token's sample number in its row [B, S] (1, 2, …; 0 on padding), which the per-sample loss
+    /// averages by; null when every row holds one sample.
+    /// </summary>
+    public Tensor? Segments { get; init; }
+
+    Tensor?[] Tensors => [Inputs.InputIds, Inputs.AttentionMask, Inputs.PixelValues, Inputs.PixelValuesVideos, Inputs.InputFeatures, Inputs.FeatureAttentionMask, Inputs.PositionIds, Labels, Segments];
 
     /// <summary>Moves the batch's tensors out of the current dispose scope (the batch owns them); returns this batch.</summary>
     public TrainingBatch DetachFromDisposeScope()

@@ -72,7 +72,8 @@ public sealed class ContextSplit
     /// and each block runs through <paramref name="recompute"/> (the model's activation checkpoint: recomputed in
     /// backward), so no [queries, keys] score matrix larger than one block's ever exists — the memory a masked attention
     /// over the whole [S/CP, S] would need and that CPU attention kernels make for an explicit mask.
-    /// <paramref name="keyKeep"/> [B, S] (1 = token) masks padding as <see cref="Mask"/> does.
+    /// <paramref name="keyKeep"/> [B, S] (1 = token) masks padding as <see cref="Mask"/> does; numbering packed samples
+    /// 1, 2, … (neat packing) it also keeps each query to its own sample's keys.
     /// </summary>
     public Tensor Attend(Tensor q, Tensor k, Tensor v, Tensor? keyKeep, Func<Func<Tensor, Tensor[], Tensor>, Tensor, Tensor[], Tensor> recompute,
         long queryBlock = QueryBlock)
@@ -81,6 +82,7 @@ public sealed class ContextSplit
         long b = q.shape[0], heads = q.shape[1], d = q.shape[3], kvHeads = keys.shape[1];
         long groups = heads / kvHeads, chunk = Length / (2 * Group.Size);
         Tensor? keep = keyKeep?.to(ScalarType.Bool).to(q.device);
+        Tensor? samples = keyKeep is not null && keyKeep.max().to(ScalarType.Int64).item<long>() > 1 ? keyKeep.to(ScalarType.Int64).to(q.device) : null;
         var outputs = new List<Tensor>();
         for (long offset = 0; offset < local.Length; offset += Math.Min(queryBlock, chunk - offset % chunk))
         {
@@ -92,6 +94,7 @@ public sealed class ContextSplit
                 Tensor rows = arange(first, end, ScalarType.Int64, q.device).unsqueeze(1), columns = arange(end, ScalarType.Int64, q.device).unsqueeze(0);
                 Tensor visible = columns.le(rows).unsqueeze(0).expand(b, -1, -1);
                 if (keep is not null) visible = visible & keep.narrow(1, 0, end).unsqueeze(1);
+                if (samples is not null) visible = visible & samples.narrow(1, first, n).unsqueeze(2).eq(samples.narrow(1, 0, end).unsqueeze(1));
                 visible = visible | (columns.eq(rows).unsqueeze(0) & visible.any(-1, keepdim: true).logical_not());
                 mask = visible.unsqueeze(1).contiguous().MoveToOuterDisposeScope();   // [B, 1, n, end]
             }
@@ -114,7 +117,8 @@ public sealed class ContextSplit
 
     /// <summary>
     /// [B, 1, S/CP, S] boolean mask (True = attend): query at global position i sees keys j ≤ i that are not padding
-    /// (<paramref name="keyKeep"/> [B, S], 1 = token); a query without any such key attends to itself (as
+    /// (<paramref name="keyKeep"/> [B, S], 1 = token; numbering packed samples, also of the query's sample); a query
+    /// without any such key attends to itself (as
     /// <c>AttentionMask</c> does for padded queries on one device).
     /// </summary>
     public Tensor Mask(Tensor? keyKeep, long batch, Device device)
@@ -123,6 +127,11 @@ public sealed class ContextSplit
         Tensor queries = localIndex.to(device).unsqueeze(1), keys = arange(Length, ScalarType.Int64, device).unsqueeze(0);
         Tensor causal = keys.le(queries).unsqueeze(0).expand(batch, -1, -1);                       // [B, S/CP, S]
         Tensor mask = keyKeep is null ? causal : causal & keyKeep.to(ScalarType.Bool).to(device).unsqueeze(1);
+        if (keyKeep is not null && keyKeep.max().to(ScalarType.Int64).item<long>() > 1)
+        {
+            Tensor samples = keyKeep.to(ScalarType.Int64).to(device);   // neat packing: each query to its own sample's keys
+            mask = mask & Take(samples, 1).unsqueeze(2).eq(samples.unsqueeze(1));
+        }
         Tensor self = keys.eq(queries).unsqueeze(0);                                                 // [1, S/CP, S]
         mask = mask | (self & mask.any(-1, keepdim: true).logical_not());
         return mask.unsqueeze(1).contiguous().MoveToOuterDisposeScope();

@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text.Json;
+using OmniTune.Checkpoints.Conversion;
 using OmniTune.Core.Native;
 using OmniTune.Core.Safetensors;
 using OmniTune.Models.Qwen25Omni.Thinker;
@@ -34,9 +35,6 @@ public static class CheckpointStore
     public const string PlotFile = "loss.png";
 
     static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
-    static readonly string[] CopiedFiles =
-        ["vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json", "added_tokens.json", "special_tokens_map.json", "preprocessor_config.json", "chat_template.json", "generation_config.json"];
-
     /// <summary>Folder of iteration <paramref name="iteration"/>.</summary>
     public static string IterationFolder(string root, int iteration) => OmniTune.Checkpoints.Conversion.MmCheckpoint.IterationFolderName(root, iteration);
 
@@ -89,7 +87,7 @@ public static class CheckpointStore
     }
 
     /// <summary>Writes a checkpoint atomically; <paramref name="writeOptimizer"/> (when given) writes optimizer.bin.</summary>
-    public static string Save(string root, int iteration, Qwen25OmniThinkerForConditionalGeneration model, string baseModelFolder,
+    public static string Save(string root, int iteration, Qwen25OmniThinkerForConditionalGeneration model, string configFolder, string processorFolder,
         TrainerState state, Action<string>? writeOptimizer, Action<string>? writeAdapters = null, bool writeWeights = true)
     {
         Directory.CreateDirectory(root);
@@ -99,12 +97,8 @@ public static class CheckpointStore
         {
             string modelFolder = Path.Combine(temporary, ModelFolder);
             Directory.CreateDirectory(modelFolder);
-            File.Copy(Path.Combine(baseModelFolder, "config.json"), Path.Combine(modelFolder, "config.json"));
-            foreach (string name in CopiedFiles)
-            {
-                string source = Path.Combine(baseModelFolder, name);
-                if (File.Exists(source)) File.Copy(source, Path.Combine(modelFolder, name));
-            }
+            if (!File.Exists(Path.Combine(configFolder, "config.json"))) throw new FileNotFoundException($"{configFolder}: no config.json to save with the checkpoint");
+            CheckpointConverter.CopySideFiles(configFolder, modelFolder, processorFolder);
             if (writeWeights)
             {
                 var tensors = model.HuggingFaceParameters()

@@ -27,7 +27,7 @@ public sealed record CheckpointContents(Qwen25OmniThinkerForConditionalGeneratio
 /// run finds this rank's optimizer state.
 /// </summary>
 public sealed class TrainingCheckpointWriter(TrainingArguments args, IProcessGroup world, IProcessGroup dataParallel, IProcessGroup pipelineGroup,
-    IProcessGroup tensorGroup, PipelineSetup pipeline, Qwen25OmniConfig config, string processorFolder, TextWriter log, IProcessGroup? contextGroup = null)
+    IProcessGroup tensorGroup, PipelineSetup pipeline, Qwen25OmniConfig config, string configFolder, string processorFolder, TextWriter log, IProcessGroup? contextGroup = null)
 {
     /// <summary>The rank that writes for its replica: the first of its data-parallel and context-parallel groups (all hold the same weights).</summary>
     bool Writes => dataParallel.Rank == 0 && (contextGroup?.Rank ?? 0) == 0;
@@ -89,7 +89,7 @@ public sealed class TrainingCheckpointWriter(TrainingArguments args, IProcessGro
                 c.Optimizer.save_state_dict(path);
                 c.Masters?.Save(Path.Combine(Path.GetDirectoryName(path)!, MasterWeights.FileName));
             };
-            folder = CheckpointStore.Save(args.Save!, iteration, c.Model, processorFolder, c.State(), writeOptimizer, writeAdapters, writeWeights: c.Adapters is null);
+            folder = CheckpointStore.Save(args.Save!, iteration, c.Model, configFolder, processorFolder, c.State(), writeOptimizer, writeAdapters, writeWeights: c.Adapters is null);
             log.WriteLine($"saved checkpoint {folder}");
         }
         dataParallel.Barrier();
@@ -126,14 +126,14 @@ public sealed class TrainingCheckpointWriter(TrainingArguments args, IProcessGro
                 if (c.Adapters.Settings.SaveFullWeight)
                 {
                     // --lora-save-full-weight: the merged weights as a MindSpeed release beside the adapters (merged/).
-                    using var merged = c.Adapters.MergedSource(config, processorFolder);
+                    using var merged = c.Adapters.MergedSource(config, configFolder);
                     CheckpointConverter.WriteRank(merged, pipeline.Layout, tensorGroup.Rank, pipelineGroup.Rank, Path.Combine(temporary, MergedFolder, "release"),
                         sourceIsPart: tensorGroup.Size > 1, format: MmFileFormat.PyTorch);
                 }
             }
             else
             {
-                using var source = new ModelTensorSource(c.Model, config, processorFolder);
+                using var source = new ModelTensorSource(c.Model, config, configFolder);
                 CheckpointConverter.WriteRank(source, pipeline.Layout, tensorGroup.Rank, pipelineGroup.Rank, temporary, sourceIsPart: tensorGroup.Size > 1);
             }
             if (!args.NoSaveOptim && c.Distributed is null)
@@ -145,11 +145,11 @@ public sealed class TrainingCheckpointWriter(TrainingArguments args, IProcessGro
         world.Barrier();
         if (world.Rank == 0)
         {
-            CheckpointConverter.CopySideFiles(processorFolder, temporary);
+            CheckpointConverter.CopySideFiles(configFolder, temporary, processorFolder);
             File.WriteAllText(Path.Combine(temporary, CheckpointStore.LayoutFile), pipeline.Layout.ToJson());
             if (c.Adapters?.Settings.SaveFullWeight == true)
             {
-                CheckpointConverter.CopySideFiles(processorFolder, Path.Combine(temporary, MergedFolder));
+                CheckpointConverter.CopySideFiles(configFolder, Path.Combine(temporary, MergedFolder), processorFolder);
                 File.WriteAllText(Path.Combine(temporary, MergedFolder, MmCheckpoint.Tracker), "release");
             }
             CheckpointStore.Commit(root, iteration, temporary, c.State());

@@ -85,16 +85,16 @@ public static class StepLoss
     }
 
     /// <summary>
-    /// <see cref="ForMicroBatch(Tensor, Tensor, LossMode, int, long, IProcessGroup?, ContextSplit?)"/> from the final hidden states, with the
+    /// <see cref="ForMicroBatch(Tensor, Tensor, LossMode, int, long, IProcessGroup?, ContextSplit?, Tensor?)"/> from the final hidden states, with the
     /// chunked LM head and loss (<see cref="TokenLosses(Tensor, Func{Tensor, Tensor}, long, Tensor, IProcessGroup?, long?, bool)"/>).
     /// </summary>
     public static (Tensor Backward, double Logged) ForMicroBatch(Tensor hidden, Func<Tensor, Tensor> head, long width, Tensor labels, LossMode mode,
-        int microBatches, long stepTokens, IProcessGroup? vocabulary = null, long? positions = null, ContextSplit? context = null)
+        int microBatches, long stepTokens, IProcessGroup? vocabulary = null, long? positions = null, ContextSplit? context = null, Tensor? segments = null)
     {
         using var scope = NewDisposeScope();
         var (local, counted) = OfRank(labels, context);
         var (losses, mask) = TokenLosses(hidden, head, width, local, vocabulary, positions, aligned: context is not null);
-        var (loss, logged) = Reduce(losses, mask, mode, microBatches, stepTokens, counted);
+        var (loss, logged) = Reduce(losses, mask, mode, microBatches, stepTokens, counted, Samples(segments, context));
         return (loss.MoveToOuterDisposeScope(), logged);
     }
 
@@ -115,30 +115,63 @@ public static class StepLoss
     /// step loss) and its contribution to the logged loss.
     /// </summary>
     public static (Tensor Backward, double Logged) ForMicroBatch(Tensor logits, Tensor labels, LossMode mode, int microBatches, long stepTokens,
-        IProcessGroup? vocabulary = null, ContextSplit? context = null)
+        IProcessGroup? vocabulary = null, ContextSplit? context = null, Tensor? segments = null)
     {
         using var scope = NewDisposeScope();
         var (local, counted) = OfRank(labels, context);
         var (losses, mask) = TokenLosses(logits, local, vocabulary, aligned: context is not null);
-        var (loss, logged) = Reduce(losses, mask, mode, microBatches, stepTokens, counted);
+        var (loss, logged) = Reduce(losses, mask, mode, microBatches, stepTokens, counted, Samples(segments, context));
         return (loss.MoveToOuterDisposeScope(), logged);
     }
+
+    /// <summary>
+    /// Packed rows: the sample number of each target token (the token a position predicts) — this rank's positions, and
+    /// the whole sequence's under context parallel (shifted before the split, like the labels) — and the number of samples.
+    /// </summary>
+    static PackedSamples? Samples(Tensor? segments, ContextSplit? context)
+    {
+        if (segments is null) return null;
+        long b = segments.shape[0], s = segments.shape[1];
+        Tensor next = cat([segments.narrow(1, 1, s - 1), zeros(b, 1, segments.dtype, segments.device)], 1).to(ScalarType.Int64);
+        long count = segments.amax([1L]).to(ScalarType.Int64).sum().item<long>();
+        long most = segments.max().to(ScalarType.Int64).item<long>();
+        return context is null
+            ? new PackedSamples(next.narrow(1, 0, s - 1), next.narrow(1, 0, s - 1), count, most)
+            : new PackedSamples(context.Take(next, 1), next, count, most);
+    }
+
+    /// <summary>Sample numbers of this rank's target tokens, of the whole sequence's, the samples of the micro-batch and the largest number in a row.</summary>
+    sealed record PackedSamples(Tensor Local, Tensor Whole, long Count, long Most);
 
     /// <summary>
     /// The micro-batch loss from per-token losses; <paramref name="counted"/> (context parallel: the whole sequence's
     /// counted tokens) gives the denominators when this rank holds only part of the tokens, so the group's partial losses
     /// sum to the loss of one process.
     /// </summary>
-    static (Tensor Loss, double Logged) Reduce(Tensor losses, Tensor mask, LossMode mode, int microBatches, long stepTokens, Tensor? counted = null)
+    static (Tensor Loss, double Logged) Reduce(Tensor losses, Tensor mask, LossMode mode, int microBatches, long stepTokens, Tensor? counted = null,
+        PackedSamples? packed = null)
     {
         Tensor all = counted ?? mask;
         Tensor loss = mode switch
         {
             LossMode.Default => (losses * mask).sum() / all.sum().clamp_min(1) / microBatches,
+            LossMode.PerSample when packed is not null => PerPackedSample(losses * mask, all, packed) / microBatches,
             LossMode.PerSample => ((losses * mask).sum(1) / all.sum(1).clamp_min(1)).mean() / microBatches,
             LossMode.PerToken => (losses * mask).sum() / Math.Max(1, stepTokens),
             _ => throw new ArgumentOutOfRangeException(nameof(mode)),
         };
         return (loss, loss.item<float>());
+    }
+
+    /// <summary>
+    /// The per-sample mean over packed rows: each sample's token mean (its counted tokens from the whole sequence), averaged
+    /// over the micro-batch's samples — what the same samples give one per row.
+    /// </summary>
+    static Tensor PerPackedSample(Tensor counted, Tensor all, PackedSamples packed)
+    {
+        long b = counted.shape[0], width = packed.Most + 1;
+        Tensor sums = zeros(b, width, counted.dtype, counted.device).scatter_add_(1, packed.Local, counted);
+        Tensor tokens = zeros(b, width, all.dtype, all.device).scatter_add_(1, packed.Whole, all);
+        return (sums.narrow(1, 1, width - 1) / tokens.narrow(1, 1, width - 1).clamp_min(1)).sum() / Math.Max(1, packed.Count);
     }
 }

@@ -76,6 +76,7 @@ public sealed class Trainer
     (IProcessGroup Vision, IProcessGroup Audio) encoderGroups;
     IReadOnlyList<EncodedSample> validationSamples = [];
     EncoderShares? encoderShares;
+    PackingMode packing;
     BatchCollator validationCollator = null!;
     PipelineSetup pipeline = null!;
     OptimizerStep optimizerStep = null!;
@@ -130,13 +131,15 @@ public sealed class Trainer
         if (configReport.Describe() is { } unknownConfig) log.WriteLine(unknownConfig);
         var modelJson = ModelJsonConfig.Load(args.ModelJson, config.Thinker);
         pipeline = PipelineLayout.Plan(args, modelJson, config.Thinker);
-        // Encoders at their own tensor-parallel size (model.json image_encoder.tp / audio_encoder.tp): groups inside the decoder's.
-        using IProcessGroup? visionGroup = pipeline.VisionTensorSize == tensorGroup.Size ? null : parallel.TensorSubgroup("vision", pipeline.VisionTensorSize);
-        using IProcessGroup? audioGroup = pipeline.AudioTensorSize == tensorGroup.Size ? null : parallel.TensorSubgroup("audio", pipeline.AudioTensorSize);
-        encoderGroups = (visionGroup ?? tensorGroup, audioGroup ?? tensorGroup);
-        if (tensorGroup.Size > 1 && (visionGroup ?? audioGroup) is not null && !args.Hetero)
+        // Encoders at their own tensor-parallel size (model.json image_encoder.tp / audio_encoder.tp) have their own layout over
+        // the same world — TP groups inside the decoder's, a data-parallel group of their own; under --hetero-parallel the
+        // ranks of that group which read the same micro-batch share its media items.
+        using TowerGroups? vision = EncoderLayout("vision", pipeline.VisionTensorSize, dims);
+        using TowerGroups? audio = EncoderLayout("audio", pipeline.AudioTensorSize, dims);
+        encoderGroups = (vision?.Tp ?? tensorGroup, audio?.Tp ?? tensorGroup);
+        if (tensorGroup.Size > 1 && (vision ?? audio) is not null && !args.Hetero)
             log.WriteLine($"encoders: vision at tensor-parallel size {pipeline.VisionTensorSize}, audio at {pipeline.AudioTensorSize} (each computed on every rank of the decoder's group that holds the same parts)");
-        encoderShares = args.Hetero ? HeteroShares(dp) : null;
+        encoderShares = args.Hetero ? HeteroShares(dp, vision, audio) : null;
         var plan = pipeline.Plan;
         var parts = PipelineLayout.PartsOf(plan, pipelineGroup.Rank);
         if (plan.Stages > 1)
@@ -147,14 +150,27 @@ public sealed class Trainer
         }
 
         string processorFolder = data.DatasetParam.PreprocessParameters.ModelNameOrPath ?? start.ModelFolder;
-        checkpoints = new TrainingCheckpointWriter(args, world, dp, pipelineGroup, tensorGroup, pipeline, config, processorFolder, log, contextGroup);
+        checkpoints = new TrainingCheckpointWriter(args, world, dp, pipelineGroup, tensorGroup, pipeline, config, start.ModelFolder, processorFolder, log, contextGroup);
         var processor = DataJsonLoader.Processor(data, processorFolder);
-        var dataset = SupervisedDatasetBuilder.Build(data, processor, new DatasetBuildOptions(args.SeqLength), log);
+        // Packing cuts samples at --seq-length − 1, as LLaMA-Factory and MindSpeed-MM do (a pack always keeps one pad).
+        packing = data.Packing;
+        var build = new DatasetBuildOptions(packing == PackingMode.None ? args.SeqLength : args.SeqLength - 1);
+        var dataset = SupervisedDatasetBuilder.Build(data, processor, build, log);
         log.WriteLine($"dataset: {dataset.Samples.Count} samples ({dataset.Invalid.Count} rejected){(dataset.FromCache ? ", from cache" : "")}");
-        var (trainSamples, heldOut) = ValidationSet.Build(data, dataset, c => SupervisedDatasetBuilder.Build(c, processor, new DatasetBuildOptions(args.SeqLength), TextWriter.Null), args.Seed, log);
+        var (trainSamples, heldOut) = ValidationSet.Build(data, dataset, c => SupervisedDatasetBuilder.Build(c, processor, build, TextWriter.Null), args.Seed, log);
+        if (packing != PackingMode.None)
+        {
+            int chunk = data.DatasetParam.BasicParameters.PreprocessingBatchSize, before = trainSamples.Count;
+            trainSamples = SequencePacking.Pack(trainSamples, build.SeqLength, chunk);
+            heldOut = SequencePacking.Pack(heldOut, build.SeqLength, chunk);
+            log.WriteLine($"{(packing == PackingMode.Neat ? "neat packing (each sample attends to itself, its positions its own)" : "packing (each row one sequence)")}: " +
+                          $"{before} training samples in {trainSamples.Count} row{(trainSamples.Count == 1 ? "" : "s")} of at most {build.SeqLength} tokens " +
+                          $"({(trainSamples.Count == 0 ? 0 : trainSamples.Average(r => r.InputIds.Length) / build.SeqLength):P0} full on average; bin-packed per preprocessing_batch_size {chunk}); " +
+                          "--global-batch-size and --micro-batch-size count rows");
+        }
         validationSamples = heldOut;
         if (trainSamples.Count < args.GlobalBatchSize)
-            throw new ArgumentException($"the dataset has {trainSamples.Count} usable training samples, fewer than one global batch of {args.GlobalBatchSize}");
+            throw new ArgumentException($"the dataset has {trainSamples.Count} usable training {(packing == PackingMode.None ? "samples" : "rows after packing")}, fewer than one global batch of {args.GlobalBatchSize}");
         if (validationSamples.Count is > 0 and var held && held < args.GlobalBatchSize)
             throw new ArgumentException($"the validation set has {held} samples, fewer than one global batch of {args.GlobalBatchSize} (validation runs whole global batches)");
 
@@ -240,7 +256,7 @@ public sealed class Trainer
             // Sequence parallel cuts the padded sequence into equal parts, context parallel into 2·CP chunks (and sequence
             // parallel each rank's share again): pad to a multiple of those as well as of 8.
             int padMultiple = Lcm(Lcm(8, 2 * contextGroup.Size), args.SequenceParallel ? tensorGroup.Size * contextGroup.Size : 1);
-            var collator = new BatchCollator(processor.Settings, RopeIndexSettings.From(config.Thinker), config.Thinker.PadTokenId, padMultiple);
+            var collator = new BatchCollator(processor.Settings, RopeIndexSettings.From(config.Thinker), config.Thinker.PadTokenId, padMultiple, packing);
             int batch = state.LoaderBatch;
             if (start.State is not null && state.DataParallelSize != dp.Size)
             {
@@ -358,11 +374,7 @@ public sealed class Trainer
             return model;
         }
         using IThinkerTensorSource source = start.Weights();
-        if (source is MmCheckpoint mm && mm.Layout.ToJson() != pipeline.Layout.ToJson())
-        {
-            log.WriteLine($"note: {source.ConfigFolder} was written with the layout {mm.Layout.ToJson()}, this run's pipeline_num_layers give " +
-                          $"{pipeline.Layout.ToJson()}: the weights are resharded as they load (convert reshard writes a copy in this run's layout)");
-        }
+        NoteLayout(source);
         var loaded = ThinkerSourceLoader.Load(source, device, dtype, parts);
         log.WriteLine($"model: {loaded.HuggingFaceParameters().Count()} tensors of this stage read from the MindSpeed-layout checkpoint {source.ConfigFolder} on {device}");
         return loaded;
@@ -376,6 +388,7 @@ public sealed class Trainer
     Qwen25OmniThinkerForConditionalGeneration LoadParts(Start start, Device device, ScalarType dtype, ThinkerParts parts)
     {
         using IThinkerTensorSource source = start.Weights?.Invoke() ?? new HfTensorSource(start.ModelFolder);
+        NoteLayout(source);
         var model = new Qwen25OmniThinkerForConditionalGeneration(source.Config.Thinker, source.TiedLmHead, device, dtype, parts);
         try
         {
@@ -389,6 +402,19 @@ public sealed class Trainer
         }
         log.WriteLine($"model: {model.HuggingFaceParameters().Count()} tensors of this rank ({parallelism.Shards.Count} of them tensor-parallel parts) read from {source.ConfigFolder} on {device}");
         return model;
+    }
+
+    /// <summary>
+    /// A MindSpeed-layout checkpoint written for other TP sizes or pipeline cuts than this run's (the flags and model.json's
+    /// tp / pipeline_num_layers) loads resharded; each difference is named with both values, in the conversion options' names.
+    /// </summary>
+    void NoteLayout(IThinkerTensorSource source)
+    {
+        if (source is not MmCheckpoint mm) return;
+        var differences = mm.Layout.Differences(pipeline.Layout, "in the checkpoint", $"in this run (the flags and {args.ModelJson})");
+        if (differences.Count == 0) return;
+        log.WriteLine($"note: {source.ConfigFolder} was written for another layout — {string.Join("; ", differences)}: the weights are resharded as they load " +
+                      "(convert reshard writes a copy in this run's layout)");
     }
 
     JsonObject ResolvedConfig(ModelJsonConfig modelJson)
@@ -430,7 +456,7 @@ public sealed class Trainer
             optimizerStep.ZeroGradients();
             using (var scope = NewDisposeScope())
             {
-                stepLoss = runner.Run(batches, (hidden, labels) => MicroBatchLoss(model, hidden, labels, microBatches, stepTokens));
+                stepLoss = runner.Run(batches, (hidden, batch) => MicroBatchLoss(model, hidden, batch, microBatches, stepTokens));
             }
             foreach (TrainingBatch batch in batches)
             {
@@ -531,42 +557,62 @@ public sealed class Trainer
     /// and the column-parallel head gathers them whole.
     /// </summary>
     /// Under context parallel the hidden states are this rank's chunks and the loss its share (labels shifted before the split).
-    (Tensor Backward, double Logged) MicroBatchLoss(Qwen25OmniThinkerForConditionalGeneration model, Tensor hidden, Tensor labels, int microBatches, long stepTokens)
+    (Tensor Backward, double Logged) MicroBatchLoss(Qwen25OmniThinkerForConditionalGeneration model, Tensor hidden, TrainingBatch batch, int microBatches, long stepTokens)
     {
+        using var scope = NewDisposeScope();
+        Tensor labels = batch.Labels.to(hidden.device);
+        Tensor? segments = batch.Segments?.to(hidden.device);
         var context = contextGroup.Size > 1 ? new ContextSplit(contextGroup, labels.shape[1]) : null;
-        return args.SequenceParallel
-            ? StepLoss.ForMicroBatch(model.Head(hidden), labels, args.LossMode, microBatches, stepTokens, tensorGroup, context)
+        var (backward, logged) = args.SequenceParallel
+            ? StepLoss.ForMicroBatch(model.Head(hidden), labels, args.LossMode, microBatches, stepTokens, tensorGroup, context, segments)
             : StepLoss.ForMicroBatch(hidden, model.Head, model.Config.Text.VocabSize / tensorGroup.Size, labels, args.LossMode, microBatches, stepTokens, tensorGroup,
-                context: context);
+                context: context, segments: segments);
+        return (backward.MoveToOuterDisposeScope(), logged);
     }
 
     /// <summary>
-    /// --hetero-parallel: each encoder whole (model.json tp 1) while the decoder is cut becomes data-parallel over every
-    /// rank of a tensor-parallel group — the decoder's tensor-parallel ranks share its media items. MindSpeed-MM's rule is
-    /// checked: the decoder's DP × micro-batch size must be divisible by the encoder's DP (DP × TP here).
+    /// An encoder's own layout when it is cut into fewer tensor-parallel parts than the decoder (<paramref name="size"/>
+    /// dividing it): TP <paramref name="size"/> × DP over the same world and stages; with --hetero-parallel also the group of
+    /// its data-parallel ranks that read one decoder micro-batch. Null when the encoder is cut like the decoder.
     /// </summary>
-    EncoderShares? HeteroShares(IProcessGroup dp)
+    TowerGroups? EncoderLayout(string tower, int size, ParallelDims decoder) =>
+        size == decoder.Tp ? null
+            : TowerGroups.Build(worldGroup, tower, new ParallelDims(decoder.World, tp: size, pp: decoder.Pp), args.Hetero ? decoder : null);
+
+    /// <summary>
+    /// --hetero-parallel: an encoder cut into fewer tensor-parallel parts than the decoder (model.json tp below
+    /// --tensor-model-parallel-size, 1 for whole) is data-parallel over more ranks than the decoder: the decoder's
+    /// tensor-parallel ranks of one micro-batch holding the same encoder part each encode a share of its media items.
+    /// MindSpeed-MM's rule is checked: the decoder's DP × micro-batch size must be divisible by the encoder's DP.
+    /// With pipeline stages a shared encoder must sit whole on one stage.
+    /// </summary>
+    EncoderShares? HeteroShares(IProcessGroup dp, TowerGroups? vision, TowerGroups? audio)
     {
-        if (pipelineGroup.Size > 1)
-            throw new NotSupportedException("--hetero-parallel with pipeline stages is not built yet (the encoders' media would have to move between stages); use tensor, context and data parallel");
-        IProcessGroup? Share(string tower, int size)
+        IProcessGroup? Share(string tower, TowerGroups? groups, bool split)
         {
-            if (size == tensorGroup.Size) return null;   // cut like the decoder: nothing to share
-            if (size != 1)
-                throw new NotSupportedException($"--hetero-parallel: model.json {tower}.tp {size} — an encoder is either cut like the decoder (tp {tensorGroup.Size}) or whole (tp 1) so far");
-            int encoderDp = dp.Size * tensorGroup.Size;   // context-parallel ranks encode alike
+            if (groups is null) return null;   // cut like the decoder: nothing to share
+            if (split)
+            {
+                throw new NotSupportedException($"--hetero-parallel: {tower}'s layers are spread over pipeline stages by its pipeline_num_layers in {args.ModelJson}; " +
+                                                "an encoder shared by heterogeneous parallel must sit whole on one stage (give all its layers to one stage)");
+            }
+            int encoderDp = groups.Dims.Dp / contextGroup.Size;   // context-parallel ranks encode alike
             long batch = (long)dp.Size * args.MicroBatchSize;
             if (batch % encoderDp != 0)
             {
                 throw new ArgumentException($"--hetero-parallel: the decoder's data-parallel size × micro-batch size ({dp.Size} × {args.MicroBatchSize} = {batch}) is not divisible by " +
-                                            $"the {tower}'s data-parallel size {encoderDp} (data-parallel × tensor-parallel ranks, the encoder being whole) — MindSpeed-MM's rule; raise --micro-batch-size");
+                                            $"the {tower}'s data-parallel size {encoderDp} ({groups.Dims.World} ranks / its tp {groups.Dims.Tp}" +
+                                            $"{(groups.Dims.Pp > 1 ? $" / {groups.Dims.Pp} stages" : "")}{(contextGroup.Size > 1 ? $" / cp {contextGroup.Size}" : "")}) — MindSpeed-MM's rule; raise --micro-batch-size");
             }
-            return tensorGroup;
+            return groups.Share;
         }
-        var shares = new EncoderShares(Share("image_encoder", pipeline.VisionTensorSize), Share("audio_encoder", pipeline.AudioTensorSize));
-        log.WriteLine($"heterogeneous parallel: vision encoder {(shares.Vision is null ? $"cut like the decoder (tp {tensorGroup.Size})" : $"data-parallel over every rank")}, " +
-                      $"audio encoder {(shares.Audio is null ? $"cut like the decoder (tp {tensorGroup.Size})" : "data-parallel over every rank")}; " +
-                      $"each tensor-parallel rank encodes its share of the micro-batch's media items");
+        var slots = pipeline.Plan.Slots;
+        var shares = new EncoderShares(
+            Share("image_encoder", vision, slots.Count(s => s.Vision.Count > 0 || s.PatchEmbed || s.Merger) > 1),
+            Share("audio_encoder", audio, slots.Count(s => s.Audio.Count > 0 || s.AudioFront || s.AudioBack) > 1));
+        string Describe(TowerGroups? groups) => groups is null ? $"cut like the decoder (tp {tensorGroup.Size})"
+            : $"tp {groups.Dims.Tp}, data-parallel over {groups.Dims.Dp / contextGroup.Size} ranks (its media items shared by {groups.Share!.Size} ranks per micro-batch, group '{groups.Share.Name}')";
+        log.WriteLine($"heterogeneous parallel: vision encoder {Describe(vision)}, audio encoder {Describe(audio)}");
         return shares;
     }
 
@@ -625,7 +671,7 @@ public sealed class Trainer
                 long tokens = args.LossMode == LossMode.PerToken ? SumOver(dp, batches.Sum(b => StepLoss.CountedTokens(b.Labels))) : 0;
                 double value;
                 using (var scope = NewDisposeScope())
-                    value = runner.Evaluate(batches, (hidden, labels) => MicroBatchLoss(model, hidden, labels, microBatches, tokens).Logged);
+                    value = runner.Evaluate(batches, (hidden, batch) => MicroBatchLoss(model, hidden, batch, microBatches, tokens).Logged);
                 foreach (TrainingBatch batch in batches) batch.Dispose();
                 value = SumOver(pipelineGroup, value);
                 value = SumOver(contextGroup, value);
@@ -720,13 +766,19 @@ public sealed class Trainer
         return double.NaN;
     }
 
-    /// <summary>Model FLOPs of one micro-batch (<see cref="ThinkerFlops"/>): each row's real tokens, each image, video and audio.</summary>
+    /// <summary>
+    /// Model FLOPs of one micro-batch (<see cref="ThinkerFlops"/>): each row's real tokens — each packed sample's, under neat
+    /// packing, whose attention stays inside each sample (the mask numbers them) — each image, video and audio.
+    /// </summary>
     static double MicroBatchFlops(Qwen25OmniThinkerConfig c, TrainingBatch batch, bool visionTrains, bool audioTrains)
     {
         using var scope = NewDisposeScope();
         ThinkerInputs inputs = batch.Inputs;
-        long[] rows = inputs.AttentionMask is { } mask ? mask.sum(1).to(ScalarType.Int64).data<long>().ToArray()
-            : Enumerable.Repeat(inputs.InputIds.shape[1], (int)inputs.InputIds.shape[0]).ToArray();
+        long width = inputs.InputIds.shape[1];
+        long[] rows = inputs.AttentionMask is { } mask
+            ? mask.to(ScalarType.Int64).data<long>().ToArray().Chunk((int)width)
+                .SelectMany(row => row.Where(v => v != 0).GroupBy(v => v).Select(g => (long)g.Count())).ToArray()
+            : Enumerable.Repeat(width, (int)inputs.InputIds.shape[0]).ToArray();
         int[] audio = inputs.FeatureAttentionMask is { } features ? features.sum(1).to(ScalarType.Int64).data<long>().Select(v => (int)v).ToArray() : [];
         return ThinkerFlops.MicroBatch(c, rows, inputs.ImageGrids.Concat(inputs.VideoGrids), audio, visionTrains, audioTrains);
     }

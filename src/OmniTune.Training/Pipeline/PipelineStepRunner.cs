@@ -56,11 +56,12 @@ public sealed class PipelineStepRunner
 
     /// <summary>
     /// One step over <paramref name="batches"/> (this data-parallel rank's micro-batches; every stage reads the same);
-    /// <paramref name="loss"/> turns the final (normed) hidden states and the labels into the micro-batch's backward loss
+    /// <paramref name="loss"/> turns the final (normed) hidden states and the batch (its labels, and for packed rows its
+    /// samples' numbers) into the micro-batch's backward loss
     /// (it applies the LM head) and its logged value. Returns the sum of the logged values on the stage that computes the
     /// loss, 0 elsewhere.
     /// </summary>
-    public double Run(IReadOnlyList<TrainingBatch> batches, Func<Tensor, Tensor, (Tensor Backward, double Logged)> loss)
+    public double Run(IReadOnlyList<TrainingBatch> batches, Func<Tensor, TrainingBatch, (Tensor Backward, double Logged)> loss)
     {
         var saved = new Dictionary<(int, int), Saved>();
         var sends = new List<PendingSend>();
@@ -81,7 +82,7 @@ public sealed class PipelineStepRunner
                         var (outputs, final) = StageForward.Run(model, slot, OnDevice(batch.Inputs), received.ToDictionary(r => r.Name, r => r.Tensor), sequence, context, encoderShare);
                         if (final is not null)
                         {
-                            var (backward, value) = loss(final, batch.Labels.to(device));
+                            var (backward, value) = loss(final, batch);
                             logged += value;
                             saved[(action.MicroBatch, action.Chunk)] = new(received, [], backward.DetachFromDisposeScope());
                         }
@@ -116,7 +117,7 @@ public sealed class PipelineStepRunner
     /// after chunk), receiving and sending activations as in training. Returns the sum of <paramref name="loss"/> over the
     /// micro-batches on the stage that computes the loss, 0 elsewhere.
     /// </summary>
-    public double Evaluate(IReadOnlyList<TrainingBatch> batches, Func<Tensor, Tensor, double> loss)
+    public double Evaluate(IReadOnlyList<TrainingBatch> batches, Func<Tensor, TrainingBatch, double> loss)
     {
         double logged = 0;
         int stages = plan.Stages;
@@ -136,7 +137,7 @@ public sealed class PipelineStepRunner
                         var (outputs, final) = StageForward.Run(model, slot, OnDevice(batch.Inputs), received.ToDictionary(r => r.Name, r => r.Tensor), sequence, context, encoderShare);
                         if (final is not null)
                         {
-                            logged += loss(final, batch.Labels.to(device));
+                            logged += loss(final, batch);
                         }
                         else
                         {

@@ -72,6 +72,24 @@ public sealed class ContextParallelTests : IClassFixture<PipelineFixture>
     }
 
     [Fact]
+    public void A_context_parallel_run_resumes_bit_exactly_from_its_checkpoint()
+    {
+        MpiJob.Require();
+        string modelJson = TrainAll("cp-resume.json");
+        string straight = Path.Combine(fixture.Folder, "cp-resume-straight"), split = Path.Combine(fixture.Folder, "cp-resume-split");
+        var whole = MpiJob.Run($"-np 2 dotnet {{cli}} {Flags(modelJson, $"--context-parallel-size 2 --save {straight}")}");
+        Assert.True(whole.Code == 0, whole.Output);
+        var head = MpiJob.Run($"-np 2 dotnet {{cli}} {Flags(modelJson, $"--context-parallel-size 2 --train-iters 3 --save {split}")}");
+        Assert.True(head.Code == 0, head.Output);
+        var tail = MpiJob.Run($"-np 2 dotnet {{cli}} {Flags(modelJson, $"--context-parallel-size 2 --save {split} --load {split}")}");
+        Assert.True(tail.Code == 0, tail.Output);
+        Assert.Contains("resuming after iteration 3", tail.Output);
+        Assert.Equal(MpiJob.Losses(whole.Output), MpiJob.Losses(head.Output).Concat(MpiJob.Losses(tail.Output)));
+        var (a, b) = (Weights(straight), Weights(split));
+        Assert.All(a, kv => Assert.True(kv.Value.AsSpan().SequenceEqual(b[kv.Key]), $"{kv.Key} differs after resume"));
+    }
+
+    [Fact]
     public void A_context_parallel_size_that_does_not_divide_the_ranks_is_refused_with_the_numbers()
     {
         MpiJob.Require();

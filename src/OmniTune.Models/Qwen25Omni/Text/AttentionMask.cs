@@ -36,16 +36,22 @@ public sealed class AttentionMask : IDisposable
     /// <summary>Causal mask for a batch without padding.</summary>
     public static AttentionMask Causal() => new(null);
 
-    /// <summary>Builds the mask from a [B, S] padding mask (1 = token, 0 = padding); causal only when nothing is padded.</summary>
+    /// <summary>
+    /// Builds the mask from a [B, S] padding mask (1 = token, 0 = padding); causal only when nothing is padded. A mask that
+    /// numbers packed samples 1, 2, … (neat packing, LLaMA-Factory's form) also keeps each query to its own sample's keys:
+    /// block-diagonal causal attention.
+    /// </summary>
     public static AttentionMask FromPadding(Tensor? paddingMask)
     {
         if (paddingMask is null) return Causal();
         using var scope = NewDisposeScope();
-        Tensor keep = paddingMask.to(ScalarType.Bool);
-        if (keep.all().item<bool>()) return Causal();
+        Tensor keep = paddingMask.ne(0);
+        bool packed = paddingMask.max().to(ScalarType.Int64).item<long>() > 1;
+        if (!packed && keep.all().item<bool>()) return Causal();
         long s = paddingMask.shape[1];
         Tensor causal = ones(s, s, ScalarType.Bool, paddingMask.device).tril();           // [S, S]
         Tensor mask = causal.unsqueeze(0) & keep.unsqueeze(1);                            // [B, S, S]
+        if (packed) mask &= paddingMask.unsqueeze(2).eq(paddingMask.unsqueeze(1));        // same sample only
         Tensor noKey = mask.any(-1, keepdim: true).logical_not();                        // [B, S, 1] queries without a real key
         mask = mask | (eye(s, s, ScalarType.Bool, paddingMask.device).unsqueeze(0) & noKey);   // those attend to themselves
         return new(mask.unsqueeze(1).MoveToOuterDisposeScope());                          // [B, 1, S, S]
