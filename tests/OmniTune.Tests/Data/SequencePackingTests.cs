@@ -106,6 +106,14 @@ public sealed class SequencePackingTests
                 Assert.True(worst <= 1e-4 * scale + 1e-7, $"parameter {i} {string.Join("x", parameters[i].shape)}: gradient differs by {worst} (largest {scale})");
             }
 
+            // Plain packing: one sequence (mask 1 on every real token), the samples still numbered for the per-sample loss.
+            using (var plain = new BatchCollator(processor.Settings, rope, thinkerConfig.PadTokenId, packing: PackingMode.Plain).Collate([SequencePacking.Concatenate(samples)]))
+            {
+                long real = samples.Sum(s => s.InputIds.Length);
+                Assert.Equal(real, plain.Inputs.AttentionMask!.sum().item<long>());
+                Assert.Equal(samples.Count, plain.Segments!.max().item<long>());
+            }
+
             using var noGrad = no_grad();
             using var padded = alone.Collate(samples);
             using var packed = neat.Collate([SequencePacking.Concatenate(samples)]);
