@@ -51,10 +51,20 @@ public interface IProcessGroup : IDisposable
     /// Starts a send without waiting for the receiver (so two neighbours sending to each other cannot deadlock); disposing
     /// the handle waits until the tensor's memory may be reused. The group keeps the tensor alive until then.
     /// </summary>
-    PendingSend SendAsync(Tensor tensor, int destination, int channel = 0)
+    PendingOperation SendAsync(Tensor tensor, int destination, int channel = 0)
     {
         Send(tensor, destination, channel);
-        return PendingSend.Completed;
+        return PendingOperation.Completed;
+    }
+
+    /// <summary>
+    /// Starts summing <paramref name="tensor"/> across the group in place without waiting (a data-parallel bucket while
+    /// backward goes on); disposing the handle waits for the sum. The tensor must stay untouched until then.
+    /// </summary>
+    PendingOperation AllReduceAsync(Tensor tensor)
+    {
+        AllReduce(tensor);
+        return PendingOperation.Completed;
     }
 
     /// <summary>Receives the tensor that <paramref name="source"/> sends on <paramref name="channel"/>, whatever its shape and dtype.</summary>
@@ -64,11 +74,17 @@ public interface IProcessGroup : IDisposable
     void Barrier();
 }
 
-/// <summary>A send in flight; <see cref="Dispose"/> waits for it to complete (a completed one returns at once).</summary>
-public class PendingSend : IDisposable
+/// <summary>
+/// A communication in flight (a send, an overlapped all-reduce); <see cref="Dispose"/> waits for it to complete (a
+/// completed one returns at once).
+/// </summary>
+public class PendingOperation : IDisposable
 {
-    /// <summary>A send that has already completed.</summary>
-    public static PendingSend Completed { get; } = new();
+    /// <summary>An operation that has already completed.</summary>
+    public static PendingOperation Completed { get; } = new();
+
+    /// <summary>Lets the transport progress the operation without waiting; true once it has completed.</summary>
+    public virtual bool Test() => true;
 
     /// <summary>Waits for completion and releases what the send held.</summary>
     public virtual void Dispose() => GC.SuppressFinalize(this);

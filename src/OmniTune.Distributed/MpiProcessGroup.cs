@@ -146,11 +146,11 @@ public sealed class MpiProcessGroup : IProcessGroup
     /// <inheritdoc/>
     public void Send(Tensor tensor, int destination, int channel = 0)
     {
-        using PendingSend pending = SendAsync(tensor, destination, channel);
+        using PendingOperation pending = SendAsync(tensor, destination, channel);
     }
 
     /// <inheritdoc/>
-    public PendingSend SendAsync(Tensor tensor, int destination, int channel = 0)
+    public PendingOperation SendAsync(Tensor tensor, int destination, int channel = 0)
     {
         RequireContiguousCpu(tensor);
         RequirePeer(destination);
@@ -160,26 +160,45 @@ public sealed class MpiProcessGroup : IProcessGroup
         header[0] = (long)tensor.dtype;
         header[1] = tensor.dim();
         tensor.shape.CopyTo(header, 2);
-        var pending = new MpiPendingSend(this, $"send to rank {destination} on channel {channel}", tensor, header);
+        var pending = new MpiPending(this, $"send to rank {destination} on channel {channel}", tensor, header);
         pending.Requests.Add(OpenMpi.Isend(pending.HeaderPointer, header.Length, OpenMpi.Handle("ompi_mpi_int64_t"), destination, HeaderTag + 2 * channel, communicator));
         Transfer(pending.Tensor, (data, count, type) => pending.Requests.Add(OpenMpi.Isend(data, count, type, destination, DataTag + 2 * channel, communicator)));
         return pending;
     }
 
-    /// <summary>An MPI send in flight: the pinned header and an alias of the tensor live until every request completed.</summary>
-    sealed class MpiPendingSend : PendingSend
+    /// <inheritdoc/>
+    public PendingOperation AllReduceAsync(Tensor tensor)
+    {
+        RequireContiguousCpu(tensor);
+        IntPtr type = TypeOf(tensor), sum = OpenMpi.Handle("ompi_mpi_op_sum");
+        int element = TensorMemory.ElementSize(tensor.dtype);
+        var pending = new MpiPending(this, "overlapped all-reduce", tensor, null);
+        IntPtr data = TensorMemory.DataPointer(pending.Tensor);
+        for (long offset = 0; offset < tensor.numel(); offset += MaxCount)
+        {
+            int count = (int)Math.Min(MaxCount, tensor.numel() - offset);
+            pending.Requests.Add(OpenMpi.Iallreduce(OpenMpi.InPlace, data + (nint)(offset * element), count, type, sum, communicator));
+        }
+        return pending;
+    }
+
+    /// <summary>
+    /// An MPI operation in flight (a send with its pinned header, or a non-blocking collective): an alias of the tensor
+    /// lives until every request completed.
+    /// </summary>
+    sealed class MpiPending : PendingOperation
     {
         readonly MpiProcessGroup group;
         readonly string call;
         System.Runtime.InteropServices.GCHandle header;
         bool done;
 
-        public MpiPendingSend(MpiProcessGroup group, string call, Tensor tensor, long[] header)
+        public MpiPending(MpiProcessGroup group, string call, Tensor tensor, long[]? header)
         {
             this.group = group;
             this.call = call;
-            Tensor = tensor.alias().DetachFromDisposeScope();   // lives until the send completes, whatever scope the caller is in
-            this.header = System.Runtime.InteropServices.GCHandle.Alloc(header, System.Runtime.InteropServices.GCHandleType.Pinned);
+            Tensor = tensor.alias().DetachFromDisposeScope();   // lives until the operation completes, whatever scope the caller is in
+            if (header is not null) this.header = System.Runtime.InteropServices.GCHandle.Alloc(header, System.Runtime.InteropServices.GCHandleType.Pinned);
         }
 
         public Tensor Tensor { get; }
@@ -188,15 +207,32 @@ public sealed class MpiProcessGroup : IProcessGroup
 
         public List<IntPtr> Requests { get; } = [];
 
+        public override bool Test()
+        {
+            if (done) return true;
+            bool complete = true;
+            for (int i = 0; i < Requests.Count; i++)
+            {
+                if (Requests[i] == IntPtr.Zero) continue;
+                IntPtr request = Requests[i];
+                if (OpenMpi.Test(ref request)) Requests[i] = IntPtr.Zero;
+                else complete = false;
+            }
+            return complete;
+        }
+
         public override void Dispose()
         {
             if (done) return;
             done = true;
             using (group.Watch(call, Tensor))
             {
-                foreach (IntPtr request in Requests) OpenMpi.Wait(request);
+                foreach (IntPtr request in Requests)
+                {
+                    if (request != IntPtr.Zero) OpenMpi.Wait(request);
+                }
             }
-            header.Free();
+            if (header.IsAllocated) header.Free();
             Tensor.Dispose();
             base.Dispose();
         }

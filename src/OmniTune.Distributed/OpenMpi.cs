@@ -98,6 +98,23 @@ public static unsafe partial class OpenMpi
         return request;
     }
 
+    /// <summary>MPI_Iallreduce: starts an all-reduce; returns the request to wait on.</summary>
+    public static IntPtr Iallreduce(IntPtr send, IntPtr receive, int count, IntPtr type, IntPtr op, IntPtr comm)
+    {
+        IntPtr request = IntPtr.Zero;
+        Check(((delegate* unmanaged<IntPtr, IntPtr, int, IntPtr, IntPtr, IntPtr, IntPtr*, int>)Symbol("MPI_Iallreduce"))(send, receive, count, type, op, comm, &request), "MPI_Iallreduce");
+        return request;
+    }
+
+    /// <summary>MPI_Test on one request (status ignored): progresses it; true once complete (the request is then freed and set to null).</summary>
+    public static bool Test(ref IntPtr request)
+    {
+        int flag = 0;
+        fixed (IntPtr* r = &request)
+            Check(((delegate* unmanaged<IntPtr*, int*, IntPtr, int>)Symbol("MPI_Test"))(r, &flag, IntPtr.Zero), "MPI_Test");
+        return flag != 0;
+    }
+
     /// <summary>MPI_Wait on one request (status ignored).</summary>
     public static void Wait(IntPtr request)
     {

@@ -63,7 +63,7 @@ public sealed class TimedProcessGroup(IProcessGroup inner) : IProcessGroup
     public void Send(Tensor tensor, int destination, int channel = 0) => Timed(() => inner.Send(tensor, destination, channel));
 
     /// <inheritdoc/>
-    public PendingSend SendAsync(Tensor tensor, int destination, int channel = 0) => Timed(() => inner.SendAsync(tensor, destination, channel));
+    public PendingOperation SendAsync(Tensor tensor, int destination, int channel = 0) => Timed(() => inner.SendAsync(tensor, destination, channel));
 
     /// <inheritdoc/>
     public Tensor Receive(int source, int channel = 0) => Timed(() => inner.Receive(source, channel));

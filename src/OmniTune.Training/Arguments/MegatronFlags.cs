@@ -85,6 +85,8 @@ public sealed class MegatronFlags
         new("expert-model-parallel-size", FlagKind.Value, "1", "expert parallel: Qwen2.5-Omni has no experts, must be 1"),
         new("hetero-parallel", FlagKind.Switch, null, "encoders at model.json tp 1 data-parallel over every rank (the decoder's tensor-parallel ranks share their media items); pipeline stages not yet"),
         new("use-distributed-optimizer", FlagKind.Switch, null, "ZeRO-1: AdamW state sharded over the data-parallel ranks"),
+        new("overlap-grad-reduce", FlagKind.Switch, null, "data parallel: each gradient bucket's all-reduce starts in backward as soon as its decoder layers are done"),
+        new("ddp-bucket-size", FlagKind.Value, null, "elements per gradient bucket under --overlap-grad-reduce (default Megatron's max(40M, 1M × data-parallel size))"),
         new("enable-dummy-optimizer", FlagKind.Switch, null, "accepted: a stage without trainable parameters needs no dummy here"),
         new("distributed-timeout-minutes", FlagKind.Value, "10", "a collective waiting longer for its peers ends the job, naming the rank and group"),
         new("check-weight-hash-across-dp-replicas-interval", FlagKind.Value, null, "check every N steps that the data-parallel replicas hold identical weights"),
@@ -115,7 +117,7 @@ public sealed class MegatronFlags
         .. new[]
         {
             "use-mcore-models", "use-flash-attn", "use-fused-rmsnorm", "swiglu", "use-fused-swiglu", "no-masked-softmax-fusion",
-            "no-gradient-accumulation-fusion", "use-fused-rotary-pos-emb", "use-distributed-optimizer-overlap", "overlap-grad-reduce",
+            "no-gradient-accumulation-fusion", "use-fused-rotary-pos-emb", "use-distributed-optimizer-overlap",
             "overlap-param-gather", "bf16-use-fp32-params", "use-cpu-initialization", "no-bias-swiglu-fusion", "no-bias-dropout-fusion",
             "no-rope-fusion", "disable-bias-linear", "add-qkv-bias", "group-query-attention", "untie-embeddings-and-output-weights",
             "use-rotary-position-embeddings", "no-load-ckpt-args", "log-throughput", "log-params-norm", "use-ascend-mc2",

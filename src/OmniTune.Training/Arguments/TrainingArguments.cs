@@ -120,6 +120,12 @@ public sealed record TrainingArguments
     /// <summary>ZeRO-1: optimizer state sharded over the data-parallel ranks.</summary>
     public bool UseDistributedOptimizer { get; init; }
 
+    /// <summary>Data parallel: gradient buckets all-reduced during backward (Megatron's --overlap-grad-reduce).</summary>
+    public bool OverlapGradReduce { get; init; }
+
+    /// <summary>Elements per gradient bucket (Megatron's --ddp-bucket-size); null: max(40M, 1M × DP).</summary>
+    public long? DdpBucketSize { get; init; }
+
     /// <summary>How long one collective may wait for its peers before the job ends (a dead or hung rank).</summary>
     public TimeSpan DistributedTimeout { get; init; } = TimeSpan.FromMinutes(10);
 
@@ -259,6 +265,8 @@ public sealed record TrainingArguments
             LoadBaseModel = f.Text("load-base-model"),
             TensorboardDir = f.Text("tensorboard-dir"),
             UseDistributedOptimizer = f.Has("use-distributed-optimizer"),
+            OverlapGradReduce = f.Has("overlap-grad-reduce"),
+            DdpBucketSize = f.Int("ddp-bucket-size") is int bucket ? (bucket > 0 ? bucket : throw new ArgumentException("--ddp-bucket-size must be positive")) : null,
             DistributedTimeout = TimeSpan.FromMinutes(f.Double("distributed-timeout-minutes")!.Value),
             ReplicaCheckInterval = f.Int("check-weight-hash-across-dp-replicas-interval"),
             Lora = f.Given("lora-target-modules")

@@ -77,6 +77,8 @@ public sealed class Trainer
     IReadOnlyList<EncodedSample> validationSamples = [];
     EncoderShares? encoderShares;
     PackingMode packing;
+    bool overlapping;
+    Func<(long Early, long All)>? overlapReport;
     BatchCollator validationCollator = null!;
     PipelineSetup pipeline = null!;
     OptimizerStep optimizerStep = null!;
@@ -270,9 +272,11 @@ public sealed class Trainer
             using var loader = new SupervisedDataLoader(trainSamples, collator, args.MicroBatchSize, args.Seed, args.Shuffle, args.NumWorkers,
                 dp.Rank, dp.Size, new LoaderPosition(state.LoaderEpoch, batch), args.GlobalBatchSize);
             replicas = new GradientSynchronizer(dp, args.LossMode);
+            using OverlappedGradientReduce? overlapped = OverlapGradReduce(gradientGroup ?? dp, modelTrainable, distributed is not null);
+            if (overlapped is not null) model.TextModel.LayerInput = overlapped.LayerInput;
             optimizerStep = distributed is not null
                 ? new ShardedAdamWStep(distributed, optimizer, args.LossMode, pipelineGroup, modelTrainable, parallelism)
-                : new AdamWStep(optimizer, modelTrainable, masters, new GradientSynchronizer(gradientGroup ?? dp, args.LossMode), pipelineGroup, parallelism);
+                : new AdamWStep(optimizer, modelTrainable, masters, new GradientSynchronizer(gradientGroup ?? dp, args.LossMode), pipelineGroup, parallelism, overlapped);
             replicaParameters = modelTrainable;
             replicas.CheckReplicasAgree(modelTrainable);
             // Whole encoders are shared: by heterogeneous parallel over the decoder's TP ranks, else by context parallel over its group.
@@ -281,6 +285,7 @@ public sealed class Trainer
                 : contextGroup.Size > 1 ? new EncoderShares(contextGroup, contextGroup, SumGradient: true, Trains("visual."), Trains("audio_tower.")) : null;
             runner = new PipelineStepRunner(model, plan, pipelineGroup, device, args.SequenceParallel ? tensorGroup : null, contextGroup.Size > 1 ? contextGroup : null,
                 encoderShares);
+            if (overlapped is not null) runner.BeforeBackward = (microBatch, count) => overlapped.Armed = microBatch == count - 1;
             return Loop(model, trainable, optimizer, loader, state, scheduleOffset, processorFolder, modelJson, device, adapters, masters, dp, distributed);
         }
     }
@@ -532,8 +537,10 @@ public sealed class Trainer
         syncMs = optimizerStep.CommunicationMilliseconds;
         if (dp.Size > 1 && stepsRun > 0)
             log.WriteLine($"data-parallel communication: {syncMs / stepsRun:F1} ms per step, {100 * syncMs / runMs:F1} % of step time " +
-                (distributed is null ? "(gradient all-reduce)" : "(distributed optimizer step: reduce-scatter, sharded AdamW, all-gather)") +
+                (distributed is null ? (overlapping ? "(the gradient all-reduce's exposed part: waiting for it after backward)" : "(gradient all-reduce)") : "(distributed optimizer step: reduce-scatter, sharded AdamW, all-gather)") +
                 $"; waiting for the slowest rank: {waitMs / stepsRun:F1} ms per step, {100 * waitMs / runMs:F1} %");
+        if (overlapReport is { } started && stepsRun > 0)
+            log.WriteLine($"overlapped gradient reduction: {started().Early} of {started().All} bucket all-reduces started during backward");
         if (pipelineGroup.Size > 1 && stepsRun > 0) ReportPipeline(stepsRun);
         if (tensorGroup.Size > 1 && stepsRun > 0)
             log.WriteLine($"tensor-parallel communication: {tensorGroup.Milliseconds / stepsRun:F1} ms per step, {100 * tensorGroup.Milliseconds / runMs:F1} % of step time " +
@@ -568,6 +575,31 @@ public sealed class Trainer
             : StepLoss.ForMicroBatch(hidden, model.Head, model.Config.Text.VocabSize / tensorGroup.Size, labels, args.LossMode, microBatches, stepTokens, tensorGroup,
                 context: context, segments: segments);
         return (backward.MoveToOuterDisposeScope(), logged);
+    }
+
+    /// <summary>
+    /// --overlap-grad-reduce: the data-parallel all-reduce in buckets started during the last micro-batch's backward
+    /// (<see cref="OverlappedGradientReduce"/>) — for data parallel (with tensor parallel) so far; with pipeline stages,
+    /// context or heterogeneous parallel or the distributed optimizer the gradients are reduced after backward, as said.
+    /// </summary>
+    OverlappedGradientReduce? OverlapGradReduce(IProcessGroup gradients, IReadOnlyList<(string Name, Parameter Parameter)> parameters, bool sharded)
+    {
+        if (!args.OverlapGradReduce) return null;
+        string? reason = gradients.Size == 1 ? "there is one data-parallel rank"
+            : sharded ? "the distributed optimizer reduce-scatters after backward"
+            : pipelineGroup.Size > 1 ? "pipeline stages are not covered yet"
+            : contextGroup.Size > 1 ? "context parallel sums its gradients first"
+            : encoderShares is not null ? "heterogeneous parallel sums the shared encoders' gradients first" : null;
+        if (reason is not null)
+        {
+            log.WriteLine($"note: --overlap-grad-reduce has no effect here ({reason}): gradients are all-reduced after backward");
+            return null;
+        }
+        var overlapped = new OverlappedGradientReduce(gradients, args.LossMode, parameters, args.DdpBucketSize ?? OverlappedGradientReduce.DefaultBucketSize(gradients.Size));
+        overlapping = true;
+        overlapReport = () => overlapped.Started;
+        log.WriteLine($"overlapped gradient reduction over '{gradients.Name}': {overlapped.Describe()}, each all-reduced once backward has passed its decoder layers");
+        return overlapped;
     }
 
     /// <summary>

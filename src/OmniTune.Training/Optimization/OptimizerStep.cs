@@ -29,8 +29,9 @@ public abstract class OptimizerStep
 }
 
 /// <summary>AdamW on this rank's trainable parameters, through fp32 master weights when the model is bf16.</summary>
+/// With <paramref name="overlapped"/> the data-parallel reduction was started during backward; the step finishes it.
 public sealed class AdamWStep(OptimizerHelper optimizer, IReadOnlyList<(string Name, Parameter Parameter)> modelParameters, MasterWeights? masters,
-    GradientSynchronizer synchronizer, IProcessGroup pipeline, Parallel.ThinkerParallelism parallelism) : OptimizerStep
+    GradientSynchronizer synchronizer, IProcessGroup pipeline, Parallel.ThinkerParallelism parallelism, OverlappedGradientReduce? overlapped = null) : OptimizerStep
 {
     readonly IReadOnlyList<(string Name, Parameter Parameter)> stepped = masters?.Masters ?? modelParameters;
 
@@ -45,7 +46,8 @@ public sealed class AdamWStep(OptimizerHelper optimizer, IReadOnlyList<(string N
     public override double Step(double lr, double clip, bool lossFinite)
     {
         var clock = Stopwatch.StartNew();
-        synchronizer.Synchronize(modelParameters);
+        if (overlapped is not null) overlapped.Finish();
+        else synchronizer.Synchronize(modelParameters);
         parallelism.ReduceSequencePartials(modelParameters);
         CommunicationMilliseconds += clock.Elapsed.TotalMilliseconds;
         masters?.GradientsToMasters();

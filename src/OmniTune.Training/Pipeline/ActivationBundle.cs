@@ -21,9 +21,9 @@ public static class ActivationBundle
     /// Starts sending <paramref name="tensors"/> (detached, contiguous) to <paramref name="destination"/>; the flags tell the
     /// receiver which of them will need a gradient sent back. Returns the sends in flight.
     /// </summary>
-    public static List<PendingSend> Send(IProcessGroup group, IReadOnlyList<(string Name, Tensor Tensor, bool NeedsGradient)> tensors, int destination, int channel)
+    public static List<PendingOperation> Send(IProcessGroup group, IReadOnlyList<(string Name, Tensor Tensor, bool NeedsGradient)> tensors, int destination, int channel)
     {
-        var pending = new List<PendingSend>(tensors.Count + 2);
+        var pending = new List<PendingOperation>(tensors.Count + 2);
         using (var header = tensor(new long[] { tensors.Count }.Concat(tensors.Select(t => t.NeedsGradient ? 1L : 0L)).ToArray()))
             pending.Add(group.SendAsync(header, destination, channel));
         using (var names = tensor(Encoding.UTF8.GetBytes(string.Join('\n', tensors.Select(t => t.Name))), ScalarType.Byte))

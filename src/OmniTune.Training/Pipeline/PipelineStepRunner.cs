@@ -54,6 +54,9 @@ public sealed class PipelineStepRunner
 
     sealed record Saved(List<(string Name, Tensor Tensor, bool NeedsGradient)> Received, Dictionary<string, Tensor> Outputs, Tensor? Loss);
 
+    /// <summary>Called before each micro-batch's backward with its index and the step's micro-batch count (overlapped reduction arms on the last).</summary>
+    public Action<int, int>? BeforeBackward { get; set; }
+
     /// <summary>
     /// One step over <paramref name="batches"/> (this data-parallel rank's micro-batches; every stage reads the same);
     /// <paramref name="loss"/> turns the final (normed) hidden states and the batch (its labels, and for packed rows its
@@ -64,7 +67,7 @@ public sealed class PipelineStepRunner
     public double Run(IReadOnlyList<TrainingBatch> batches, Func<Tensor, TrainingBatch, (Tensor Backward, double Logged)> loss)
     {
         var saved = new Dictionary<(int, int), Saved>();
-        var sends = new List<PendingSend>();
+        var sends = new List<PendingOperation>();
         double logged = 0;
         int stages = plan.Stages;
         try
@@ -100,13 +103,14 @@ public sealed class PipelineStepRunner
                 {
                     Saved s = saved[(action.MicroBatch, action.Chunk)];
                     saved.Remove((action.MicroBatch, action.Chunk));
+                    BeforeBackward?.Invoke(action.MicroBatch, batches.Count);
                     Backward(slot, s, sends);
                 }
             }
         }
         finally
         {
-            foreach (PendingSend send in sends) send.Dispose();
+            foreach (PendingOperation send in sends) send.Dispose();
             foreach (Saved s in saved.Values) Release(s);
         }
         return logged;
@@ -121,7 +125,7 @@ public sealed class PipelineStepRunner
     {
         double logged = 0;
         int stages = plan.Stages;
-        var sends = new List<PendingSend>();
+        var sends = new List<PendingOperation>();
         var sent = new List<Tensor>();
         try
         {
@@ -151,13 +155,13 @@ public sealed class PipelineStepRunner
         }
         finally
         {
-            foreach (PendingSend send in sends) send.Dispose();
+            foreach (PendingOperation send in sends) send.Dispose();
             foreach (Tensor t in sent) t.Dispose();
         }
         return logged;
     }
 
-    void Backward(StageSlot slot, Saved s, List<PendingSend> sends)
+    void Backward(StageSlot slot, Saved s, List<PendingOperation> sends)
     {
         int stages = plan.Stages;
         try

@@ -1,6 +1,7 @@
 using System.Text.RegularExpressions;
 using OmniTune.Tests.Testing;
 using OmniTune.Tests.Training;
+using OmniTune.Training.Checkpointing;
 using OmniTune.Training.Loop;
 
 namespace OmniTune.Tests.Distributed;
@@ -35,6 +36,31 @@ public sealed class DataParallelTests : IClassFixture<TrainingFixture>
         if (mode.Contains("replicas", StringComparison.Ordinal))
             Assert.Equal(2, Regex.Count(output, $"replica check after iteration \\d: parameters identical on {ranks} ranks"));
         for (int i = 0; i < iterations; i++) Assert.Equal(single.StepLosses[i], losses[i], single.StepLosses[i] * 2e-5);
+    }
+
+    /// <summary>
+    /// --overlap-grad-reduce with small buckets (so several start during the last micro-batch's backward, the rest after):
+    /// the same sums element by element, so the same losses and weights, bit for bit, as the reduction after backward.
+    /// </summary>
+    [Fact]
+    public void Overlapped_gradient_reduction_gives_the_same_training_bit_for_bit()
+    {
+        MpiJob.Require();
+        using var dir = new TempFolder();
+        string after = Path.Combine(dir.Path, "after"), overlapped = Path.Combine(dir.Path, "overlapped");
+        var plain = MpiJob.Run($"-np 2 dotnet {{cli}} {Flags($"--save {after}")}");
+        Assert.True(plain.Code == 0, plain.Output);
+        var (code, output, _) = MpiJob.Run($"-np 2 dotnet {{cli}} {Flags($"--overlap-grad-reduce --ddp-bucket-size 20000 --save {overlapped}")}");
+        Assert.True(code == 0, output);
+        var buckets = Regex.Match(output, @"overlapped gradient reduction over '[^']+': (\d+) buckets");
+        Assert.True(buckets.Success && int.Parse(buckets.Groups[1].Value) > 2, output);
+        var started = Regex.Match(output, @"overlapped gradient reduction: (\d+) of (\d+) bucket all-reduces started during backward");
+        Assert.True(started.Success, output);
+        Assert.InRange(long.Parse(started.Groups[1].Value), 1, long.Parse(started.Groups[2].Value) - 1);   // some during backward, the encoders' and embedding's after
+        Assert.Equal(MpiJob.Losses(plain.Output), MpiJob.Losses(output));
+        var (a, b) = (CheckpointBytes.Read(Path.Combine(CheckpointStore.IterationFolder(after, 4), CheckpointStore.ModelFolder)),
+            CheckpointBytes.Read(Path.Combine(CheckpointStore.IterationFolder(overlapped, 4), CheckpointStore.ModelFolder)));
+        Assert.All(a, kv => Assert.True(kv.Value.AsSpan().SequenceEqual(b[kv.Key]), $"{kv.Key} differs"));
     }
 
     [Fact]

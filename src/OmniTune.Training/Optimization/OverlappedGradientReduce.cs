@@ -1,0 +1,188 @@
+using System.Diagnostics;
+using System.Text.RegularExpressions;
+using OmniTune.Distributed;
+using OmniTune.Training.Arguments;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace OmniTune.Training.Optimization;
+
+/// <summary>
+/// Data-parallel gradient reduction overlapped with backward (Megatron's <c>--overlap-grad-reduce</c>): the gradients go
+/// into contiguous fp32 buckets of at least <c>--ddp-bucket-size</c> elements, filled in the order backward produces them
+/// (LM head and final norm, then the decoder layers from the last, then everything else); once backward has passed a
+/// decoder layer's input, that layer's gradients are final, and each bucket whose gradients are all final starts its
+/// all-reduce (non-blocking MPI, progressed at every later layer) while backward goes on. <see cref="Finish"/> starts the
+/// rest (encoders, embedding), waits, averages as <see cref="GradientSynchronizer"/> does and writes the gradients back —
+/// the same sums, element by element, as its one bucket. Only the last micro-batch's backward counts (<see cref="Armed"/>):
+/// the earlier ones only accumulate.
+/// </summary>
+public sealed partial class OverlappedGradientReduce : IDisposable
+{
+    /// <summary>Megatron's default bucket size: max(40M, 1M × data-parallel size) elements.</summary>
+    public static long DefaultBucketSize(int dataParallel) => Math.Max(40_000_000L, 1_000_000L * dataParallel);
+
+    sealed class Bucket(List<Parameter> parameters, int lowestLayer, Tensor buffer)
+    {
+        public List<Parameter> Parameters { get; } = parameters;
+
+        /// <summary>The lowest decoder layer whose gradients it holds (int.MinValue: gradients final only after backward).</summary>
+        public int LowestLayer { get; } = lowestLayer;
+
+        public Tensor Buffer { get; } = buffer;
+
+        public PendingOperation? Pending { get; set; }
+    }
+
+    readonly IProcessGroup dataParallel;
+    readonly LossMode mode;
+    readonly List<Bucket> buckets = [];
+    int doneDownTo = int.MaxValue;
+
+    /// <summary>Buckets of <paramref name="parameters"/> (the ones the data-parallel group synchronises) of at least <paramref name="bucketElements"/> elements.</summary>
+    public OverlappedGradientReduce(IProcessGroup dataParallel, LossMode mode, IReadOnlyList<(string Name, Parameter Parameter)> parameters, long bucketElements)
+    {
+        this.dataParallel = dataParallel;
+        this.mode = mode;
+        var ordered = parameters.Select((p, i) => (p.Parameter, Layer: LayerOf(p.Name), Index: i))
+            .OrderByDescending(p => p.Layer).ThenBy(p => p.Index).ToList();
+        var current = new List<(Parameter Parameter, int Layer)>();
+        long size = 0;
+        void Close()
+        {
+            if (current.Count == 0) return;
+            buckets.Add(new Bucket(current.Select(c => c.Parameter).ToList(), current.Min(c => c.Layer),
+                zeros(size, ScalarType.Float32, current[0].Parameter.device).DetachFromDisposeScope()));
+            current = [];
+            size = 0;
+        }
+        foreach (var (parameter, layer, _) in ordered)
+        {
+            current.Add((parameter, layer));
+            size += parameter.numel();
+            if (size >= bucketElements) Close();
+        }
+        Close();
+    }
+
+    /// <summary>Buckets and their element counts, for the log.</summary>
+    public string Describe() => $"{buckets.Count} bucket{(buckets.Count == 1 ? "" : "s")} of {string.Join(", ", buckets.Select(b => $"{b.Buffer.numel():N0}"))} elements";
+
+    /// <summary>Whether the backward now running is the step's last (its layer signals start reductions).</summary>
+    public bool Armed { get; set; }
+
+    /// <summary>Milliseconds <see cref="Finish"/> waited for communication (the exposed share).</summary>
+    public double ExposedMilliseconds { get; private set; }
+
+    /// <summary>Bucket reductions started during backward, and in all, so far.</summary>
+    public (long Early, long All) Started { get; private set; }
+
+    /// <summary>Decoder layer of a parameter: its index, int.MaxValue for the final norm and LM head (backward's first), int.MinValue otherwise.</summary>
+    static int LayerOf(string name)
+    {
+        var match = LayerPattern().Match(name);
+        if (match.Success) return int.Parse(match.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
+        string key = name.StartsWith("lora:", StringComparison.Ordinal) ? name[5..] : name;
+        return key.StartsWith("model.norm.", StringComparison.Ordinal) || key.StartsWith("lm_head.", StringComparison.Ordinal) ? int.MaxValue : int.MinValue;
+    }
+
+    [GeneratedRegex(@"^(?:lora:)?model\.layers\.(\d+)\.")]
+    private static partial Regex LayerPattern();
+
+    /// <summary>
+    /// The decoder's per-layer input: passed through an identity whose backward reports that <paramref name="layer"/> is
+    /// done (when <see cref="Armed"/>).
+    /// </summary>
+    public Tensor LayerInput(int layer, Tensor hidden) =>
+        hidden.requires_grad && is_grad_enabled() ? LayerDoneSignal.apply(hidden, (Action)(() => LayerDone(layer))) : hidden;
+
+    void LayerDone(int layer)
+    {
+        if (!Armed || dataParallel.Size == 1) return;
+        doneDownTo = Math.Min(doneDownTo, layer);
+        foreach (Bucket bucket in buckets)
+        {
+            if (bucket.Pending is null && bucket.LowestLayer != int.MinValue && bucket.LowestLayer >= doneDownTo)
+            {
+                Start(bucket);
+                Started = (Started.Early + 1, Started.All);
+            }
+            else bucket.Pending?.Test();   // lets MPI progress the ones in flight
+        }
+    }
+
+    void Start(Bucket bucket)
+    {
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        long offset = 0;
+        foreach (Parameter p in bucket.Parameters)
+        {
+            Tensor slice = bucket.Buffer.narrow(0, offset, p.numel());
+            if (p.grad is null) slice.zero_();
+            else slice.copy_(p.grad.reshape(-1));
+            offset += p.numel();
+        }
+        bucket.Pending = dataParallel.AllReduceAsync(bucket.Buffer);
+    }
+
+    /// <summary>After the step's backward: starts the buckets not started yet, waits for all, averages and writes the gradients back.</summary>
+    public void Finish()
+    {
+        Armed = false;
+        doneDownTo = int.MaxValue;
+        if (dataParallel.Size == 1) return;
+        foreach (Bucket bucket in buckets.Where(b => b.Pending is null)) Start(bucket);
+        Started = (Started.Early, Started.All + buckets.Count);
+        var clock = Stopwatch.StartNew();
+        foreach (Bucket bucket in buckets)
+        {
+            bucket.Pending!.Dispose();
+            bucket.Pending = null;
+        }
+        ExposedMilliseconds += clock.Elapsed.TotalMilliseconds;
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        foreach (Bucket bucket in buckets)
+        {
+            if (mode != LossMode.PerToken) bucket.Buffer.div_(dataParallel.Size);
+            long offset = 0;
+            foreach (Parameter p in bucket.Parameters)
+            {
+                Tensor slice = bucket.Buffer.narrow(0, offset, p.numel()).view(p.shape).to(p.dtype);
+                if (p.grad is null) p.grad = slice.clone().DetachFromDisposeScope();
+                else p.grad.copy_(slice);
+                offset += p.numel();
+            }
+        }
+    }
+
+    /// <inheritdoc/>
+    public void Dispose()
+    {
+        foreach (Bucket bucket in buckets)
+        {
+            bucket.Pending?.Dispose();
+            bucket.Buffer.Dispose();
+        }
+    }
+
+    /// <summary>Identity forward; backward calls the action (the layer's gradients are final by then) and passes the gradient on.</summary>
+    sealed class LayerDoneSignal : autograd.SingleTensorFunction<LayerDoneSignal>
+    {
+        public override string Name => "OmniTuneLayerDone";
+
+        public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
+        {
+            ctx.save_data("done", vars[1]);
+            return ((Tensor)vars[0]).alias();
+        }
+
+        public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad)
+        {
+            ((Action)ctx.get_data("done"))();
+            return [grad, null!];
+        }
+    }
+}
