@@ -37,6 +37,7 @@ static class InitTinyCommand
                 int width = parse.GetValue(hidden) ?? text.HiddenSize, h = parse.GetValue(heads) ?? text.NumAttentionHeads;
                 if (width < 1 || h < 1 || width % h != 0 || (width / h) % 2 != 0)
                     throw new ArgumentException($"--text-hidden-size {width} must be a positive multiple of --text-heads {h} with an even head width");
+                if (width / h < 8) throw new ArgumentException($"--text-hidden-size {width} / --text-heads {h}: heads must be at least 8 wide (TMRoPE cuts each into three sections)");
                 text = text with
                 {
                     HiddenSize = width,
@@ -47,6 +48,8 @@ static class InitTinyCommand
                     NumKeyValueHeads = Math.Max(1, h / 2),
                     VocabSize = Math.Max(text.VocabSize, parse.GetValue(vocab) ?? 0),
                 };
+                int half = width / h / 2, temporal = half / 4, height = (half - temporal) / 2;   // the 7B's proportions (16, 24, 24 of 64)
+                text = text with { RopeScaling = text.RopeScaling with { MropeSection = [temporal, height, half - temporal - height] } };
                 return c with
                 {
                     Thinker = c.Thinker with
