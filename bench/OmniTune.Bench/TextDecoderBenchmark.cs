@@ -38,7 +38,7 @@ static class TextDecoderBenchmark
         using var model = new Qwen25OmniThinkerForConditionalGeneration(thinker, tiedLmHead: false);
         var parameters = model.TextModel.parameters().Concat(model.named_parameters().Where(p => p.name == "lm_head.weight").Select(p => p.parameter)).ToList();
         foreach (var (_, p) in model.named_parameters()) p.requires_grad = parameters.Contains(p);
-        using var optimizer = optimizerStep ? TorchSharp.torch.optim.AdamW(parameters, lr: 1e-5) : null;
+        using var optimizer = optimizerStep ? new OmniTune.Training.Optimization.AdamW([new TorchSharp.Modules.AdamW.ParamGroup(parameters)], 1e-5, 0.9, 0.999, 1e-8, 0) : null;
         Tensor ids = randint(0, text.VocabSize, [batch, seq], generator: new Generator(2));
         Tensor positions = model.PositionIds(new ThinkerInputs { InputIds = ids }).Positions;
         double seconds = 0;

@@ -215,12 +215,12 @@ public sealed class Trainer
                 log.WriteLine("mixed precision: bf16 model, fp32 master weights and optimizer state");
             }
             using var placeholder = new Parameter(empty(0), requires_grad: true);   // a stage without trainable parameters steps nothing
-            var groups = new List<AdamW.ParamGroup>
+            var groups = new List<TorchSharp.Modules.AdamW.ParamGroup>
             {
                 new(trainable.Count == 0 ? [placeholder] : trainable.Where(p => TrainableParameters.Decays(p.Name, p.Parameter)).Select(p => p.Parameter), lr: args.Lr, weight_decay: args.WeightDecay),
                 new(trainable.Where(p => !TrainableParameters.Decays(p.Name, p.Parameter)).Select(p => p.Parameter), lr: args.Lr, weight_decay: 0.0),
             };
-            using var optimizer = optim.AdamW(groups, lr: args.Lr, beta1: args.AdamBeta1, beta2: args.AdamBeta2, eps: args.AdamEps, weight_decay: args.WeightDecay);
+            using var optimizer = new Optimization.AdamW(groups, args.Lr, args.AdamBeta1, args.AdamBeta2, args.AdamEps, args.WeightDecay);
 
             TrainerState state = start.State ?? new TrainerState();
             int scheduleOffset = 0;

@@ -1,0 +1,47 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace OmniTune.Training.Optimization;
+
+/// <summary>
+/// TorchSharp's AdamW — the same maths, state and checkpoint format (its type name is the one the format records) — with
+/// each parameter's update in a dispose scope of its own. TorchSharp's step keeps every temporary of every parameter (the
+/// square root and the scaled denominator, each as large as the parameter) alive until the whole step ends, so the step
+/// needed twice the trainable parameters' size on top of the moments; here it needs one temporary of the largest parameter.
+/// </summary>
+public sealed class AdamW : TorchSharp.Modules.AdamW
+{
+    /// <summary>AdamW over <paramref name="groups"/> (decoupled weight decay, no AMSGrad, minimising).</summary>
+    public AdamW(IEnumerable<ParamGroup> groups, double lr, double beta1, double beta2, double eps, double weightDecay)
+        : base(groups, lr, beta1, beta2, eps, weightDecay)
+    {
+    }
+
+    /// <inheritdoc/>
+    public override Tensor step(Func<Tensor>? closure = null)
+    {
+        if (closure is not null) throw new NotSupportedException("OmniTune's AdamW takes no closure");
+        using var noGrad = no_grad();
+        foreach (var group in _parameter_groups)
+        {
+            var options = (Options)group.Options;
+            if (options.amsgrad == true || options.maximize == true) throw new NotSupportedException("OmniTune's AdamW has no AMSGrad or maximize variant");
+            double beta1 = options.beta1!.Value, beta2 = options.beta2!.Value, lr = options.LearningRate!.Value, decay = options.weight_decay!.Value, eps = options.eps!.Value;
+            foreach (var param in group.Parameters)
+            {
+                using var scope = NewDisposeScope();
+                Tensor? grad = param.grad;
+                if (grad is null) continue;
+                var state = (State)_state[param.Handle];
+                state.step += 1;
+                param.mul_(1 - lr * decay);
+                double correction1 = 1 - Math.Pow(beta1, state.step), correction2 = 1 - Math.Pow(beta2, state.step);
+                state.exp_avg.mul_(beta1).add_(grad, alpha: 1 - beta1);
+                state.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value: 1 - beta2);
+                Tensor denominator = state.exp_avg_sq.sqrt().div_(Math.Sqrt(correction2)).add_(eps);
+                param.addcdiv_(state.exp_avg, denominator, value: -lr / correction1);
+            }
+        }
+        return null!;
+    }
+}
