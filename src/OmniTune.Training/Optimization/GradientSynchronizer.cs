@@ -26,15 +26,21 @@ public sealed class GradientSynchronizer(IProcessGroup dataParallel, LossMode mo
             Tensor bucket = cat(grads.Select(g => g.to(ScalarType.Float32).reshape(-1)).ToArray());
             dataParallel.AllReduce(bucket);
             if (mode != LossMode.PerToken) bucket.div_(dataParallel.Size);
-            long offset = 0;
-            foreach (var (_, p) in parameters)
-            {
-                long n = p.numel();
-                Tensor slice = bucket.narrow(0, offset, n).view(p.shape).to(p.dtype);
-                if (p.grad is null) p.grad = slice.clone().DetachFromDisposeScope();
-                else p.grad.copy_(slice);
-                offset += n;
-            }
+            WriteBack(bucket, parameters.Select(p => p.Parameter));
+        }
+    }
+
+    /// <summary>Copies a flat fp32 <paramref name="bucket"/> back into the gradients of <paramref name="parameters"/>, in order (creating those that are missing).</summary>
+    public static void WriteBack(Tensor bucket, IEnumerable<Parameter> parameters)
+    {
+        long offset = 0;
+        foreach (Parameter p in parameters)
+        {
+            long n = p.numel();
+            Tensor slice = bucket.narrow(0, offset, n).view(p.shape).to(p.dtype);
+            if (p.grad is null) p.grad = slice.clone().DetachFromDisposeScope();
+            else p.grad.copy_(slice);
+            offset += n;
         }
     }
 

@@ -147,14 +147,7 @@ public sealed partial class OverlappedGradientReduce : IDisposable
         foreach (Bucket bucket in buckets)
         {
             if (mode != LossMode.PerToken) bucket.Buffer.div_(dataParallel.Size);
-            long offset = 0;
-            foreach (Parameter p in bucket.Parameters)
-            {
-                Tensor slice = bucket.Buffer.narrow(0, offset, p.numel()).view(p.shape).to(p.dtype);
-                if (p.grad is null) p.grad = slice.clone().DetachFromDisposeScope();
-                else p.grad.copy_(slice);
-                offset += p.numel();
-            }
+            GradientSynchronizer.WriteBack(bucket.Buffer, bucket.Parameters);
         }
     }
 
