@@ -56,9 +56,16 @@ public sealed class DistributedAdamW : IDisposable
 
     Tensor Flatten(Func<Parameter, Tensor> part)
     {
-        var pieces = parameters.Select(p => part(p.Parameter).reshape(-1)).ToList();
+        var pieces = new List<Tensor>();
+        foreach (var (_, p) in parameters)
+        {
+            using Tensor whole = part(p);
+            pieces.Add(whole.reshape(-1));
+        }
         if (padded > total) pieces.Add(zeros(padded - total));
-        return cat(pieces.ToArray());
+        Tensor flat = cat(pieces.ToArray());
+        foreach (Tensor piece in pieces) piece.Dispose();   // no handle keeps a gradient's storage alive once the caller lets it go
+        return flat;
     }
 
     /// <summary>
@@ -74,6 +81,9 @@ public sealed class DistributedAdamW : IDisposable
         using var noGrad = no_grad();
         Tensor grads = Flatten(p => p.grad is null ? zeros_like(p, dtype: ScalarType.Float32) : p.grad.to(ScalarType.Float32));
         Tensor shard = group.ReduceScatter(grads);
+        // The flat copy and the model's gradients are spent: freed before the all-gather, which needs a full-size buffer too.
+        grads.Dispose();
+        foreach (var (_, p) in parameters) p.grad = null;
         if (average) shard.div_(group.Size);
         using Tensor squares = torch.tensor(new[] { (shard.to(ScalarType.Float64).pow(2) * normMask).sum().item<double>() });
         group.AllReduce(squares);
@@ -87,7 +97,7 @@ public sealed class DistributedAdamW : IDisposable
         expAvg.mul_(beta1).add_(shard, alpha: 1 - beta1);
         expAvgSq.mul_(beta2).addcmul_(shard, shard, value: 1 - beta2);
         double correction1 = 1 - Math.Pow(beta1, step), correction2 = 1 - Math.Pow(beta2, step);
-        Tensor denominator = (expAvgSq.sqrt() / Math.Sqrt(correction2)).add_(eps);
+        Tensor denominator = expAvgSq.sqrt().div_(Math.Sqrt(correction2)).add_(eps);
         master.addcdiv_(expAvg, denominator, value: -lr / correction1);
         Tensor full = group.AllGather(master);
         long offset = 0;
