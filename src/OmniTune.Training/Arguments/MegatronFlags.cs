@@ -83,7 +83,7 @@ public sealed class MegatronFlags
         new("num-layers-per-virtual-pipeline-stage", FlagKind.Value, null, "decoder layers per virtual chunk"),
         new("context-parallel-size", FlagKind.Value, "1", "context parallel: the text decoder's sequence over this many ranks (Megatron's load-balanced chunks, keys/values all-gathered)"),
         new("expert-model-parallel-size", FlagKind.Value, "1", "expert parallel: Qwen2.5-Omni has no experts, must be 1"),
-        new("hetero-parallel", FlagKind.Switch, null, "encoders at model.json tp 1 data-parallel over every rank (the decoder's tensor-parallel ranks share their media items); pipeline stages not yet"),
+        new("hetero-parallel", FlagKind.Switch, null, "an encoder at a model.json tp below the decoder's gets its own layout: data-parallel over more ranks, the decoder's tensor-parallel ranks of a micro-batch holding the same encoder part share its media items (encoders whole on the first stage with pipeline stages)"),
         new("use-distributed-optimizer", FlagKind.Switch, null, "ZeRO-1: AdamW state sharded over the data-parallel ranks"),
         new("overlap-grad-reduce", FlagKind.Switch, null, "data parallel: each gradient bucket's all-reduce starts in backward as soon as its decoder layers are done"),
         new("ddp-bucket-size", FlagKind.Value, null, "elements per gradient bucket under --overlap-grad-reduce (default Megatron's max(40M, 1M × data-parallel size))"),

@@ -148,8 +148,9 @@ public sealed record TrainingArguments
     public int ContextSize { get; init; } = 1;
 
     /// <summary>
-    /// --hetero-parallel: an encoder whole (model.json tp 1) while the decoder is cut is data-parallel over every rank —
-    /// the decoder's tensor-parallel ranks share its media items instead of each encoding all of them.
+    /// --hetero-parallel: an encoder cut into fewer tensor-parallel parts than the decoder (model.json tp) has its own layout,
+    /// data-parallel over more ranks — the decoder's tensor-parallel ranks of a micro-batch holding the same encoder part
+    /// share its media items instead of each encoding all of them.
     /// </summary>
     public bool Hetero { get; init; }
 
