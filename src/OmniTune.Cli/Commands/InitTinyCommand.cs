@@ -46,7 +46,9 @@ static class InitTinyCommand
                     IntermediateSize = parse.GetValue(intermediate) ?? text.IntermediateSize,
                     NumAttentionHeads = h,
                     NumKeyValueHeads = Math.Max(1, h / 2),
-                    VocabSize = Math.Max(text.VocabSize, parse.GetValue(vocab) ?? 0),
+                    VocabSize = parse.GetValue(vocab) is int rows
+                        ? rows >= text.VocabSize ? rows : throw new ArgumentException($"--vocab-size {rows} is below the tiny tokenizer's {text.VocabSize} rows")
+                        : text.VocabSize,
                 };
                 int half = width / h / 2, temporal = half / 4, height = (half - temporal) / 2;   // the 7B's proportions (16, 24, 24 of 64)
                 text = text with { RopeScaling = text.RopeScaling with { MropeSection = [temporal, height, half - temporal - height] } };

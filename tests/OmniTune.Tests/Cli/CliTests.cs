@@ -36,6 +36,21 @@ public sealed class CliTests
     }
 
     [Fact]
+    public void Init_tiny_writes_a_wider_decoder_that_loads_and_refuses_a_vocabulary_below_the_tokenizers()
+    {
+        using var dir = new TempFolder();
+        var (code, output, _) = Run("init-tiny", "--out", dir.Path, "--text-hidden-size", "128", "--text-layers", "3", "--text-heads", "8", "--vocab-size", "1000");
+        Assert.Equal(0, code);
+        Assert.Contains("text 3 layers × 128, vocab 1000", output);
+        (code, output, _) = Run("inspect", "--model", dir.Path);   // the config validates (TMRoPE sections sum to half the head width)
+        Assert.Equal(0, code);
+        Assert.Contains("missing 0, unexpected 0, wrong shape 0", output);
+        var (refused, _, error) = Run("init-tiny", "--out", Path.Combine(dir.Path, "small"), "--vocab-size", "100");
+        Assert.NotEqual(0, refused);
+        Assert.Contains("--vocab-size 100 is below the tiny tokenizer's", error);
+    }
+
+    [Fact]
     public void Inspect_of_a_missing_folder_fails_with_a_message_naming_it()
     {
         using var dir = new TempFolder();
