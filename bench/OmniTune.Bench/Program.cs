@@ -5,8 +5,8 @@ using OmniTune.Core.Tensors;
 using OmniTune.Models.Qwen25Omni.Positions;
 using static TorchSharp.torch;
 
-// Usage: dotnet run --project bench/OmniTune.Bench -c Release -- [--only text|train|vision|audio|preprocess|data|recompute|convert|allreduce|tensor-parallel|context-parallel [--ring] (the last three under mpirun)] [--layers 8] [--seq 1024]
-//        [--batch 1] [--steps 3] [--threads N] [--vision-depth 4] [--image 448] [--audio-layers 4] [--audio-seconds 30]
+// Usage: dotnet run --project bench/OmniTune.Bench -c Release -- [--only text|train|thinker|vision|audio|preprocess|data|recompute|convert|allreduce|tensor-parallel|context-parallel [--ring] (the last three under mpirun)] [--layers 8] [--seq 1024]
+//        [--batch 1] [--steps 3] [--threads N] [--vision-depth 4] [--image 448] [--audio-layers 4] [--audio-seconds 30] [--text-tokens 256 (thinker)]
 MallocTuning.Apply();
 var options = ParseOptions(args);
 if (options.GetValueOrDefault("only") == "allreduce")
@@ -78,7 +78,18 @@ if (only is "train")
     Console.WriteLine($"text decoder training step (fwd+bwd+AdamW): hidden {config.HiddenSize}, {config.NumHiddenLayers} layers, vocab {config.VocabSize}, batch {batch} × seq {seq}");
     var r = TextDecoderBenchmark.Run(config, batch, seq, warmup: 1, steps, Console.Out, optimizerStep: true);
     Console.WriteLine($"RESULT train-step: {r.TokensPerSecond:F0} tokens/s, {r.SecondsPerStep * 1000:F0} ms/step, {r.AchievedGflops:F1} GFLOP/s, {Mfu(r.AchievedGflops)} (AdamW step included in the time, not in the FLOPs), " +
-                      $"peak RSS {r.PeakGiB:F2} GiB (resident before the step {r.ResidentGiB:F2} GiB)");
+                      $"peak RSS {r.PeakGiB:F2} GiB (resident before the step {r.ResidentGiB:F2} GiB; peak in forward+backward {r.BackwardPeakGiB:F2} GiB, in the AdamW step {r.OptimizerPeakGiB:F2} GiB)");
+}
+if (only is "thinker")
+{
+    int side = Get("image", 448) / 14, frames = Get("audio-seconds", 10) * 100, text = Get("text-tokens", 256);
+    var config = ThinkerBenchmark.Config(Get("layers", 2), Get("vision-depth", 2), Get("audio-layers", 2));
+    var grid = new GridThw(1, side, side);
+    Console.WriteLine($"thinker fwd+bwd (everything trains): 7B widths, {config.Text.NumHiddenLayers} decoder layers, {config.Vision.Depth} ViT blocks, {config.Audio.EncoderLayers} audio layers, " +
+                      $"vocab {config.Text.VocabSize}; one {side * 14}×{side * 14} image ({grid.Patches} patches), {frames / 100} s of audio, {text} text tokens");
+    var r = ThinkerBenchmark.Run(config, grid, frames, text, warmup: 1, steps, Console.Out);
+    Console.WriteLine($"RESULT thinker: {r.Tokens} tokens, {r.TokensPerSecond:F0} tokens/s, {r.SecondsPerStep * 1000:F0} ms/step, {r.ModelGflopPerStep:F1} model GFLOP/step, " +
+                      $"{r.AchievedGflops:F1} GFLOP/s, {Mfu(r.AchievedGflops)}, peak RSS {r.PeakGiB:F2} GiB");
 }
 if (only is "all" or "vision")
 {

@@ -38,7 +38,9 @@ public sealed class ActivationCheckpoint : autograd.SingleTensorFunction<Activat
         ctx.save_data(DeviceRngKey, ReplayedRandomness.Capture());
         ctx.save_data(RequiresGradKey, input.requires_grad);
         using var noGrad = no_grad();
-        return ((Func<Tensor, Tensor[], Tensor>)vars[1])(input, context);
+        // The segment's temporaries (an LM head chunk's logits) go now, not with the caller's scope at the end of the step.
+        using var scope = NewDisposeScope();
+        return ((Func<Tensor, Tensor[], Tensor>)vars[1])(input, context).MoveToOuterDisposeScope();
     }
 
     /// <inheritdoc/>
@@ -57,10 +59,11 @@ public sealed class ActivationCheckpoint : autograd.SingleTensorFunction<Activat
         try
         {
             using var enable = enable_grad();
+            using var scope = NewDisposeScope();   // the recomputed graph's tensors go when this segment's backward ends
             Tensor input = saved.detach().requires_grad_(inputRequiresGrad);
             Tensor output = segment(input, context);
             autograd.backward([output], [grad_output]);
-            return [inputRequiresGrad ? input.grad! : zeros_like(saved), null!, null!];
+            return [(inputRequiresGrad ? input.grad! : zeros_like(saved)).MoveToOuterDisposeScope(), null!, null!];
         }
         finally
         {

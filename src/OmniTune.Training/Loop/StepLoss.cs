@@ -48,19 +48,29 @@ public static class StepLoss
     /// Per-token cross-entropy [B, S−1] and the mask of counted tokens from the final (normed) hidden states [B, S, H]:
     /// the LM head and the loss run on chunks of positions, each recomputed in backward, so the full [tokens, vocabulary]
     /// logits and their gradient never exist at once (7B vocabulary, 8k tokens: 5 GB in fp32). <paramref name="width"/>
-    /// is the head's output width on this rank; <paramref name="positions"/> overrides the chunk length. A sequence that
-    /// fits one chunk takes the plain path. <paramref name="aligned"/>: the labels are already each position's next token.
+    /// is the head's output width on this rank; <paramref name="positions"/> overrides the chunk length. With
+    /// <paramref name="headWeight"/> (the head is that bias-free linear map, nothing hooked on it, the vocabulary whole)
+    /// head and loss are one fused function (<see cref="LinearCrossEntropy"/>: no per-chunk weight gradient, no saved
+    /// logits); otherwise each chunk is an activation checkpoint of <paramref name="head"/> and the loss, and a sequence
+    /// that fits one chunk takes the plain path. <paramref name="aligned"/>: the labels are already each position's next token.
     /// </summary>
     public static (Tensor Losses, Tensor Mask) TokenLosses(Tensor hidden, Func<Tensor, Tensor> head, long width, Tensor labels, IProcessGroup? vocabulary = null,
-        long? positions = null, bool aligned = false)
+        long? positions = null, bool aligned = false, Tensor? headWeight = null)
     {
         long b = hidden.shape[0], s = hidden.shape[1];
         int shift = aligned ? 0 : 1;
         long chunk = positions ?? Math.Max(1, ChunkLogits / Math.Max(1, b * width));
-        if (chunk >= s - shift) return TokenLosses(head(hidden), labels, vocabulary, aligned);
+        bool fused = headWeight is not null && vocabulary is not { Size: > 1 };
+        if (!fused && chunk >= s - shift) return TokenLosses(head(hidden), labels, vocabulary, aligned);
         using var scope = NewDisposeScope();
         Tensor shiftedHidden = hidden.narrow(1, 0, s - shift);
         Tensor shiftedLabels = labels.narrow(1, shift, s - shift);
+        Tensor mask = shiftedLabels.ne(-100).to(ScalarType.Float32);
+        if (fused)
+        {
+            Tensor rows = LinearCrossEntropy.Losses(shiftedHidden.reshape(-1, hidden.shape[2]), headWeight!, shiftedLabels.reshape(-1), chunk * b);
+            return (rows.reshape(shiftedLabels.shape).MoveToOuterDisposeScope(), mask.MoveToOuterDisposeScope());
+        }
         var parts = new List<Tensor>();
         for (long start = 0; start < s - shift; start += chunk)
         {
@@ -69,7 +79,6 @@ public static class StepLoss
             parts.Add(ActivationCheckpoint.Run((x, c) => ChunkLosses(head(x), c[0], vocabulary), shiftedHidden.narrow(1, start, n), [part]));
         }
         Tensor losses = cat(parts.ToArray(), 1);
-        Tensor mask = shiftedLabels.ne(-100).to(ScalarType.Float32);
         return (losses.MoveToOuterDisposeScope(), mask.MoveToOuterDisposeScope());
     }
 
@@ -86,14 +95,15 @@ public static class StepLoss
 
     /// <summary>
     /// <see cref="ForMicroBatch(Tensor, Tensor, LossMode, int, long, IProcessGroup?, ContextSplit?, Tensor?)"/> from the final hidden states, with the
-    /// chunked LM head and loss (<see cref="TokenLosses(Tensor, Func{Tensor, Tensor}, long, Tensor, IProcessGroup?, long?, bool)"/>).
+    /// chunked LM head and loss (<see cref="TokenLosses(Tensor, Func{Tensor, Tensor}, long, Tensor, IProcessGroup?, long?, bool, Tensor?)"/>).
     /// </summary>
     public static (Tensor Backward, double Logged) ForMicroBatch(Tensor hidden, Func<Tensor, Tensor> head, long width, Tensor labels, LossMode mode,
-        int microBatches, long stepTokens, IProcessGroup? vocabulary = null, long? positions = null, ContextSplit? context = null, Tensor? segments = null)
+        int microBatches, long stepTokens, IProcessGroup? vocabulary = null, long? positions = null, ContextSplit? context = null, Tensor? segments = null,
+        Tensor? headWeight = null)
     {
         using var scope = NewDisposeScope();
         var (local, counted) = OfRank(labels, context);
-        var (losses, mask) = TokenLosses(hidden, head, width, local, vocabulary, positions, aligned: context is not null);
+        var (losses, mask) = TokenLosses(hidden, head, width, local, vocabulary, positions, aligned: context is not null, headWeight);
         var (loss, logged) = Reduce(losses, mask, mode, microBatches, stepTokens, counted, Samples(segments, context));
         return (loss.MoveToOuterDisposeScope(), logged);
     }

@@ -77,6 +77,7 @@ public sealed class Trainer
     IReadOnlyList<EncodedSample> validationSamples = [];
     EncoderShares? encoderShares;
     PackingMode packing;
+    Parameter? fusedHead;
     bool overlapping;
     Func<(long Early, long All)>? overlapReport;
     BatchCollator validationCollator = null!;
@@ -190,6 +191,8 @@ public sealed class Trainer
                     adapters.Load(start.AdapterFolder);   // any saved form and layout: each adapter takes its part
                 log.WriteLine($"{adapters}{(start.AdapterFolder is null ? "" : $", adapters loaded from {start.AdapterFolder}")}");
             }
+            // The LM head and the loss fused (LinearCrossEntropy) while the head is the model's own linear layer with no adapter on it.
+            fusedHead = tensorGroup.Size == 1 && adapters?.Layers.ContainsKey(ThinkerWeightLayout.LmHeadModule) != true ? model.HeadWeight : null;
             model.Visual.Recompute = modelJson.VisionRecompute;
             model.AudioTower.Recompute = modelJson.AudioRecompute;
             model.TextModel.Recompute = modelJson.TextRecompute;
@@ -560,7 +563,7 @@ public sealed class Trainer
 
     /// <summary>
     /// A micro-batch's loss from the decoder's final hidden states: the LM head and cross-entropy in chunks of positions
-    /// (each recomputed in backward), except under sequence parallel, where the hidden states are cut along the sequence
+    /// (each recomputed in backward; fused into one function when the head is plain), except under sequence parallel, where the hidden states are cut along the sequence
     /// and the column-parallel head gathers them whole.
     /// </summary>
     /// Under context parallel the hidden states are this rank's chunks and the loss its share (labels shifted before the split).
@@ -573,7 +576,7 @@ public sealed class Trainer
         var (backward, logged) = args.SequenceParallel
             ? StepLoss.ForMicroBatch(model.Head(hidden), labels, args.LossMode, microBatches, stepTokens, tensorGroup, context, segments)
             : StepLoss.ForMicroBatch(hidden, model.Head, model.Config.Text.VocabSize / tensorGroup.Size, labels, args.LossMode, microBatches, stepTokens, tensorGroup,
-                context: context, segments: segments);
+                context: context, segments: segments, headWeight: fusedHead);
         return (backward.MoveToOuterDisposeScope(), logged);
     }
 

@@ -91,8 +91,10 @@ public sealed class HeteroParallelTests : IClassFixture<PipelineFixture>
     /// <summary>
     /// An encoder cut in fewer parts than the decoder but more than one: decoder TP 4 (a model with 4 key/value heads),
     /// vision encoder TP 2 — each pair of ranks holding the same vision part shares the items, so 2 vision replicas — and
-    /// the audio encoder whole, shared by all 4. Weights within 1e-4 (measured: the embedding 6.8e-5, everything else below
-    /// 5e-5): four tensor-parallel partial sums instead of two move AdamW's steps of the rarely seen tokens' rows most.
+    /// the audio encoder whole, shared by all 4. Weights within 2e-4 (measured: the embedding 1.6e-4, everything else below
+    /// 5e-5): the single process runs the fused LM head and loss, the TP 4 run the vocabulary-parallel one over four
+    /// partial sums — their gradients agree to float32 rounding, which AdamW's first steps on rarely seen tokens' rows
+    /// (m / √v near ±1 whatever the gradient's size) amplify most.
     /// </summary>
     [Fact]
     public void An_encoder_at_tp2_under_a_decoder_at_tp4_is_shared_by_the_ranks_holding_the_same_part()
@@ -107,7 +109,7 @@ public sealed class HeteroParallelTests : IClassFixture<PipelineFixture>
         AssertSameAsOneProcess(name, true, ModelJson(name + ".json", true, visionTp: 2),
             $"--load {model} --micro-batch-size 4", "--tensor-model-parallel-size 4 --hetero-parallel", ranks: 4, iterations: 4,
             "heterogeneous parallel: vision encoder tp 2, data-parallel over 2 ranks (its media items shared by 2 ranks per micro-batch, group 'vision.share'), " +
-            "audio encoder tp 1, data-parallel over 4 ranks (its media items shared by 4 ranks per micro-batch, group 'audio.share')", weights: 1e-4);
+            "audio encoder tp 1, data-parallel over 4 ranks (its media items shared by 4 ranks per micro-batch, group 'audio.share')", weights: 2e-4);
         // Both checkpoints carry the loaded model's config, not that of data.json's model_name_or_path (the processor's folder).
         var (saved, _) = Qwen25OmniConfigLoader.Load(Path.Combine(CheckpointStore.IterationFolder(Path.Combine(fixture.Folder, name + "-single"), 4), CheckpointStore.ModelFolder));
         Assert.Equal(4, saved.Thinker.Text.NumKeyValueHeads);

@@ -185,6 +185,47 @@ public sealed class TrainingTests : IClassFixture<TrainingFixture>
     }
 
     [Fact]
+    public void The_fused_lm_head_and_loss_give_the_losses_and_gradients_of_the_whole_logits_and_accumulate_into_the_head_gradient()
+    {
+        var config = OmniTune.Models.Qwen25Omni.Tiny.TinyQwen25Omni.Config(OmniTune.Models.Qwen25Omni.Tiny.TinyTokenizerBuilder.Build()).Thinker;
+        using var model = new OmniTune.Models.Qwen25Omni.Thinker.Qwen25OmniThinkerForConditionalGeneration(config, tiedLmHead: false);
+        var generator = new Generator(12);
+        using var hidden = randn([2, 37, config.Text.HiddenSize], generator: generator);
+        using var labels = randint(0, config.Text.VocabSize, [2, 37], generator: generator);
+        labels[0, TensorIndex.Slice(0, 9)] = tensor(-100L);
+        labels[1, TensorIndex.Slice(30, 37)] = tensor(-100L);
+        Parameter head = model.HeadWeight!;
+        Assert.Equal(model.named_parameters().First(p => p.name == "lm_head.weight").parameter.Handle, head.Handle);
+        using var earlier = randn(head.shape, generator: generator);   // a gradient from an earlier micro-batch
+        (Tensor Losses, Tensor HiddenGrad, Tensor? HeadGrad) Run(Func<Tensor, (Tensor, Tensor)> losses, Tensor? start)
+        {
+            head.grad = start?.clone();
+            Tensor x = hidden.detach().clone().requires_grad_(true);
+            var (l, mask) = losses(x);
+            // Per-token weights (as the loss modes apply them) reach the fused backward as its incoming gradient.
+            (l * mask * arange(1, 37, ScalarType.Float32)).sum().backward();
+            return (l.detach().clone(), x.grad!.clone(), head.grad?.clone());
+        }
+        var whole = Run(x => StepLoss.TokenLosses(model.Head(x), labels), earlier);
+        long before = OmniTune.Models.Common.ActivationCheckpoint.Recomputations;
+        var fused = Run(x => StepLoss.TokenLosses(x, model.Head, config.Text.VocabSize, labels, positions: 5, headWeight: head), earlier);
+        Assert.Equal(before, OmniTune.Models.Common.ActivationCheckpoint.Recomputations);   // one function, no checkpointed chunks
+        Assert.True(whole.Losses.allclose(fused.Losses, rtol: 1e-6, atol: 1e-6));
+        Assert.True(whole.HiddenGrad.allclose(fused.HiddenGrad, rtol: 1e-5, atol: 1e-6));
+        Assert.True(whole.HeadGrad!.allclose(fused.HeadGrad!, rtol: 1e-5, atol: 1e-6));   // earlier + this micro-batch's
+        Assert.False(fused.HeadGrad!.allclose(earlier, rtol: 1e-3, atol: 1e-3));
+        // A fresh gradient (none before) and a frozen head (no gradient written, the hidden states' still right).
+        var wholeFresh = Run(x => StepLoss.TokenLosses(model.Head(x), labels), null);
+        var fusedFresh = Run(x => StepLoss.TokenLosses(x, model.Head, config.Text.VocabSize, labels, positions: 7, headWeight: head), null);
+        Assert.True(wholeFresh.HeadGrad!.allclose(fusedFresh.HeadGrad!, rtol: 1e-5, atol: 1e-6));
+        head.requires_grad = false;
+        var frozen = Run(x => StepLoss.TokenLosses(x, model.Head, config.Text.VocabSize, labels, positions: 7, headWeight: head), null);
+        head.requires_grad = true;
+        Assert.Null(frozen.HeadGrad);
+        Assert.True(whole.HiddenGrad.allclose(frozen.HiddenGrad, rtol: 1e-5, atol: 1e-6));
+    }
+
+    [Fact]
     public void Frozen_towers_are_not_updated_and_trainable_ones_are()
     {
         using var dir = new TempFolder();

@@ -66,6 +66,12 @@ public sealed class Qwen25OmniThinkerForConditionalGeneration : nn.Module
     public IEnumerable<(string Key, Parameter Parameter)> HuggingFaceParameters() =>
         named_parameters().Where(p => !(TiedLmHead && p.name == ThinkerWeightLayout.LmHeadKey) && Parts.Builds(p.name));
 
+    /// <summary>
+    /// The LM head's weight while the head is still this model's own bias-free linear layer (null once a plan has
+    /// replaced it), for a caller that fuses the head with the loss; forward hooks on the head are that caller's to know of.
+    /// </summary>
+    public Parameter? HeadWeight => lm_head is Linear { bias: null } linear ? linear.weight : null;
+
     /// <summary>The LM head: hidden states [.., H] → logits [.., V].</summary>
     public Tensor Head(Tensor hidden) => lm_head.call(hidden);
 

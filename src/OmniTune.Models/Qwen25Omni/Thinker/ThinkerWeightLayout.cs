@@ -21,7 +21,7 @@ public static class ThinkerWeightLayout
     public const string Prefix = "thinker.";
 
     /// <summary>Key prefixes of the towers.</summary>
-    public const string TextPrefix = "model.", VisionPrefix = "visual.", AudioPrefix = "audio_tower.", LmHeadKey = "lm_head.weight";
+    public const string TextPrefix = "model.", VisionPrefix = "visual.", AudioPrefix = "audio_tower.", LmHeadModule = "lm_head", LmHeadKey = LmHeadModule + ".weight";
 
     /// <summary>All thinker tensors in checkpoint order: text decoder, LM head (unless tied), vision, audio.</summary>
     public static IReadOnlyList<ThinkerWeight> For(Qwen25OmniThinkerConfig config, bool tiedLmHead = false)
