@@ -40,6 +40,7 @@ public sealed class AdamWStep(OptimizerHelper optimizer, IReadOnlyList<(string N
     {
         using var scope = NewDisposeScope();   // zero_grad makes a tensor wrapper per parameter; the scope releases them now
         optimizer.zero_grad();
+        overlapped?.ZeroGradients();   // the model's gradients are views into the buckets again, zeroed in place
     }
 
     /// <inheritdoc/>

@@ -16,7 +16,10 @@ namespace OmniTune.Training.Optimization;
 /// all-reduce (non-blocking MPI, progressed at every later layer) while backward goes on. <see cref="Finish"/> starts the
 /// rest (encoders, embedding), waits, averages as <see cref="GradientSynchronizer"/> does and writes the gradients back —
 /// the same sums, element by element, as its one bucket. Only the last micro-batch's backward counts (<see cref="Armed"/>):
-/// the earlier ones only accumulate.
+/// the earlier ones only accumulate. As Megatron's gradient buffers, the buckets are the gradients: each fp32 parameter's
+/// <c>.grad</c> is a view into its bucket, which backward accumulates into in place and <see cref="ZeroGradients"/> zeroes
+/// in place — no second gradient-sized copy, and no fresh gradient memory each step. Parameters of another dtype (a bf16
+/// model's, whose fp32 masters step) are copied into their bucket and written back instead.
 /// </summary>
 public sealed partial class OverlappedGradientReduce : IDisposable
 {
@@ -26,6 +29,9 @@ public sealed partial class OverlappedGradientReduce : IDisposable
     sealed class Bucket(List<Parameter> parameters, int lowestLayer, Tensor buffer)
     {
         public List<Parameter> Parameters { get; } = parameters;
+
+        /// <summary>Whether each parameter's gradient is a view into <see cref="Buffer"/> (fp32, same device).</summary>
+        public bool[] Viewed { get; } = parameters.Select(p => p.dtype == ScalarType.Float32 && p.device_type == buffer.device_type && p.device_index == buffer.device_index).ToArray();
 
         /// <summary>The lowest decoder layer whose gradients it holds (int.MinValue: gradients final only after backward).</summary>
         public int LowestLayer { get; } = lowestLayer;
@@ -64,6 +70,49 @@ public sealed partial class OverlappedGradientReduce : IDisposable
             if (size >= bucketElements) Close();
         }
         Close();
+        ZeroGradients();
+    }
+
+    /// <summary>
+    /// Zeroes the buckets in place and (re)makes each fp32 parameter's gradient its view into them; the others' gradients
+    /// are cleared. In place of the optimizer's <c>zero_grad</c>, which would drop the views.
+    /// </summary>
+    public void ZeroGradients()
+    {
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        foreach (Bucket bucket in buckets)
+        {
+            bucket.Buffer.zero_();
+            long offset = 0;
+            for (int i = 0; i < bucket.Parameters.Count; i++)
+            {
+                Parameter p = bucket.Parameters[i];
+                p.grad = bucket.Viewed[i] ? bucket.Buffer.narrow(0, offset, p.numel()).view(p.shape) : null;
+                offset += p.numel();
+            }
+        }
+    }
+
+    /// <summary>Whether <paramref name="parameter"/>'s gradient is (still) the view into its bucket.</summary>
+    public bool IsView(Parameter parameter)
+    {
+        foreach (Bucket bucket in buckets)
+        {
+            long offset = 0;
+            for (int i = 0; i < bucket.Parameters.Count; i++)
+            {
+                Parameter p = bucket.Parameters[i];
+                if (ReferenceEquals(p, parameter))
+                {
+                    using Tensor? grad = p.grad;
+                    return bucket.Viewed[i] && grad is not null &&
+                           OmniTune.Core.Tensors.TensorMemory.DataPointer(grad) == OmniTune.Core.Tensors.TensorMemory.DataPointer(bucket.Buffer) + (nint)(offset * sizeof(float));
+                }
+                offset += p.numel();
+            }
+        }
+        return false;
     }
 
     /// <summary>Buckets and their element counts, for the log.</summary>
@@ -117,11 +166,15 @@ public sealed partial class OverlappedGradientReduce : IDisposable
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
         long offset = 0;
-        foreach (Parameter p in bucket.Parameters)
+        for (int i = 0; i < bucket.Parameters.Count; i++)
         {
-            Tensor slice = bucket.Buffer.narrow(0, offset, p.numel());
-            if (p.grad is null) slice.zero_();
-            else slice.copy_(p.grad.reshape(-1));
+            Parameter p = bucket.Parameters[i];
+            if (!bucket.Viewed[i])
+            {
+                Tensor slice = bucket.Buffer.narrow(0, offset, p.numel());
+                if (p.grad is null) slice.zero_();
+                else slice.copy_(p.grad.reshape(-1));
+            }
             offset += p.numel();
         }
         bucket.Pending = dataParallel.AllReduceAsync(bucket.Buffer);
@@ -147,7 +200,14 @@ public sealed partial class OverlappedGradientReduce : IDisposable
         foreach (Bucket bucket in buckets)
         {
             if (mode != LossMode.PerToken) bucket.Buffer.div_(dataParallel.Size);
-            GradientSynchronizer.WriteBack(bucket.Buffer, bucket.Parameters);
+            if (bucket.Viewed.All(v => v)) continue;   // the gradients are the buffer
+            long offset = 0;
+            for (int i = 0; i < bucket.Parameters.Count; i++)
+            {
+                Parameter p = bucket.Parameters[i];
+                if (!bucket.Viewed[i]) GradientSynchronizer.WriteBack(bucket.Buffer.narrow(0, offset, p.numel()), [p]);
+                offset += p.numel();
+            }
         }
     }
 

@@ -11,7 +11,9 @@ public sealed class AdamWTests
     static List<Parameter> Parameters(int seed)
     {
         var generator = new Generator((ulong)seed);
-        return [new Parameter(randn([64, 32], generator: generator)), new Parameter(randn([32], generator: generator)), new Parameter(randn([8, 8, 4], generator: generator))];
+        // The last is longer than one slice of the update (4M elements): its update runs in two slices and a tail.
+        return [new Parameter(randn([64, 32], generator: generator)), new Parameter(randn([32], generator: generator)), new Parameter(randn([8, 8, 4], generator: generator)),
+            new Parameter(randn([3, (1 << 22) * 2 / 3 + 5], generator: generator))];
     }
 
     static void SetGradients(IReadOnlyList<Parameter> parameters, int step)
