@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Data parallel over 2 processes of one thread on the bench config's text decoder (hidden 1024, 8 layers, 16 heads,
-# MLP 2816) with a 32,768-row vocabulary (two processes with the full 151,936 rows do not fit 24 GiB: OOM-killed) — init-tiny's
-# wide options; encoders tiny and frozen — on the demo's data, AdamW:
+# MLP 2816, vocabulary 151,936; `vocab=32768 bash bench/overlap.sh` for a smaller one) — init-tiny's wide options;
+# encoders tiny and frozen — on the demo's data, AdamW:
 # gradients all-reduced after backward against --overlap-grad-reduce (buckets all-reduced during backward). Prints the
 # mean step time and the exposed data-parallel communication (the trainer's own report) of each.
 # Usage: bash bench/overlap.sh [iterations (default 6)] [bucket size in elements (default Megatron's 40M)]
@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 bucket=${2:-}
 set -- "${1:-6}" 2
 source bench/tiny-setup.sh
-$cli init-tiny --out "$work/wide" --text-hidden-size 1024 --text-layers 8 --text-intermediate-size 2816 --text-heads 16 --vocab-size 32768 >/dev/null
+vocab=${vocab:-151936}
+$cli init-tiny --out "$work/wide" --text-hidden-size 1024 --text-layers 8 --text-intermediate-size 2816 --text-heads 16 --vocab-size "$vocab" >/dev/null
 cat > "$work/wide.json" <<'JSON'
 { "image_encoder": { "vision_encoder": { "freeze": true }, "vision_projector": { "freeze": true } },
   "audio_encoder": { "audio_encoder": { "freeze": true } },
@@ -20,7 +21,7 @@ flags="--mm-model $work/wide.json --mm-data $work/demo/data.json --load $work/wi
 run() { OMP_NUM_THREADS=1 $mpi -x OMP_NUM_THREADS -np 2 $cli finetune $flags "$@" 2>&1; }
 after=$(run)
 overlapped=$(run --overlap-grad-reduce ${bucket:+--ddp-bucket-size $bucket})
-echo "DP 2 × 1 thread, bench-config text decoder, vocabulary 32,768, $iterations iterations (mean step over the second half):"
+echo "DP 2 × 1 thread, bench-config text decoder, vocabulary $vocab, $iterations iterations (mean step over the second half):"
 echo "  after backward : $(echo "$after" | mean_step) ms per step; $(echo "$after" | grep -o 'data-parallel communication: .*' | head -1)"
 echo "  overlapped     : $(echo "$overlapped" | mean_step) ms per step; $(echo "$overlapped" | grep -o 'data-parallel communication: .*' | head -1)"
 echo "$overlapped" | grep -o 'overlapped gradient reduction.*' | sed 's/^/  /'

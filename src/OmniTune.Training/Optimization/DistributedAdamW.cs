@@ -85,7 +85,7 @@ public sealed class DistributedAdamW : IDisposable
         grads.Dispose();
         foreach (var (_, p) in parameters) p.grad = null;
         if (average) shard.div_(group.Size);
-        using Tensor squares = torch.tensor(new[] { (shard.to(ScalarType.Float64).pow(2) * normMask).sum().item<double>() });
+        using Tensor squares = torch.tensor(new[] { SquaredNorm.Of(shard, normMask).item<double>() });
         group.AllReduce(squares);
         tensor?.AllReduce(squares);     // the other tensor-parallel parts
         pipeline?.AllReduce(squares);   // the other stages' parameters count in the global norm

@@ -82,7 +82,7 @@ public sealed class AdamWStep(OptimizerHelper optimizer, IReadOnlyList<(string N
         using (no_grad())
         {
             // One host synchronisation for the whole norm (not one per tensor): the per-tensor sums stay on the device.
-            var sums = parameters.Where(p => p.Parameter.grad is not null && counts(p.Name)).Select(p => p.Parameter.grad!.to(ScalarType.Float64).pow(2).sum()).ToArray();
+            var sums = parameters.Where(p => p.Parameter.grad is not null && counts(p.Name)).Select(p => SquaredNorm.Of(p.Parameter.grad!)).ToArray();
             return sums.Length == 0 ? 0 : stack(sums).sum().item<double>();
         }
     }
