@@ -590,7 +590,6 @@ public sealed class Trainer
         if (!args.OverlapGradReduce) return null;
         string? reason = gradients.Size == 1 ? "there is one data-parallel rank"
             : sharded ? "the distributed optimizer reduce-scatters after backward"
-            : pipelineGroup.Size > 1 ? "pipeline stages are not covered yet"
             : contextGroup.Size > 1 ? "context parallel sums its gradients first"
             : encoderShares is not null ? "heterogeneous parallel sums the shared encoders' gradients first" : null;
         if (reason is not null)

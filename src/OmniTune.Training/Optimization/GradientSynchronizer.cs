@@ -55,10 +55,20 @@ public sealed class GradientSynchronizer(IProcessGroup dataParallel, LossMode mo
         using (NewDisposeScope())
         using (no_grad())
         {
+            // Slice by slice in float64 (a float64 copy of every parameter at once would double the model's memory).
+            const long slice = 1L << 22;
             foreach (var (_, p) in parameters)
             {
-                Tensor d = p.to(ScalarType.Float64);
-                checksum += d.sum().item<double>() + d.abs().sum().item<double>() * 1e-3;
+                using var scope = NewDisposeScope();
+                Tensor flat = p.detach().reshape(-1), sum = zeros([], ScalarType.Float64, p.device), absolute = zeros([], ScalarType.Float64, p.device);
+                for (long start = 0; start < flat.shape[0]; start += slice)
+                {
+                    using var part = NewDisposeScope();
+                    Tensor d = flat.narrow(0, start, Math.Min(slice, flat.shape[0] - start)).to(ScalarType.Float64);
+                    sum.add_(d.sum());
+                    absolute.add_(d.abs().sum());
+                }
+                checksum += sum.item<double>() + absolute.item<double>() * 1e-3;
             }
         }
         using Tensor max = tensor(new[] { checksum }), min = tensor(new[] { -checksum });

@@ -121,6 +121,31 @@ public sealed class PipelineParallelTests : IClassFixture<PipelineFixture>
     }
 
 
+    /// <summary>
+    /// --overlap-grad-reduce under pipeline stages (each stage's replicas reduce their buckets while the last micro-batch's
+    /// backward goes on; with virtual chunks, a chunk's layers are final once the last micro-batch's backward has passed
+    /// them, whatever the other chunks do): the same sums, so the same losses and weights bit for bit as after backward.
+    /// </summary>
+    [Theory]
+    [InlineData("overlap-pp2-dp2", "[2,0]", "[2,0]", "[1,3]", "")]
+    [InlineData("overlap-vpp2-dp2", "[[2,0],[0,0]]", "[[2,0],[0,0]]", "[[1,1],[1,1]]", "--virtual-pipeline-model-parallel-size 2")]
+    public void Overlapped_gradient_reduction_under_pipeline_stages_gives_the_same_training_bit_for_bit(string name, string vision, string audio, string text, string extra)
+    {
+        MpiJob.Require();
+        string modelJson = fixture.ModelJson($"{name}.json", vision, audio, text);
+        string after = Path.Combine(fixture.Folder, name + "-after"), overlapped = Path.Combine(fixture.Folder, name);
+        var plain = MpiJob.Run($"-np 4 dotnet {{cli}} {Flags(modelJson, $"--pipeline-model-parallel-size 2 --save {after} {extra}")}");
+        Assert.True(plain.Code == 0, plain.Output);
+        var (code, output, _) = MpiJob.Run($"-np 4 dotnet {{cli}} {Flags(modelJson, $"--pipeline-model-parallel-size 2 --overlap-grad-reduce --ddp-bucket-size 20000 --save {overlapped} {extra}")}");
+        Assert.True(code == 0, output);
+        Assert.DoesNotContain("--overlap-grad-reduce has no effect", output);
+        var started = System.Text.RegularExpressions.Regex.Match(output, @"overlapped gradient reduction: (\d+) of (\d+) bucket all-reduces started during backward");
+        Assert.True(started.Success && long.Parse(started.Groups[1].Value) >= 1, output);
+        Assert.Equal(MpiJob.Losses(plain.Output), MpiJob.Losses(output));
+        var (a, b) = (ConvertedWeights(after), ConvertedWeights(overlapped));
+        Assert.All(a, kv => Assert.True(kv.Value.AsSpan().SequenceEqual(b[kv.Key]), $"{kv.Key} differs"));
+    }
+
     [Fact]
     public void A_stage_with_only_frozen_encoders_runs_forward_and_backward_and_steps_nothing()
     {
