@@ -275,7 +275,7 @@ public sealed class Trainer
             using var loader = new SupervisedDataLoader(trainSamples, collator, args.MicroBatchSize, args.Seed, args.Shuffle, args.NumWorkers,
                 dp.Rank, dp.Size, new LoaderPosition(state.LoaderEpoch, batch), args.GlobalBatchSize);
             replicas = new GradientSynchronizer(dp, args.LossMode);
-            using OverlappedGradientReduce? overlapped = OverlapGradReduce(gradientGroup ?? dp, modelTrainable, distributed is not null);
+            using OverlappedGradientReduce? overlapped = OverlapGradReduce(gradientGroup ?? dp, modelTrainable, distributed is not null, model.TiedLmHead);
             if (overlapped is not null) model.TextModel.LayerInput = overlapped.LayerInput;
             optimizerStep = distributed is not null
                 ? new ShardedAdamWStep(distributed, optimizer, args.LossMode, pipelineGroup, modelTrainable, parallelism)
@@ -585,7 +585,7 @@ public sealed class Trainer
     /// (<see cref="OverlappedGradientReduce"/>) — for data parallel (with tensor parallel) so far; with pipeline stages,
     /// context or heterogeneous parallel or the distributed optimizer the gradients are reduced after backward, as said.
     /// </summary>
-    OverlappedGradientReduce? OverlapGradReduce(IProcessGroup gradients, IReadOnlyList<(string Name, Parameter Parameter)> parameters, bool sharded)
+    OverlappedGradientReduce? OverlapGradReduce(IProcessGroup gradients, IReadOnlyList<(string Name, Parameter Parameter)> parameters, bool sharded, bool tiedHead)
     {
         if (!args.OverlapGradReduce) return null;
         string? reason = gradients.Size == 1 ? "there is one data-parallel rank"
@@ -597,7 +597,8 @@ public sealed class Trainer
             log.WriteLine($"note: --overlap-grad-reduce has no effect here ({reason}): gradients are all-reduced after backward");
             return null;
         }
-        var overlapped = new OverlappedGradientReduce(gradients, args.LossMode, parameters, args.DdpBucketSize ?? OverlappedGradientReduce.DefaultBucketSize(gradients.Size));
+        var overlapped = new OverlappedGradientReduce(gradients, args.LossMode, parameters, args.DdpBucketSize ?? OverlappedGradientReduce.DefaultBucketSize(gradients.Size),
+            rowSparse: tiedHead ? null : ThinkerWeightLayout.TextPrefix + "embed_tokens.weight");
         overlapping = true;
         overlapReport = () => overlapped.Started;
         log.WriteLine($"overlapped gradient reduction over '{gradients.Name}': {overlapped.Describe()}, each all-reduced once backward has passed its decoder layers");

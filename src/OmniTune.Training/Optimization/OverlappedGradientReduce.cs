@@ -44,14 +44,22 @@ public sealed partial class OverlappedGradientReduce : IDisposable
     readonly IProcessGroup dataParallel;
     readonly LossMode mode;
     readonly List<Bucket> buckets = [];
+    readonly Parameter? rowSparse;
     int doneDownTo = int.MaxValue;
 
-    /// <summary>Buckets of <paramref name="parameters"/> (the ones the data-parallel group synchronises) of at least <paramref name="bucketElements"/> elements.</summary>
-    public OverlappedGradientReduce(IProcessGroup dataParallel, LossMode mode, IReadOnlyList<(string Name, Parameter Parameter)> parameters, long bucketElements)
+    /// <summary>
+    /// Buckets of <paramref name="parameters"/> (the ones the data-parallel group synchronises) of at least
+    /// <paramref name="bucketElements"/> elements. <paramref name="rowSparse"/> names a parameter whose gradient is zero
+    /// outside the rows of the step's tokens (an untied token embedding): it is reduced apart, only the rows some rank
+    /// touched (<see cref="ReduceRows"/>) — the 7B's embedding is 2.2 GB of fp32 gradient, nearly all zeros.
+    /// </summary>
+    public OverlappedGradientReduce(IProcessGroup dataParallel, LossMode mode, IReadOnlyList<(string Name, Parameter Parameter)> parameters, long bucketElements,
+        string? rowSparse = null)
     {
         this.dataParallel = dataParallel;
         this.mode = mode;
-        var ordered = parameters.Select((p, i) => (p.Parameter, Layer: LayerOf(p.Name), Index: i))
+        this.rowSparse = parameters.FirstOrDefault(p => p.Name == rowSparse && p.Parameter.dim() == 2).Parameter;
+        var ordered = parameters.Where(p => !ReferenceEquals(p.Parameter, this.rowSparse)).Select((p, i) => (p.Parameter, Layer: LayerOf(p.Name), Index: i))
             .OrderByDescending(p => p.Layer).ThenBy(p => p.Index).ToList();
         var current = new List<(Parameter Parameter, int Layer)>();
         long size = 0;
@@ -92,6 +100,36 @@ public sealed partial class OverlappedGradientReduce : IDisposable
                 offset += p.numel();
             }
         }
+        if (rowSparse is not null) rowSparse.grad = null;
+    }
+
+    /// <summary>
+    /// Sums <paramref name="parameter"/>'s gradient over the group by its rows that are non-zero on some rank: each rank's
+    /// non-zero rows are all-gathered (padded to the longest list), their union is gathered from the gradient, all-reduced
+    /// and written back (averaged as the buckets are). Every other row is zero on every rank, so its sum is zero: the same
+    /// result as the dense all-reduce, for a few rows' traffic.
+    /// </summary>
+    void ReduceRows(Parameter parameter)
+    {
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        Tensor grad = parameter.grad ?? zeros_like(parameter);
+        Tensor rows = grad.ne(0).any(1).nonzero().reshape(-1).to(ScalarType.Int64);
+        using Tensor most = tensor(new[] { rows.shape[0] });
+        dataParallel.AllReduce(most, ReduceOp.Max);
+        long longest = most.item<long>();
+        if (longest > 0)
+        {
+            Tensor padded = full(longest, -1L, ScalarType.Int64, grad.device);
+            padded.narrow(0, 0, rows.shape[0]).copy_(rows);
+            Tensor all = dataParallel.AllGather(padded);
+            Tensor union = all.masked_select(all.ge(0)).unique(sorted: true).Item1;
+            Tensor part = grad.index_select(0, union);
+            dataParallel.AllReduce(part);
+            if (mode != LossMode.PerToken) part.div_(dataParallel.Size);
+            grad.index_copy_(0, union, part);
+        }
+        if (parameter.grad is null) parameter.grad = grad.DetachFromDisposeScope();
     }
 
     /// <summary>Whether <paramref name="parameter"/>'s gradient is (still) the view into its bucket.</summary>
@@ -116,7 +154,8 @@ public sealed partial class OverlappedGradientReduce : IDisposable
     }
 
     /// <summary>Buckets and their element counts, for the log.</summary>
-    public string Describe() => $"{buckets.Count} bucket{(buckets.Count == 1 ? "" : "s")} of {string.Join(", ", buckets.Select(b => $"{b.Buffer.numel():N0}"))} elements";
+    public string Describe() => $"{buckets.Count} bucket{(buckets.Count == 1 ? "" : "s")} of {string.Join(", ", buckets.Select(b => $"{b.Buffer.numel():N0}"))} elements" +
+                                (rowSparse is null ? "" : $", the token embedding ({rowSparse.numel():N0}) by the rows the step's tokens touched");
 
     /// <summary>Whether the backward now running is the step's last (its layer signals start reductions).</summary>
     public bool Armed { get; set; }
@@ -189,6 +228,7 @@ public sealed partial class OverlappedGradientReduce : IDisposable
         foreach (Bucket bucket in buckets.Where(b => b.Pending is null)) Start(bucket);
         Started = (Started.Early, Started.All + buckets.Count);
         var clock = Stopwatch.StartNew();
+        if (rowSparse is not null) ReduceRows(rowSparse);
         foreach (Bucket bucket in buckets)
         {
             bucket.Pending!.Dispose();
