@@ -9,8 +9,8 @@ namespace OmniTune.Models.Common;
 /// backward makes each chunk's logits again, turns them in place into (softmax − one-hot) · grad, and adds that chunk's
 /// share of the head's weight gradient in place into <c>weight.grad</c> (as Megatron's gradient-accumulation fusion writes
 /// into its main gradient). So one [chunk, V] buffer is the most it holds — never the full [tokens, V] logits, nor a
-/// weight-sized gradient per chunk beside the accumulated one, which autograd would make. Losses are bit for bit those of
-/// the unfused head and <c>cross_entropy</c>; gradients agree to float32 rounding.
+/// weight-sized gradient per chunk beside the accumulated one, which autograd would make. Losses and gradients agree with
+/// the unfused head and <c>cross_entropy</c> to float32 rounding.
 /// </summary>
 public static class LinearCrossEntropy
 {

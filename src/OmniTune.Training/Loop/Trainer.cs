@@ -208,7 +208,7 @@ public sealed class Trainer
 
             using MasterWeights? masters = bf16 && !args.UseDistributedOptimizer ? MasterWeights.Create(trainable) : null;
             using DistributedAdamW? distributed = args.UseDistributedOptimizer
-                ? new DistributedAdamW(trainable, dp, args.AdamBeta1, args.AdamBeta2, args.AdamEps, args.WeightDecay, parallelism.CountsInNorm)
+                ? new DistributedAdamW(trainable, dp, args.AdamBeta1, args.AdamBeta2, args.AdamEps, args.WeightDecay, parallelism.CountsInNorm, gradientGroup)
                 : null;
             if (distributed is not null) log.WriteLine($"distributed optimizer: {distributed.ShardSize:N0} parameters of optimizer state per rank (ZeRO-1 over '{dp.Name}')");
             var modelTrainable = trainable;   // the model's own parameters (gradients arrive here; replicas compare them)
@@ -758,14 +758,13 @@ public sealed class Trainer
     static long SumOver(IProcessGroup dp, long value) => (long)SumOver(dp, (double)value);
 
     /// <summary>
-    /// On CUDA with several ranks: each rank takes the GPU of its local rank, and gradients are all-reduced over NCCL
-    /// (the CPU group keeps the scalar reductions). Null on CPU or with one rank. Written for GPU machines; never run here.
+    /// On CUDA with several ranks: each rank takes the GPU of its local rank, and gradients are all-reduced over NCCL — or,
+    /// with the distributed optimizer, reduce-scattered and its shards all-gathered over it (the CPU group keeps the scalar
+    /// reductions). Null on CPU or with one rank. Written for GPU machines; never run here.
     /// </summary>
     IProcessGroup? DeviceGradientGroup(IProcessGroup dp, ref Device device)
     {
         if (device.type != DeviceType.CUDA || dp.Size == 1) return null;
-        if (args.UseDistributedOptimizer)
-            throw new ArgumentException("--use-distributed-optimizer is built for CPU tensors only so far; on CUDA devices run plain data parallel (NCCL) without it");
         int localRank = int.TryParse(Environment.GetEnvironmentVariable("OMPI_COMM_WORLD_LOCAL_RANK"), out int r) ? r : 0;
         if (device.index < 0) device = new Device(DeviceType.CUDA, localRank);
         var group = NcclProcessGroup.Create(dp, $"{dp.Name}.nccl", device.index);

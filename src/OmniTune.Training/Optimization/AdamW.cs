@@ -45,12 +45,9 @@ public sealed class AdamW : TorchSharp.Modules.AdamW
         return null!;
     }
 
-    /// <summary>Elements per slice of the update's temporary (16 MiB in fp32).</summary>
-    const long SliceElements = 1L << 22;
-
     /// <summary>
     /// param += step · m / (√v / correction + eps), slice by slice over the flat tensors, so the one temporary (the
-    /// denominator) is at most <see cref="SliceElements"/> long instead of the size of the largest parameter (the 7B's
+    /// denominator) is at most <see cref="FlatSlices.Elements"/> long instead of the size of the largest parameter (the 7B's
     /// embedding: 2.2 GB in fp32). Element by element the same operations: the same result bit for bit.
     /// </summary>
     static void Update(Tensor param, Tensor m, Tensor v, double correction, double eps, double step)
@@ -61,10 +58,9 @@ public sealed class AdamW : TorchSharp.Modules.AdamW
             return;
         }
         using Tensor p = param.view(-1), mf = m.view(-1), vf = v.view(-1);
-        for (long start = 0; start < p.shape[0]; start += SliceElements)
+        foreach (var (start, n) in FlatSlices.Of(p.shape[0]))
         {
             using var scope = NewDisposeScope();
-            long n = Math.Min(SliceElements, p.shape[0] - start);
             p.narrow(0, start, n).addcdiv_(mf.narrow(0, start, n), vf.narrow(0, start, n).sqrt().div_(correction).add_(eps), value: step);
         }
     }

@@ -19,7 +19,8 @@ public sealed class DistributedAdamW : IDisposable
     public const string FileName = "distrib_optim.safetensors";
 
     readonly List<(string Name, Parameter Parameter)> parameters;
-    readonly IProcessGroup group;
+    readonly IProcessGroup group, collectives;
+    readonly Device device;
     readonly long total, padded, shardSize, shardStart;
     readonly Tensor master, expAvg, expAvgSq, decayMask, normMask;
     readonly double beta1, beta2, eps, weightDecay;
@@ -28,13 +29,17 @@ public sealed class DistributedAdamW : IDisposable
     /// <summary>
     /// Creates the optimizer over <paramref name="trainable"/> for <paramref name="dataParallel"/>; <paramref name="countsInNorm"/>
     /// says which parameters this rank counts in the global gradient norm (all when null; under tensor parallel a whole
-    /// parameter counts on one rank of the group).
+    /// parameter counts on one rank of the group). The state lives on the parameters' device; <paramref name="deviceGroup"/>
+    /// (the same ranks over NCCL when the parameters are on CUDA) carries the reduce-scatter and all-gathers, the
+    /// data-parallel group the scalar reductions.
     /// </summary>
     public DistributedAdamW(List<(string Name, Parameter Parameter)> trainable, IProcessGroup dataParallel, double beta1, double beta2, double eps, double weightDecay,
-        Func<string, bool>? countsInNorm = null)
+        Func<string, bool>? countsInNorm = null, IProcessGroup? deviceGroup = null)
     {
         parameters = trainable;
         group = dataParallel;
+        collectives = deviceGroup ?? dataParallel;
+        device = trainable.Count > 0 ? trainable[0].Parameter.device : CPU;
         (this.beta1, this.beta2, this.eps, this.weightDecay) = (beta1, beta2, eps, weightDecay);
         total = trainable.Sum(p => p.Parameter.numel());
         padded = Math.Max(group.Size, (total + group.Size - 1) / group.Size * group.Size);   // a stage without trainable parameters keeps one padding element per rank
@@ -43,8 +48,8 @@ public sealed class DistributedAdamW : IDisposable
         using var scope = NewDisposeScope();
         Tensor flat = Flatten(p => p.detach().to(ScalarType.Float32));
         master = flat.narrow(0, shardStart, shardSize).clone().DetachFromDisposeScope();
-        expAvg = zeros(shardSize).DetachFromDisposeScope();
-        expAvgSq = zeros(shardSize).DetachFromDisposeScope();
+        expAvg = zeros(shardSize, device: device).DetachFromDisposeScope();
+        expAvgSq = zeros(shardSize, device: device).DetachFromDisposeScope();
         Tensor mask = Flatten(p => full_like(p.detach().to(ScalarType.Float32), TrainableParameters.Decays(parameters.First(x => ReferenceEquals(x.Parameter, p)).Name, p) ? 1.0 : 0.0));
         decayMask = mask.narrow(0, shardStart, shardSize).clone().DetachFromDisposeScope();
         Tensor counted = Flatten(p => full_like(p.detach().to(ScalarType.Float32), countsInNorm?.Invoke(parameters.First(x => ReferenceEquals(x.Parameter, p)).Name) ?? true ? 1.0 : 0.0));
@@ -62,7 +67,7 @@ public sealed class DistributedAdamW : IDisposable
             using Tensor whole = part(p);
             pieces.Add(whole.reshape(-1));
         }
-        if (padded > total) pieces.Add(zeros(padded - total));
+        if (padded > total) pieces.Add(zeros(padded - total, device: device));
         Tensor flat = cat(pieces.ToArray());
         foreach (Tensor piece in pieces) piece.Dispose();   // no handle keeps a gradient's storage alive once the caller lets it go
         return flat;
@@ -80,7 +85,7 @@ public sealed class DistributedAdamW : IDisposable
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
         Tensor grads = Flatten(p => p.grad is null ? zeros_like(p, dtype: ScalarType.Float32) : p.grad.to(ScalarType.Float32));
-        Tensor shard = group.ReduceScatter(grads);
+        Tensor shard = collectives.ReduceScatter(grads);
         // The flat copy and the model's gradients are spent: freed before the all-gather, which needs a full-size buffer too.
         grads.Dispose();
         foreach (var (_, p) in parameters) p.grad = null;
@@ -99,7 +104,7 @@ public sealed class DistributedAdamW : IDisposable
         double correction1 = 1 - Math.Pow(beta1, step), correction2 = 1 - Math.Pow(beta2, step);
         Tensor denominator = expAvgSq.sqrt().div_(Math.Sqrt(correction2)).add_(eps);
         master.addcdiv_(expAvg, denominator, value: -lr / correction1);
-        Tensor full = group.AllGather(master);
+        Tensor full = collectives.AllGather(master);
         long offset = 0;
         foreach (var (_, p) in parameters)
         {
@@ -115,7 +120,7 @@ public sealed class DistributedAdamW : IDisposable
     public void Save(string path)
     {
         using var scope = NewDisposeScope();
-        Tensor m = group.AllGather(expAvg), v = group.AllGather(expAvgSq);
+        Tensor m = collectives.AllGather(expAvg), v = collectives.AllGather(expAvgSq);
         if (group.Rank != 0) return;
         var tensors = new List<TensorToWrite>();
         long offset = 0;

@@ -56,15 +56,14 @@ public sealed class GradientSynchronizer(IProcessGroup dataParallel, LossMode mo
         using (no_grad())
         {
             // Slice by slice in float64 (a float64 copy of every parameter at once would double the model's memory).
-            const long slice = 1L << 22;
             foreach (var (_, p) in parameters)
             {
                 using var scope = NewDisposeScope();
                 Tensor flat = p.detach().reshape(-1), sum = zeros([], ScalarType.Float64, p.device), absolute = zeros([], ScalarType.Float64, p.device);
-                for (long start = 0; start < flat.shape[0]; start += slice)
+                foreach (var (start, n) in FlatSlices.Of(flat.shape[0]))
                 {
                     using var part = NewDisposeScope();
-                    Tensor d = flat.narrow(0, start, Math.Min(slice, flat.shape[0] - start)).to(ScalarType.Float64);
+                    Tensor d = flat.narrow(0, start, n).to(ScalarType.Float64);
                     sum.add_(d.sum());
                     absolute.add_(d.abs().sum());
                 }

@@ -8,9 +8,6 @@ namespace OmniTune.Training.Optimization;
 /// </summary>
 public static class SquaredNorm
 {
-    /// <summary>Elements per slice (32 MiB in float64).</summary>
-    const long SliceElements = 1L << 22;
-
     /// <summary>Σ x² (times <paramref name="weights"/> element by element, when given) as a float64 scalar on x's device — no host synchronisation.</summary>
     public static Tensor Of(Tensor x, Tensor? weights = null)
     {
@@ -18,10 +15,9 @@ public static class SquaredNorm
         using Tensor flat = x.reshape(-1);
         using Tensor? w = weights?.reshape(-1);
         Tensor total = zeros([], ScalarType.Float64, x.device);
-        for (long start = 0; start < flat.shape[0]; start += SliceElements)
+        foreach (var (start, n) in FlatSlices.Of(flat.shape[0]))
         {
             using var scope = NewDisposeScope();
-            long n = Math.Min(SliceElements, flat.shape[0] - start);
             Tensor squares = flat.narrow(0, start, n).to(ScalarType.Float64).square();   // never in place: a float64 gradient would be squared itself
             if (w is not null) squares.mul_(w.narrow(0, start, n).to(ScalarType.Float64));
             total.add_(squares.sum());
