@@ -115,7 +115,7 @@ public sealed partial class OverlappedGradientReduce : IDisposable
         using var noGrad = no_grad();
         Tensor grad = parameter.grad ?? zeros_like(parameter);
         Tensor rows = grad.ne(0).any(1).nonzero().reshape(-1).to(ScalarType.Int64);
-        using Tensor most = tensor(new[] { rows.shape[0] });
+        using Tensor most = tensor(new[] { rows.shape[0] }, device: grad.device);   // on the gradient's device: the group may be NCCL
         dataParallel.AllReduce(most, ReduceOp.Max);
         long longest = most.item<long>();
         if (longest > 0)
