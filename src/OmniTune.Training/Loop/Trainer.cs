@@ -563,8 +563,8 @@ public sealed class Trainer
 
     /// <summary>
     /// A micro-batch's loss from the decoder's final hidden states: the LM head and cross-entropy in chunks of positions
-    /// (each recomputed in backward; fused into one function when the head is plain), except under sequence parallel, where the hidden states are cut along the sequence
-    /// and the column-parallel head gathers them whole.
+    /// (each recomputed in backward; one fused function when the head is plain, <see cref="fusedHead"/>), except under
+    /// sequence parallel, where the hidden states are cut along the sequence and the column-parallel head gathers them whole.
     /// </summary>
     /// Under context parallel the hidden states are this rank's chunks and the loss its share (labels shifted before the split).
     (Tensor Backward, double Logged) MicroBatchLoss(Qwen25OmniThinkerForConditionalGeneration model, Tensor hidden, TrainingBatch batch, int microBatches, long stepTokens)
@@ -582,8 +582,9 @@ public sealed class Trainer
 
     /// <summary>
     /// --overlap-grad-reduce: the data-parallel all-reduce in buckets started during the last micro-batch's backward
-    /// (<see cref="OverlappedGradientReduce"/>) — for data parallel (with tensor parallel) so far; with pipeline stages,
-    /// context or heterogeneous parallel or the distributed optimizer the gradients are reduced after backward, as said.
+    /// (<see cref="OverlappedGradientReduce"/>) — for data parallel with or without tensor parallel and pipeline stages;
+    /// with context or heterogeneous parallel or the distributed optimizer the gradients are reduced after backward, as
+    /// said. An untied token embedding is reduced by the rows the step's tokens touched.
     /// </summary>
     OverlappedGradientReduce? OverlapGradReduce(IProcessGroup gradients, IReadOnlyList<(string Name, Parameter Parameter)> parameters, bool sharded, bool tiedHead)
     {

@@ -98,12 +98,17 @@ public sealed class DistributedAdamW : IDisposable
         if (!double.IsFinite(norm)) return norm;
         if (clip > 0 && norm > clip) shard.mul_(clip / (norm + 1e-6));
         step++;
-        master.sub_(master * decayMask * (lr * weightDecay));
-        expAvg.mul_(beta1).add_(shard, alpha: 1 - beta1);
-        expAvgSq.mul_(beta2).addcmul_(shard, shard, value: 1 - beta2);
         double correction1 = 1 - Math.Pow(beta1, step), correction2 = 1 - Math.Pow(beta2, step);
-        Tensor denominator = expAvgSq.sqrt().div_(Math.Sqrt(correction2)).add_(eps);
-        master.addcdiv_(expAvg, denominator, value: -lr / correction1);
+        // Slice by slice (FlatSlices): the same element-wise operations, with temporaries one slice long, not shard-sized.
+        foreach (var (start, n) in FlatSlices.Of(shardSize))
+        {
+            using var slice = NewDisposeScope();
+            Tensor w = master.narrow(0, start, n), g = shard.narrow(0, start, n), m = expAvg.narrow(0, start, n), v = expAvgSq.narrow(0, start, n);
+            w.sub_(w * decayMask.narrow(0, start, n) * (lr * weightDecay));
+            m.mul_(beta1).add_(g, alpha: 1 - beta1);
+            v.mul_(beta2).addcmul_(g, g, value: 1 - beta2);
+            w.addcdiv_(m, v.sqrt().div_(Math.Sqrt(correction2)).add_(eps), value: -lr / correction1);
+        }
         Tensor full = collectives.AllGather(master);
         long offset = 0;
         foreach (var (_, p) in parameters)
