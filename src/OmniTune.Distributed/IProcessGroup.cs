@@ -67,6 +67,18 @@ public interface IProcessGroup : IDisposable
         return PendingOperation.Completed;
     }
 
+    /// <summary>
+    /// Starts summing <paramref name="tensor"/> across the group into <paramref name="result"/>, this rank's 1/Size slice of
+    /// dim 0 (a bucket of the distributed optimizer while backward goes on); disposing the handle waits for it. Both
+    /// tensors must stay untouched until then.
+    /// </summary>
+    PendingOperation ReduceScatterAsync(Tensor tensor, Tensor result)
+    {
+        using Tensor reduced = ReduceScatter(tensor);
+        result.copy_(reduced);
+        return PendingOperation.Completed;
+    }
+
     /// <summary>Receives the tensor that <paramref name="source"/> sends on <paramref name="channel"/>, whatever its shape and dtype.</summary>
     Tensor Receive(int source, int channel = 0);
 

@@ -182,6 +182,19 @@ public sealed class MpiProcessGroup : IProcessGroup
         return pending;
     }
 
+    /// <inheritdoc/>
+    public PendingOperation ReduceScatterAsync(Tensor tensor, Tensor result)
+    {
+        RequireContiguousCpu(tensor);
+        RequireContiguousCpu(result);
+        if (tensor.numel() != result.numel() * Size || tensor.dtype != result.dtype)
+            throw new ArgumentException($"{Name}: a reduce-scatter of {tensor.numel()} {tensor.dtype} elements over {Size} ranks cannot land in {result.numel()} {result.dtype} elements");
+        var pending = new MpiPending(this, "overlapped reduce-scatter", tensor, null, result);
+        pending.Requests.Add(OpenMpi.IreduceScatterBlock(TensorMemory.DataPointer(pending.Tensor), TensorMemory.DataPointer(pending.Output!), checked((int)result.numel()), TypeOf(tensor),
+            OpenMpi.Handle("ompi_mpi_op_sum"), communicator));
+        return pending;
+    }
+
     /// <summary>
     /// An MPI operation in flight (a send with its pinned header, or a non-blocking collective): an alias of the tensor
     /// lives until every request completed.
@@ -193,15 +206,19 @@ public sealed class MpiProcessGroup : IProcessGroup
         System.Runtime.InteropServices.GCHandle header;
         bool done;
 
-        public MpiPending(MpiProcessGroup group, string call, Tensor tensor, long[]? header)
+        public MpiPending(MpiProcessGroup group, string call, Tensor tensor, long[]? header, Tensor? output = null)
         {
             this.group = group;
             this.call = call;
             Tensor = tensor.alias().DetachFromDisposeScope();   // lives until the operation completes, whatever scope the caller is in
+            Output = output?.alias().DetachFromDisposeScope();
             if (header is not null) this.header = System.Runtime.InteropServices.GCHandle.Alloc(header, System.Runtime.InteropServices.GCHandleType.Pinned);
         }
 
         public Tensor Tensor { get; }
+
+        /// <summary>Where a collective writes, when not in place.</summary>
+        public Tensor? Output { get; }
 
         public IntPtr HeaderPointer => header.AddrOfPinnedObject();
 
@@ -234,6 +251,7 @@ public sealed class MpiProcessGroup : IProcessGroup
             }
             if (header.IsAllocated) header.Free();
             Tensor.Dispose();
+            Output?.Dispose();
             base.Dispose();
         }
     }

@@ -106,6 +106,15 @@ public static unsafe partial class OpenMpi
         return request;
     }
 
+    /// <summary>MPI_Ireduce_scatter_block: starts a reduce-scatter of equal blocks; returns the request to wait on.</summary>
+    public static IntPtr IreduceScatterBlock(IntPtr send, IntPtr receive, int count, IntPtr type, IntPtr op, IntPtr comm)
+    {
+        IntPtr request = IntPtr.Zero;
+        Check(((delegate* unmanaged<IntPtr, IntPtr, int, IntPtr, IntPtr, IntPtr, IntPtr*, int>)Symbol("MPI_Ireduce_scatter_block"))(send, receive, count, type, op, comm, &request),
+            "MPI_Ireduce_scatter_block");
+        return request;
+    }
+
     /// <summary>MPI_Test on one request (status ignored): progresses it; true once complete (the request is then freed and set to null).</summary>
     public static bool Test(ref IntPtr request)
     {

@@ -55,7 +55,10 @@ public sealed record ParallelDims
     /// <summary>Rank of given coordinates.</summary>
     public int RankOf(ParallelCoordinates c) => c.Tp + Tp * (c.Cp + Cp * (c.Dp + Dp * c.Pp));
 
-    /// <summary>Ranks of the group along <paramref name="axis"/> ("tp", "cp", "dp", "pp") that contains <paramref name="rank"/>.</summary>
+    /// <summary>
+    /// Ranks of the group along <paramref name="axis"/> ("tp", "cp", "dp", "pp", or "dp_cp": data and context parallel
+    /// together, Megatron's group for the gradient reduction under context parallel) that contains <paramref name="rank"/>.
+    /// </summary>
     public int[] GroupOf(string axis, int rank)
     {
         var c = Of(rank);
@@ -65,7 +68,8 @@ public sealed record ParallelDims
             "cp" => Enumerable.Range(0, Cp).Select(i => RankOf(c with { Cp = i })).ToArray(),
             "dp" => Enumerable.Range(0, Dp).Select(i => RankOf(c with { Dp = i })).ToArray(),
             "pp" => Enumerable.Range(0, Pp).Select(i => RankOf(c with { Pp = i })).ToArray(),
-            _ => throw new ArgumentException($"unknown axis '{axis}' (tp, cp, dp, pp)"),
+            "dp_cp" => Enumerable.Range(0, Dp * Cp).Select(i => RankOf(c with { Cp = i % Cp, Dp = i / Cp })).ToArray(),
+            _ => throw new ArgumentException($"unknown axis '{axis}' (tp, cp, dp, pp, dp_cp)"),
         };
     }
 

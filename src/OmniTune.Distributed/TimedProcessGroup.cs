@@ -66,6 +66,12 @@ public sealed class TimedProcessGroup(IProcessGroup inner) : IProcessGroup
     public PendingOperation SendAsync(Tensor tensor, int destination, int channel = 0) => Timed(() => inner.SendAsync(tensor, destination, channel));
 
     /// <inheritdoc/>
+    public PendingOperation AllReduceAsync(Tensor tensor) => Timed(() => inner.AllReduceAsync(tensor));
+
+    /// <inheritdoc/>
+    public PendingOperation ReduceScatterAsync(Tensor tensor, Tensor result) => Timed(() => inner.ReduceScatterAsync(tensor, result));
+
+    /// <inheritdoc/>
     public Tensor Receive(int source, int channel = 0) => Timed(() => inner.Receive(source, channel));
 
     /// <inheritdoc/>

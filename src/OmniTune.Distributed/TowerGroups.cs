@@ -7,8 +7,9 @@ namespace OmniTune.Distributed;
 /// </summary>
 public sealed class TowerGroups : IDisposable
 {
-    TowerGroups(string tower, ParallelDims dims, IProcessGroup tp, IProcessGroup cp, IProcessGroup dp, IProcessGroup pp, IProcessGroup? share)
+    TowerGroups(string tower, ParallelDims dims, IProcessGroup tp, IProcessGroup cp, IProcessGroup dp, IProcessGroup pp, IProcessGroup? share, IProcessGroup dpCp)
     {
+        DpCp = dpCp;
         Tower = tower;
         Share = share;
         Dims = dims;
@@ -32,6 +33,12 @@ public sealed class TowerGroups : IDisposable
 
     /// <summary>Data-parallel group.</summary>
     public IProcessGroup Dp { get; }
+
+    /// <summary>
+    /// Data- and context-parallel ranks together (the ranks holding the same parameters): <see cref="Dp"/> itself without
+    /// context parallel.
+    /// </summary>
+    public IProcessGroup DpCp { get; }
 
     /// <summary>Pipeline group.</summary>
     public IProcessGroup Pp { get; }
@@ -74,7 +81,7 @@ public sealed class TowerGroups : IDisposable
                 _ => new SingleRankGroup($"{tower}.share"),
             };
         }
-        return new TowerGroups(tower, dims, Axis("tp"), Axis("cp"), dp, Axis("pp"), share);
+        return new TowerGroups(tower, dims, Axis("tp"), Axis("cp"), dp, Axis("pp"), share, dims.Cp == 1 ? dp : Axis("dp_cp"));
     }
 
     /// <inheritdoc/>
@@ -82,5 +89,6 @@ public sealed class TowerGroups : IDisposable
     {
         foreach (var group in All) group.Dispose();
         Share?.Dispose();
+        if (!ReferenceEquals(DpCp, Dp)) DpCp.Dispose();
     }
 }

@@ -70,7 +70,7 @@ public sealed class Trainer
     }
 
     IProcessGroup? gradientGroup;
-    IProcessGroup pipelineGroup = null!, worldGroup = null!, contextGroup = null!;
+    IProcessGroup pipelineGroup = null!, worldGroup = null!, contextGroup = null!, dataContextGroup = null!;
     TimedProcessGroup tensorGroup = null!;
     ThinkerParallelism parallelism = null!;
     (IProcessGroup Vision, IProcessGroup Audio) encoderGroups;
@@ -78,8 +78,7 @@ public sealed class Trainer
     EncoderShares? encoderShares;
     PackingMode packing;
     Parameter? fusedHead;
-    bool overlapping;
-    Func<(long Early, long All)>? overlapReport;
+    OverlappedGradientReduce? overlap;   // the run's, for its report (disposed by Run)
     BatchCollator validationCollator = null!;
     PipelineSetup pipeline = null!;
     OptimizerStep optimizerStep = null!;
@@ -96,6 +95,7 @@ public sealed class Trainer
         var dp = parallel.Dp;
         pipelineGroup = parallel.Pp;
         contextGroup = parallel.Cp;
+        dataContextGroup = parallel.DpCp;
         if (contextGroup.Size > 1)
         {
             log.WriteLine($"context parallel over {contextGroup.Size} ranks (group '{contextGroup.Name}'): each holds 2 of the decoder's {2 * contextGroup.Size} " +
@@ -207,10 +207,15 @@ public sealed class Trainer
             log.WriteLine($"configuration: {JsonSerializer.Serialize(ResolvedConfig(modelJson))}");
 
             using MasterWeights? masters = bf16 && !args.UseDistributedOptimizer ? MasterWeights.Create(trainable) : null;
+            // Before the distributed optimizer, whose shards follow the buckets.
+            using OverlappedGradientReduce? overlapped = OverlapGradReduce(gradientGroup ?? dp, trainable, args.UseDistributedOptimizer, model.TiedLmHead);
+            if (overlapped is not null) model.TextModel.LayerInput = overlapped.LayerInput;
             using DistributedAdamW? distributed = args.UseDistributedOptimizer
-                ? new DistributedAdamW(trainable, dp, args.AdamBeta1, args.AdamBeta2, args.AdamEps, args.WeightDecay, parallelism.CountsInNorm, gradientGroup)
+                ? new DistributedAdamW(trainable, dp, args.AdamBeta1, args.AdamBeta2, args.AdamEps, args.WeightDecay, parallelism.CountsInNorm, gradientGroup, overlapped)
                 : null;
-            if (distributed is not null) log.WriteLine($"distributed optimizer: {distributed.ShardSize:N0} parameters of optimizer state per rank (ZeRO-1 over '{dp.Name}')");
+            if (distributed is not null)
+                log.WriteLine($"distributed optimizer: {distributed.ShardSize:N0} parameters of optimizer state per rank (ZeRO-1 over '{dp.Name}'" +
+                              (overlapped is null ? ")" : $", sharded by the {distributed.SegmentCount} segments of the overlapped reduction)"));
             var modelTrainable = trainable;   // the model's own parameters (gradients arrive here; replicas compare them)
             if (masters is not null)
             {
@@ -275,10 +280,8 @@ public sealed class Trainer
             using var loader = new SupervisedDataLoader(trainSamples, collator, args.MicroBatchSize, args.Seed, args.Shuffle, args.NumWorkers,
                 dp.Rank, dp.Size, new LoaderPosition(state.LoaderEpoch, batch), args.GlobalBatchSize);
             replicas = new GradientSynchronizer(dp, args.LossMode);
-            using OverlappedGradientReduce? overlapped = OverlapGradReduce(gradientGroup ?? dp, modelTrainable, distributed is not null, model.TiedLmHead);
-            if (overlapped is not null) model.TextModel.LayerInput = overlapped.LayerInput;
             optimizerStep = distributed is not null
-                ? new ShardedAdamWStep(distributed, optimizer, args.LossMode, pipelineGroup, modelTrainable, parallelism)
+                ? new ShardedAdamWStep(distributed, optimizer, args.LossMode, pipelineGroup, modelTrainable, parallelism, overlapped)
                 : new AdamWStep(optimizer, modelTrainable, masters, new GradientSynchronizer(gradientGroup ?? dp, args.LossMode), pipelineGroup, parallelism, overlapped);
             replicaParameters = modelTrainable;
             replicas.CheckReplicasAgree(modelTrainable);
@@ -540,10 +543,12 @@ public sealed class Trainer
         syncMs = optimizerStep.CommunicationMilliseconds;
         if (dp.Size > 1 && stepsRun > 0)
             log.WriteLine($"data-parallel communication: {syncMs / stepsRun:F1} ms per step, {100 * syncMs / runMs:F1} % of step time " +
-                (distributed is null ? (overlapping ? "(the gradient all-reduce's exposed part: waiting for it after backward)" : "(gradient all-reduce)") : "(distributed optimizer step: reduce-scatter, sharded AdamW, all-gather)") +
+                (distributed is null ? (overlap is not null ? "(the gradient all-reduce's exposed part: waiting for it after backward)" : "(gradient all-reduce)")
+                    : overlap is not null ? "(distributed optimizer step: waiting for the overlapped reduce-scatters, sharded AdamW, all-gather)" : "(distributed optimizer step: reduce-scatter, sharded AdamW, all-gather)") +
                 $"; waiting for the slowest rank: {waitMs / stepsRun:F1} ms per step, {100 * waitMs / runMs:F1} %");
-        if (overlapReport is { } started && stepsRun > 0)
-            log.WriteLine($"overlapped gradient reduction: {started().Early} of {started().All} bucket all-reduces started during backward");
+        if (overlap is not null && stepsRun > 0)
+            log.WriteLine($"overlapped gradient reduction: {overlap.Started.Early} of {overlap.Started.All} bucket {overlap.Collective}s started during backward; " +
+                          $"waiting for them after backward: {overlap.ExposedMilliseconds / stepsRun:F1} ms per step, {100 * overlap.ExposedMilliseconds / runMs:F1} % of step time");
         if (pipelineGroup.Size > 1 && stepsRun > 0) ReportPipeline(stepsRun);
         if (tensorGroup.Size > 1 && stepsRun > 0)
             log.WriteLine($"tensor-parallel communication: {tensorGroup.Milliseconds / stepsRun:F1} ms per step, {100 * tensorGroup.Milliseconds / runMs:F1} % of step time " +
@@ -582,27 +587,30 @@ public sealed class Trainer
 
     /// <summary>
     /// --overlap-grad-reduce: the data-parallel all-reduce in buckets started during the last micro-batch's backward
-    /// (<see cref="OverlappedGradientReduce"/>) — for data parallel with or without tensor parallel and pipeline stages;
-    /// with context or heterogeneous parallel or the distributed optimizer the gradients are reduced after backward, as
-    /// said. An untied token embedding is reduced by the rows the step's tokens touched.
+    /// (<see cref="OverlappedGradientReduce"/>), or reduce-scattered under the distributed optimizer (<paramref name="sharded"/>)
+    /// — for data parallel with tensor parallel, pipeline stages and heterogeneous parallel (the shared encoders' buckets
+    /// start after backward, once their gradients are summed over the sharing ranks). Under context parallel the buckets are
+    /// all-reduced over the data- and context-parallel ranks together (Megatron's group), which sums what context parallel
+    /// summed apart, averaged over the data-parallel ranks only. With the distributed optimizer under context or sequence
+    /// parallel the gradients are reduced after backward, as said. An untied token embedding is reduced by the rows the
+    /// step's tokens touched.
     /// </summary>
     OverlappedGradientReduce? OverlapGradReduce(IProcessGroup gradients, IReadOnlyList<(string Name, Parameter Parameter)> parameters, bool sharded, bool tiedHead)
     {
         if (!args.OverlapGradReduce) return null;
-        string? reason = gradients.Size == 1 ? "there is one data-parallel rank"
-            : sharded ? "the distributed optimizer reduce-scatters after backward"
-            : contextGroup.Size > 1 ? "context parallel sums its gradients first"
-            : encoderShares is not null ? "heterogeneous parallel sums the shared encoders' gradients first" : null;
+        IProcessGroup group = contextGroup.Size > 1 ? dataContextGroup : gradients;   // context parallel: CPU only, so 'gradients' is the MPI data-parallel group
+        string? reason = group.Size == 1 ? "there is one data-parallel rank"
+            : sharded && args.SequenceParallel ? "sequence parallel's partial gradients are summed over tensor-parallel ranks before the distributed optimizer's reduce-scatter"
+            : sharded && contextGroup.Size > 1 ? "the distributed optimizer shards over the data-parallel ranks; context parallel sums its gradients first" : null;
         if (reason is not null)
         {
-            log.WriteLine($"note: --overlap-grad-reduce has no effect here ({reason}): gradients are all-reduced after backward");
+            log.WriteLine($"note: --overlap-grad-reduce has no effect here ({reason}): gradients are {(sharded ? "reduce-scattered" : "all-reduced")} after backward");
             return null;
         }
-        var overlapped = new OverlappedGradientReduce(gradients, args.LossMode, parameters, args.DdpBucketSize ?? OverlappedGradientReduce.DefaultBucketSize(gradients.Size),
-            rowSparse: tiedHead ? null : ThinkerWeightLayout.TextPrefix + "embed_tokens.weight");
-        overlapping = true;
-        overlapReport = () => overlapped.Started;
-        log.WriteLine($"overlapped gradient reduction over '{gradients.Name}': {overlapped.Describe()}, each all-reduced once backward has passed its decoder layers");
+        var overlapped = new OverlappedGradientReduce(group, args.LossMode, parameters, args.DdpBucketSize ?? OverlappedGradientReduce.DefaultBucketSize(gradients.Size),
+            rowSparse: tiedHead ? null : ThinkerWeightLayout.TextPrefix + "embed_tokens.weight", scatter: sharded, averageOver: gradients.Size);
+        overlap = overlapped;
+        log.WriteLine($"overlapped gradient reduction over '{group.Name}': {overlapped.Describe()}, each {overlapped.Collective} started once backward has passed its decoder layers");
         return overlapped;
     }
 
@@ -677,7 +685,7 @@ public sealed class Trainer
     /// </summary>
     void SumContextGradients()
     {
-        if (contextGroup.Size == 1) return;
+        if (contextGroup.Size == 1 || overlap is not null) return;   // the overlapped reduction sums over data- and context-parallel ranks at once
         foreach (var (_, parameter) in replicaParameters)
         {
             // A rank whose share of the media items was empty has no gradient for the encoder: it adds zeros (every rank joins).

@@ -7,21 +7,32 @@ using static TorchSharp.torch;
 namespace OmniTune.Training.Optimization;
 
 /// <summary>
-/// ZeRO-1 AdamW (Megatron's --use-distributed-optimizer): the trainable parameters are laid end to end in one flat
-/// fp32 space cut into equal contiguous shards, one per data-parallel rank. Each rank keeps the fp32 master values and
-/// Adam moments of its shard only; gradients are reduce-scattered into shards, the shard is updated (same formulas as
-/// torch's AdamW: decoupled weight decay, bias-corrected moments), and the shards are all-gathered back into the model.
-/// The optimizer state is saved gathered and by parameter name, so it resumes at any data-parallel size.
+/// ZeRO-1 AdamW (Megatron's --use-distributed-optimizer): the trainable parameters are laid end to end in flat fp32
+/// segments, each padded to a multiple of the data-parallel size and cut into equal contiguous slices, one per rank: one
+/// segment of everything, or, with <c>--overlap-grad-reduce</c>, the overlapped reduction's buckets (as Megatron shards
+/// each bucket), whose reduce-scatters ran during backward. Each rank keeps the fp32 master values and Adam moments of its
+/// slices only; gradients are reduce-scattered into them, the slices are updated (same formulas as torch's AdamW:
+/// decoupled weight decay, bias-corrected moments), and all-gathered back into the model. The optimizer state is saved
+/// gathered and by parameter name, so it resumes at any data-parallel size and either layout.
 /// </summary>
 public sealed class DistributedAdamW : IDisposable
 {
     /// <summary>File of the optimizer state in a checkpoint folder.</summary>
     public const string FileName = "distrib_optim.safetensors";
 
+    /// <summary>
+    /// Parameters laid end to end and padded to <see cref="Length"/>; this rank owns elements
+    /// [rank × <see cref="ShardLength"/>, +<see cref="ShardLength"/>), at <see cref="ShardOffset"/> of its state.
+    /// <see cref="Reduced"/>: the overlapped reduction's slice of it (summed over ranks), or null with <see cref="WholeReduced"/>
+    /// when the parameters' own gradients already hold the sums.
+    /// </summary>
+    sealed record Segment(IReadOnlyList<(string Name, Parameter Parameter)> Parameters, long Length, long ShardLength, long ShardOffset, Tensor? Reduced, bool WholeReduced);
+
     readonly List<(string Name, Parameter Parameter)> parameters;
+    readonly List<Segment> segments = [];
     readonly IProcessGroup group, collectives;
     readonly Device device;
-    readonly long total, padded, shardSize, shardStart;
+    readonly long shardSize;
     readonly Tensor master, expAvg, expAvgSq, decayMask, normMask;
     readonly double beta1, beta2, eps, weightDecay;
     long step;
@@ -31,46 +42,108 @@ public sealed class DistributedAdamW : IDisposable
     /// says which parameters this rank counts in the global gradient norm (all when null; under tensor parallel a whole
     /// parameter counts on one rank of the group). The state lives on the parameters' device; <paramref name="deviceGroup"/>
     /// (the same ranks over NCCL when the parameters are on CUDA) carries the reduce-scatter and all-gathers, the
-    /// data-parallel group the scalar reductions.
+    /// data-parallel group the scalar reductions. With <paramref name="overlapped"/> (its scatter mode) the segments are its
+    /// buckets and their gradients arrive reduce-scattered by it.
     /// </summary>
     public DistributedAdamW(List<(string Name, Parameter Parameter)> trainable, IProcessGroup dataParallel, double beta1, double beta2, double eps, double weightDecay,
-        Func<string, bool>? countsInNorm = null, IProcessGroup? deviceGroup = null)
+        Func<string, bool>? countsInNorm = null, IProcessGroup? deviceGroup = null, OverlappedGradientReduce? overlapped = null)
     {
         parameters = trainable;
         group = dataParallel;
         collectives = deviceGroup ?? dataParallel;
         device = trainable.Count > 0 ? trainable[0].Parameter.device : CPU;
         (this.beta1, this.beta2, this.eps, this.weightDecay) = (beta1, beta2, eps, weightDecay);
-        total = trainable.Sum(p => p.Parameter.numel());
-        padded = Math.Max(group.Size, (total + group.Size - 1) / group.Size * group.Size);   // a stage without trainable parameters keeps one padding element per rank
-        shardSize = padded / group.Size;
-        shardStart = group.Rank * shardSize;
+        long offset = 0;
+        void Add(IReadOnlyList<(string Name, Parameter Parameter)> members, Tensor? reduced, bool wholeReduced)
+        {
+            long length = PaddedLength(members.Sum(p => p.Parameter.numel()), group.Size);
+            segments.Add(new Segment(members, length, length / group.Size, offset, reduced, wholeReduced));
+            offset += length / group.Size;
+        }
+        if (overlapped is null) Add(trainable, null, false);
+        else
+        {
+            var names = trainable.ToDictionary(p => p.Parameter.Handle, p => p.Name);
+            foreach (var (members, shard) in overlapped.Segments)
+                Add(members.Select(p => (names.TryGetValue(p.Handle, out string? name) ? name : throw new ArgumentException("the overlapped reduction holds a parameter the optimizer does not step"), p)).ToList(),
+                    shard, shard is null);
+            if (segments.Sum(s => s.Parameters.Count) != trainable.Count)
+                throw new ArgumentException($"the overlapped reduction holds {segments.Sum(s => s.Parameters.Count)} of the optimizer's {trainable.Count} parameters");
+        }
+        shardSize = offset;
         using var scope = NewDisposeScope();
-        Tensor flat = Flatten(p => p.detach().to(ScalarType.Float32));
-        master = flat.narrow(0, shardStart, shardSize).clone().DetachFromDisposeScope();
+        master = OwnSlices(p => p.detach().to(ScalarType.Float32)).DetachFromDisposeScope();
         expAvg = zeros(shardSize, device: device).DetachFromDisposeScope();
         expAvgSq = zeros(shardSize, device: device).DetachFromDisposeScope();
-        Tensor mask = Flatten(p => full_like(p.detach().to(ScalarType.Float32), TrainableParameters.Decays(parameters.First(x => ReferenceEquals(x.Parameter, p)).Name, p) ? 1.0 : 0.0));
-        decayMask = mask.narrow(0, shardStart, shardSize).clone().DetachFromDisposeScope();
-        Tensor counted = Flatten(p => full_like(p.detach().to(ScalarType.Float32), countsInNorm?.Invoke(parameters.First(x => ReferenceEquals(x.Parameter, p)).Name) ?? true ? 1.0 : 0.0));
-        normMask = counted.narrow(0, shardStart, shardSize).to(ScalarType.Float64).DetachFromDisposeScope();
+        string NameOf(Parameter p) => parameters.First(x => ReferenceEquals(x.Parameter, p)).Name;
+        decayMask = OwnSlices(p => full_like(p.detach().to(ScalarType.Float32), TrainableParameters.Decays(NameOf(p), p) ? 1.0 : 0.0)).DetachFromDisposeScope();
+        normMask = OwnSlices(p => full_like(p.detach().to(ScalarType.Float32), countsInNorm?.Invoke(NameOf(p)) ?? true ? 1.0 : 0.0)).to(ScalarType.Float64).DetachFromDisposeScope();
     }
+
+    /// <summary>
+    /// Elements of a segment of <paramref name="elements"/> over <paramref name="ranks"/>: a multiple of the ranks, at least
+    /// one per rank (a stage without trainable parameters keeps one padding element per rank).
+    /// </summary>
+    public static long PaddedLength(long elements, int ranks) => Math.Max(ranks, (elements + ranks - 1) / ranks * ranks);
 
     /// <summary>Elements owned by this rank.</summary>
     public long ShardSize => shardSize;
 
-    Tensor Flatten(Func<Parameter, Tensor> part)
+    /// <summary>Segments the state is cut into (1 without the overlapped reduction).</summary>
+    public int SegmentCount => segments.Count;
+
+    /// <summary>A segment's parameters' <paramref name="part"/> laid end to end and padded with zeros.</summary>
+    Tensor Flatten(Segment segment, Func<Parameter, Tensor> part)
     {
         var pieces = new List<Tensor>();
-        foreach (var (_, p) in parameters)
+        foreach (var (_, p) in segment.Parameters)
         {
             using Tensor whole = part(p);
             pieces.Add(whole.reshape(-1));
         }
-        if (padded > total) pieces.Add(zeros(padded - total, device: device));
+        long used = segment.Parameters.Sum(p => p.Parameter.numel());
+        if (segment.Length > used) pieces.Add(zeros(segment.Length - used, device: device));
         Tensor flat = cat(pieces.ToArray());
         foreach (Tensor piece in pieces) piece.Dispose();   // no handle keeps a gradient's storage alive once the caller lets it go
         return flat;
+    }
+
+    /// <summary>This rank's slices of every segment of <paramref name="part"/>, end to end (the layout of the state).</summary>
+    Tensor OwnSlices(Func<Parameter, Tensor> part) =>
+        Concatenate(segments.Select(s =>
+        {
+            using Tensor flat = Flatten(s, part);
+            return flat.narrow(0, group.Rank * s.ShardLength, s.ShardLength).clone();
+        }));
+
+    static Tensor Concatenate(IEnumerable<Tensor> pieces)
+    {
+        var list = pieces.ToList();
+        if (list.Count == 1) return list[0];
+        Tensor all = cat(list.ToArray());
+        foreach (Tensor piece in list) piece.Dispose();
+        return all;
+    }
+
+    /// <summary>
+    /// Every rank's state gathered (<paramref name="gathered"/>: [ranks × shard]) back into each parameter's values, handed
+    /// to <paramref name="use"/> one at a time.
+    /// </summary>
+    void Unshard(Tensor gathered, Action<string, Parameter, Tensor> use)
+    {
+        Tensor byRank = gathered.view(group.Size, shardSize);
+        foreach (Segment segment in segments)
+        {
+            using Tensor flat = byRank.narrow(1, segment.ShardOffset, segment.ShardLength).reshape(-1);   // a view when the state is one segment
+            long offset = 0;
+            foreach (var (name, p) in segment.Parameters)
+            {
+                long n = p.numel();
+                using Tensor values = flat.narrow(0, offset, n).view(p.shape);
+                use(name, p, values);
+                offset += n;
+            }
+        }
     }
 
     /// <summary>
@@ -84,10 +157,13 @@ public sealed class DistributedAdamW : IDisposable
     {
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
-        Tensor grads = Flatten(p => p.grad is null ? zeros_like(p, dtype: ScalarType.Float32) : p.grad.to(ScalarType.Float32));
-        Tensor shard = collectives.ReduceScatter(grads);
-        // The flat copy and the model's gradients are spent: freed before the all-gather, which needs a full-size buffer too.
-        grads.Dispose();
+        Tensor shard = Concatenate(segments.Select(s =>
+        {
+            if (s.Reduced is not null) return s.Reduced.clone();   // reduce-scattered during backward
+            using Tensor grads = Flatten(s, p => p.grad is null ? zeros_like(p, dtype: ScalarType.Float32) : p.grad.to(ScalarType.Float32));
+            return s.WholeReduced ? grads.narrow(0, group.Rank * s.ShardLength, s.ShardLength).clone() : collectives.ReduceScatter(grads);
+        }));
+        // The flat copies and the model's gradients are spent: freed before the all-gather, which needs a full-size buffer too.
         foreach (var (_, p) in parameters) p.grad = null;
         if (average) shard.div_(group.Size);
         using Tensor squares = torch.tensor(new[] { SquaredNorm.Of(shard, normMask).item<double>() });
@@ -109,15 +185,7 @@ public sealed class DistributedAdamW : IDisposable
             v.mul_(beta2).addcmul_(g, g, value: 1 - beta2);
             w.addcdiv_(m, v.sqrt().div_(Math.Sqrt(correction2)).add_(eps), value: -lr / correction1);
         }
-        Tensor full = collectives.AllGather(master);
-        long offset = 0;
-        foreach (var (_, p) in parameters)
-        {
-            long n = p.numel();
-            p.copy_(full.narrow(0, offset, n).view(p.shape).to(p.dtype));
-            p.grad = null;
-            offset += n;
-        }
+        Unshard(collectives.AllGather(master), (_, p, values) => p.copy_(values));
         return norm;
     }
 
@@ -127,14 +195,14 @@ public sealed class DistributedAdamW : IDisposable
         using var scope = NewDisposeScope();
         Tensor m = collectives.AllGather(expAvg), v = collectives.AllGather(expAvgSq);
         if (group.Rank != 0) return;
+        var (first, second) = (new Dictionary<string, Tensor>(), new Dictionary<string, Tensor>());   // wrappers in this method's scope
+        Unshard(m, (name, _, values) => first[name] = values.contiguous());
+        Unshard(v, (name, _, values) => second[name] = values.contiguous());
         var tensors = new List<TensorToWrite>();
-        long offset = 0;
-        foreach (var (name, p) in parameters)
+        foreach (var (name, _) in parameters)
         {
-            long n = p.numel();
-            tensors.Add(TensorToWrite.Of("exp_avg." + name, m.narrow(0, offset, n).view(p.shape).contiguous()));
-            tensors.Add(TensorToWrite.Of("exp_avg_sq." + name, v.narrow(0, offset, n).view(p.shape).contiguous()));
-            offset += n;
+            tensors.Add(TensorToWrite.Of("exp_avg." + name, first[name]));
+            tensors.Add(TensorToWrite.Of("exp_avg_sq." + name, second[name]));
         }
         tensors.Add(TensorToWrite.Of("step", tensor(new[] { step })));
         SafetensorsWriter.WriteFile(path, tensors);
@@ -145,22 +213,17 @@ public sealed class DistributedAdamW : IDisposable
     {
         using var file = SafetensorsFile.Open(path);
         using var scope = NewDisposeScope();
-        Tensor Gather(string prefix)
+        Tensor Read(string prefix, Parameter p)
         {
-            var pieces = parameters.Select(p =>
-            {
-                string key = prefix + p.Name;
-                if (!file.Tensors.ContainsKey(key)) throw new InvalidDataException($"{path}: no {key}; the checkpoint was trained with other parameters");
-                return file.Read(key).reshape(-1);
-            }).ToList();
-            if (padded > total) pieces.Add(zeros(padded - total));
-            return cat(pieces.ToArray());
+            string key = prefix + parameters.First(x => ReferenceEquals(x.Parameter, p)).Name;
+            if (!file.Tensors.ContainsKey(key)) throw new InvalidDataException($"{path}: no {key}; the checkpoint was trained with other parameters");
+            return file.Read(key).to(device);
         }
-        expAvg.copy_(Gather("exp_avg.").narrow(0, shardStart, shardSize));
-        expAvgSq.copy_(Gather("exp_avg_sq.").narrow(0, shardStart, shardSize));
+        expAvg.copy_(OwnSlices(p => Read("exp_avg.", p)));
+        expAvgSq.copy_(OwnSlices(p => Read("exp_avg_sq.", p)));
         step = file.Read("step").item<long>();
         using var noGrad = no_grad();
-        master.copy_(Flatten(p => p.detach().to(ScalarType.Float32)).narrow(0, shardStart, shardSize));
+        master.copy_(OwnSlices(p => p.detach().to(ScalarType.Float32)));
     }
 
     /// <inheritdoc/>

@@ -88,22 +88,29 @@ public sealed class AdamWStep(OptimizerHelper optimizer, IReadOnlyList<(string N
     }
 }
 
-/// <summary>The distributed optimizer (ZeRO-1): reduce-scatter, global norm, sharded AdamW, all-gather.</summary>
+/// <summary>
+/// The distributed optimizer (ZeRO-1): reduce-scatter, global norm, sharded AdamW, all-gather. With
+/// <paramref name="overlapped"/> the reduce-scatters were started during backward (by bucket); the step waits for them.
+/// </summary>
 public sealed class ShardedAdamWStep(DistributedAdamW optimizer, OptimizerHelper placeholder, LossMode mode, IProcessGroup pipeline,
-    IReadOnlyList<(string Name, Parameter Parameter)> modelParameters, Parallel.ThinkerParallelism parallelism) : OptimizerStep
+    IReadOnlyList<(string Name, Parameter Parameter)> modelParameters, Parallel.ThinkerParallelism parallelism, OverlappedGradientReduce? overlapped = null) : OptimizerStep
 {
     /// <inheritdoc/>
     public override void ZeroGradients()
     {
         using var scope = NewDisposeScope();
         placeholder.zero_grad();   // the model's gradients (the sharded optimizer clears them after each update too)
+        overlapped?.ZeroGradients();   // the model's gradients are views into the buckets again, zeroed in place
     }
 
     /// <inheritdoc/>
     public override double Step(double lr, double clip, bool lossFinite)
     {
-        if (!lossFinite) return double.NaN;
         var clock = Stopwatch.StartNew();
+        overlapped?.Finish();   // every rank started the same reductions: wait for them whatever the loss
+        CommunicationMilliseconds += clock.Elapsed.TotalMilliseconds;
+        if (!lossFinite) return double.NaN;
+        clock.Restart();
         parallelism.ReduceSequencePartials(modelParameters);
         double norm = optimizer.Step(lr, clip, average: mode != LossMode.PerToken, pipeline, parallelism.Tensor);
         CommunicationMilliseconds += clock.Elapsed.TotalMilliseconds;

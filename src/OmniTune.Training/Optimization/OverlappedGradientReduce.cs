@@ -19,14 +19,17 @@ namespace OmniTune.Training.Optimization;
 /// the earlier ones only accumulate. As Megatron's gradient buffers, the buckets are the gradients: each fp32 parameter's
 /// <c>.grad</c> is a view into its bucket, which backward accumulates into in place and <see cref="ZeroGradients"/> zeroes
 /// in place — no second gradient-sized copy, and no fresh gradient memory each step. Parameters of another dtype (a bf16
-/// model's, whose fp32 masters step) are copied into their bucket and written back instead.
+/// model's, whose fp32 masters step) are copied into their bucket and written back instead. Under the distributed
+/// optimizer (<c>scatter</c>) each bucket is padded to a multiple of the group size and reduce-scattered instead, as
+/// Megatron's distributed optimizer does: each rank receives the sums of its 1/Size slice of every bucket
+/// (<see cref="Segments"/>), which <see cref="DistributedAdamW"/> owns and averages; the gradients are not written back.
 /// </summary>
 public sealed partial class OverlappedGradientReduce : IDisposable
 {
     /// <summary>Megatron's default bucket size: max(40M, 1M × data-parallel size) elements.</summary>
     public static long DefaultBucketSize(int dataParallel) => Math.Max(40_000_000L, 1_000_000L * dataParallel);
 
-    sealed class Bucket(List<Parameter> parameters, int lowestLayer, Tensor buffer)
+    sealed class Bucket(List<Parameter> parameters, int lowestLayer, Tensor buffer, Tensor? shard)
     {
         public List<Parameter> Parameters { get; } = parameters;
 
@@ -38,6 +41,9 @@ public sealed partial class OverlappedGradientReduce : IDisposable
 
         public Tensor Buffer { get; } = buffer;
 
+        /// <summary>This rank's reduce-scattered slice of the buffer (scatter mode).</summary>
+        public Tensor? Shard { get; } = shard;
+
         public PendingOperation? Pending { get; set; }
     }
 
@@ -45,19 +51,26 @@ public sealed partial class OverlappedGradientReduce : IDisposable
     readonly LossMode mode;
     readonly List<Bucket> buckets = [];
     readonly Parameter? rowSparse;
+    readonly bool scatter;
+    readonly int averageOver;
     int doneDownTo = int.MaxValue;
 
     /// <summary>
     /// Buckets of <paramref name="parameters"/> (the ones the data-parallel group synchronises) of at least
     /// <paramref name="bucketElements"/> elements. <paramref name="rowSparse"/> names a parameter whose gradient is zero
     /// outside the rows of the step's tokens (an untied token embedding): it is reduced apart, only the rows some rank
-    /// touched (<see cref="ReduceRows"/>) — the 7B's embedding is 2.2 GB of fp32 gradient, nearly all zeros.
+    /// touched (<see cref="ReduceRows"/>) — the 7B's embedding is 2.2 GB of fp32 gradient, nearly all zeros. With
+    /// <paramref name="scatter"/> the buckets are reduce-scattered for the distributed optimizer and nothing is averaged.
+    /// Sums are averaged over <paramref name="averageOver"/> ranks (default: the group's; the data-parallel size when the
+    /// group also spans context-parallel ranks, whose parts of one sample's gradient add up).
     /// </summary>
     public OverlappedGradientReduce(IProcessGroup dataParallel, LossMode mode, IReadOnlyList<(string Name, Parameter Parameter)> parameters, long bucketElements,
-        string? rowSparse = null)
+        string? rowSparse = null, bool scatter = false, int? averageOver = null)
     {
         this.dataParallel = dataParallel;
         this.mode = mode;
+        this.scatter = scatter;
+        this.averageOver = averageOver ?? dataParallel.Size;
         this.rowSparse = parameters.FirstOrDefault(p => p.Name == rowSparse && p.Parameter.dim() == 2).Parameter;
         var ordered = parameters.Where(p => !ReferenceEquals(p.Parameter, this.rowSparse)).Select((p, i) => (p.Parameter, Layer: LayerOf(p.Name), Index: i))
             .OrderByDescending(p => p.Layer).ThenBy(p => p.Index).ToList();
@@ -66,8 +79,10 @@ public sealed partial class OverlappedGradientReduce : IDisposable
         void Close()
         {
             if (current.Count == 0) return;
-            buckets.Add(new Bucket(current.Select(c => c.Parameter).ToList(), current.Min(c => c.Layer),
-                zeros(size, ScalarType.Float32, current[0].Parameter.device).DetachFromDisposeScope()));
+            Device device = current[0].Parameter.device;
+            long length = scatter ? DistributedAdamW.PaddedLength(size, dataParallel.Size) : size;
+            buckets.Add(new Bucket(current.Select(c => c.Parameter).ToList(), current.Min(c => c.Layer), zeros(length, ScalarType.Float32, device).DetachFromDisposeScope(),
+                scatter ? zeros(length / dataParallel.Size, ScalarType.Float32, device).DetachFromDisposeScope() : null));
             current = [];
             size = 0;
         }
@@ -126,7 +141,7 @@ public sealed partial class OverlappedGradientReduce : IDisposable
             Tensor union = all.masked_select(all.ge(0)).unique(sorted: true).Item1;
             Tensor part = grad.index_select(0, union);
             dataParallel.AllReduce(part);
-            if (mode != LossMode.PerToken) part.div_(dataParallel.Size);
+            if (mode != LossMode.PerToken && !scatter) part.div_(averageOver);
             grad.index_copy_(0, union, part);
         }
         if (parameter.grad is null) parameter.grad = grad.DetachFromDisposeScope();
@@ -152,6 +167,17 @@ public sealed partial class OverlappedGradientReduce : IDisposable
         }
         return false;
     }
+
+    /// <summary>
+    /// The reduction's layout for the distributed optimizer (scatter mode): the buckets in order, each with this rank's
+    /// reduce-scattered slice (summed over ranks, not averaged; valid after <see cref="Finish"/>), then the row-reduced
+    /// embedding, whose whole gradient holds the sums (no slice).
+    /// </summary>
+    public IReadOnlyList<(IReadOnlyList<Parameter> Parameters, Tensor? Shard)> Segments =>
+        [.. buckets.Select(b => ((IReadOnlyList<Parameter>)b.Parameters, b.Shard)), .. rowSparse is null ? [] : new[] { ((IReadOnlyList<Parameter>)[rowSparse], (Tensor?)null) }];
+
+    /// <summary>The collective each bucket gets: "all-reduce", or "reduce-scatter" for the distributed optimizer.</summary>
+    public string Collective => scatter ? "reduce-scatter" : "all-reduce";
 
     /// <summary>Buckets and their element counts, for the log.</summary>
     public string Describe() => $"{buckets.Count} bucket{(buckets.Count == 1 ? "" : "s")} of {string.Join(", ", buckets.Select(b => $"{b.Buffer.numel():N0}"))} elements" +
@@ -216,10 +242,13 @@ public sealed partial class OverlappedGradientReduce : IDisposable
             }
             offset += p.numel();
         }
-        bucket.Pending = dataParallel.AllReduceAsync(bucket.Buffer);
+        bucket.Pending = scatter ? dataParallel.ReduceScatterAsync(bucket.Buffer, bucket.Shard!) : dataParallel.AllReduceAsync(bucket.Buffer);
     }
 
-    /// <summary>After the step's backward: starts the buckets not started yet, waits for all, averages and writes the gradients back.</summary>
+    /// <summary>
+    /// After the step's backward: starts the buckets not started yet, waits for all, averages and writes the gradients back
+    /// (in scatter mode the shards are left summed for the distributed optimizer).
+    /// </summary>
     public void Finish()
     {
         Armed = false;
@@ -235,11 +264,12 @@ public sealed partial class OverlappedGradientReduce : IDisposable
             bucket.Pending = null;
         }
         ExposedMilliseconds += clock.Elapsed.TotalMilliseconds;
+        if (scatter) return;
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
         foreach (Bucket bucket in buckets)
         {
-            if (mode != LossMode.PerToken) bucket.Buffer.div_(dataParallel.Size);
+            if (mode != LossMode.PerToken) bucket.Buffer.div_(averageOver);
             if (bucket.Viewed.All(v => v)) continue;   // the gradients are the buffer
             long offset = 0;
             for (int i = 0; i < bucket.Parameters.Count; i++)
@@ -258,6 +288,7 @@ public sealed partial class OverlappedGradientReduce : IDisposable
         {
             bucket.Pending?.Dispose();
             bucket.Buffer.Dispose();
+            bucket.Shard?.Dispose();
         }
     }
 

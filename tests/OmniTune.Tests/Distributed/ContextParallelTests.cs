@@ -53,6 +53,7 @@ public sealed class ContextParallelTests : IClassFixture<PipelineFixture>
     [InlineData("cp2-tp2-sp", 4, "--context-parallel-size 2 --tensor-model-parallel-size 2 --sequence-parallel", "")]
     [InlineData("cp2-pp2", 4, "--context-parallel-size 2 --pipeline-model-parallel-size 2", "")]
     [InlineData("cp2-dp2-zero1", 4, "--context-parallel-size 2 --use-distributed-optimizer", "")]   // DP 2 over the CP pairs, ZeRO-1 in each
+    [InlineData("cp2-dp2-overlap", 4, "--context-parallel-size 2 --overlap-grad-reduce --ddp-bucket-size 20000", "")]   // buckets all-reduced over the 4 ranks
     public void Context_parallel_layouts_reproduce_the_single_process_run(string name, int ranks, string layout, string mode)
     {
         MpiJob.Require();
@@ -69,6 +70,29 @@ public sealed class ContextParallelTests : IClassFixture<PipelineFixture>
         var expectedWeights = Weights(single);
         var weights = Weights(save);
         CheckpointBytes.AssertClose(expectedWeights, weights, key => key.EndsWith("k_proj.bias", StringComparison.Ordinal) || key.EndsWith("attn.k.bias", StringComparison.Ordinal) ? 2e-2 : 5e-5);
+    }
+
+    /// <summary>
+    /// --overlap-grad-reduce under context parallel: the buckets are all-reduced over the data- and context-parallel ranks
+    /// together (here the two context-parallel ranks), starting during backward — the same sums as context parallel's own
+    /// after backward, so the same training bit for bit.
+    /// </summary>
+    [Fact]
+    public void Overlapped_reduction_over_the_context_parallel_ranks_gives_the_same_training_bit_for_bit()
+    {
+        MpiJob.Require();
+        string modelJson = TrainAll("cp-overlap.json");
+        string after = Path.Combine(fixture.Folder, "cp-overlap-after"), overlapped = Path.Combine(fixture.Folder, "cp-overlap");
+        var plain = MpiJob.Run($"-np 2 dotnet {{cli}} {Flags(modelJson, $"--context-parallel-size 2 --save {after}")}");
+        Assert.True(plain.Code == 0, plain.Output);
+        var (code, output, _) = MpiJob.Run($"-np 2 dotnet {{cli}} {Flags(modelJson, $"--context-parallel-size 2 --overlap-grad-reduce --ddp-bucket-size 20000 --save {overlapped}")}");
+        Assert.True(code == 0, output);
+        Assert.Contains("overlapped gradient reduction over 'model.dp_cp'", output);
+        var started = System.Text.RegularExpressions.Regex.Match(output, @"overlapped gradient reduction: (\d+) of (\d+) bucket all-reduces started during backward");
+        Assert.True(started.Success && long.Parse(started.Groups[1].Value) >= 1, output);
+        Assert.Equal(MpiJob.Losses(plain.Output), MpiJob.Losses(output));
+        var (a, b) = (Weights(after), Weights(overlapped));
+        Assert.All(a, kv => Assert.True(kv.Value.AsSpan().SequenceEqual(b[kv.Key]), $"{kv.Key} differs"));
     }
 
     [Fact]

@@ -17,6 +17,11 @@ public sealed class ParallelDimsTests
         Assert.Equal([1, 3, 5, 7], dims.GroupOf("dp", 3));
         Assert.Equal([3, 11], dims.GroupOf("pp", 3));
         for (int r = 0; r < 16; r++) Assert.Equal(r, dims.RankOf(dims.Of(r)));
+        // Data and context parallel together: the ranks holding the same parameters (same tp rank and stage).
+        var context = new ParallelDims(16, tp: 2, cp: 2, pp: 2);   // dp 2
+        Assert.Equal([1, 3, 5, 7], context.GroupOf("dp_cp", 5));
+        Assert.Equal([9, 13], context.GroupOf("dp", 9));
+        Assert.Equal([8, 10, 12, 14], context.GroupOf("dp_cp", 12));
     }
 
     [Fact]

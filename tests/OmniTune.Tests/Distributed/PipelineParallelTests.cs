@@ -129,6 +129,7 @@ public sealed class PipelineParallelTests : IClassFixture<PipelineFixture>
     [Theory]
     [InlineData("overlap-pp2-dp2", "[2,0]", "[2,0]", "[1,3]", "")]
     [InlineData("overlap-vpp2-dp2", "[[2,0],[0,0]]", "[[2,0],[0,0]]", "[[1,1],[1,1]]", "--virtual-pipeline-model-parallel-size 2")]
+    [InlineData("overlap-pp2-dp2-zero1", "[2,0]", "[2,0]", "[1,3]", "--use-distributed-optimizer")]
     public void Overlapped_gradient_reduction_under_pipeline_stages_gives_the_same_training_bit_for_bit(string name, string vision, string audio, string text, string extra)
     {
         MpiJob.Require();
@@ -139,7 +140,7 @@ public sealed class PipelineParallelTests : IClassFixture<PipelineFixture>
         var (code, output, _) = MpiJob.Run($"-np 4 dotnet {{cli}} {Flags(modelJson, $"--pipeline-model-parallel-size 2 --overlap-grad-reduce --ddp-bucket-size 20000 --save {overlapped} {extra}")}");
         Assert.True(code == 0, output);
         Assert.DoesNotContain("--overlap-grad-reduce has no effect", output);
-        var started = System.Text.RegularExpressions.Regex.Match(output, @"overlapped gradient reduction: (\d+) of (\d+) bucket all-reduces started during backward");
+        var started = System.Text.RegularExpressions.Regex.Match(output, @"overlapped gradient reduction: (\d+) of (\d+) bucket (?:all-reduces|reduce-scatters) started during backward");
         Assert.True(started.Success && long.Parse(started.Groups[1].Value) >= 1, output);
         Assert.Equal(MpiJob.Losses(plain.Output), MpiJob.Losses(output));
         var (a, b) = (ConvertedWeights(after), ConvertedWeights(overlapped));
@@ -295,7 +296,6 @@ public sealed class PipelineParallelTests : IClassFixture<PipelineFixture>
         Assert.Equal(2, single.Count);
         Assert.Equal(single, Values(Run("2", fixture.ModelJson("val-pp2.json", "[2,0]", "[2,0]", "[1,3]"), "--pipeline-model-parallel-size 2")));   // same maths
         var dp = Values(Run("2", fixture.ModelJson("val-dp2.json", null, null, null), ""));
-        Assert.Equal(single.Count, dp.Count);
-        for (int i = 0; i < dp.Count; i++) Assert.Equal(single[i], dp[i], Math.Abs(single[i]) * 2e-5);   // averaged across replicas in another order
+        CheckpointBytes.AssertLossesClose(single, dp, 2e-5);   // averaged across replicas in another order
     }
 }

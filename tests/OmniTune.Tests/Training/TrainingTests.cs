@@ -162,6 +162,7 @@ public sealed class TrainingTests : IClassFixture<TrainingFixture>
         labels[0, TensorIndex.Slice(0, 9)] = tensor(-100L);   // a prompt
         labels[1, TensorIndex.Slice(30, 37)] = tensor(-100L);  // padding
         Parameter head = model.named_parameters().First(p => p.name == "lm_head.weight").parameter;
+        using (no_grad()) head.copy_(randn(head.shape, generator: generator) * 0.05);   // seeded, not the global generator's next draw
         (float Loss, Tensor HiddenGrad, Tensor HeadGrad) Run(Func<Tensor, (Tensor, Tensor)> losses)
         {
             head.grad = null;
@@ -196,6 +197,7 @@ public sealed class TrainingTests : IClassFixture<TrainingFixture>
         labels[1, TensorIndex.Slice(30, 37)] = tensor(-100L);
         Parameter head = model.HeadWeight!;
         Assert.Equal(model.named_parameters().First(p => p.name == "lm_head.weight").parameter.Handle, head.Handle);
+        using (no_grad()) head.copy_(randn(head.shape, generator: generator) * 0.05);   // seeded, not the global generator's next draw
         using var earlier = randn(head.shape, generator: generator);   // a gradient from an earlier micro-batch
         (Tensor Losses, Tensor HiddenGrad, Tensor? HeadGrad) Run(Func<Tensor, (Tensor, Tensor)> losses, Tensor? start)
         {
@@ -210,9 +212,13 @@ public sealed class TrainingTests : IClassFixture<TrainingFixture>
         long before = OmniTune.Models.Common.ActivationCheckpoint.Recomputations;
         var fused = Run(x => StepLoss.TokenLosses(x, model.Head, config.Text.VocabSize, labels, positions: 5, headWeight: head), earlier);
         Assert.Equal(before, OmniTune.Models.Common.ActivationCheckpoint.Recomputations);   // one function, no checkpointed chunks
-        // Float32 rounding: every element within 1e-5 of the tensor's largest (the model's initial weights are random).
-        static void Close(Tensor expected, Tensor actual, string what) =>
-            Assert.True((expected - actual).abs().max().item<float>() <= 1e-5 * expected.abs().max().item<float>(), $"{what} differs beyond float32 rounding");
+        // Float32 rounding: every element within 1e-5 of the tensor's largest.
+        static void Close(Tensor expected, Tensor actual, string what)
+        {
+            double fraction = (expected - actual).abs().max().item<float>() / (1e-5 * expected.abs().max().item<float>());
+            Margins.Record(nameof(TrainingTests), 0, what, fraction);
+            Assert.True(fraction <= 1, $"{what} differs beyond float32 rounding ({fraction:G3} of the tolerance)");
+        }
         Close(whole.Losses, fused.Losses, "losses");
         Close(whole.HiddenGrad, fused.HiddenGrad, "hidden gradient");
         Close(whole.HeadGrad!, fused.HeadGrad!, "head gradient");   // earlier + this micro-batch's
