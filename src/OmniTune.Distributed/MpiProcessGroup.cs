@@ -6,6 +6,9 @@ namespace OmniTune.Distributed;
 
 /// <summary>
 /// A process group over an Open MPI communicator (CPU tensors; in-place where MPI allows). Counts above 2³¹ are chunked.
+/// Reduce-scatter runs as a ring over point-to-point messages (as NCCL and Gloo do it): Open MPI 4.1's
+/// MPI_Reduce_scatter_block makes full-size temporaries on every call and ran 2.6× slower than its all-reduce of the same
+/// tensor on one node (`--only allreduce` of the bench, every algorithm of coll_tuned tried).
 /// Every call is watched: one that waits longer than the timeout ends the job with a message naming the rank, the group and
 /// the call, instead of hanging on a dead peer.
 /// </summary>
@@ -17,6 +20,8 @@ public sealed class MpiProcessGroup : IProcessGroup
     const int MaxCount = int.MaxValue / 8;
     const int MaxDims = 8;
     const int HeaderTag = 7301, DataTag = 7302;
+    const int RingTag = 1 << 20;   // + the collective's sequence number (mod 4096): clear of the send/receive channels' tags
+    int ringSequence;
     readonly IntPtr communicator;
     readonly CollectiveWatchdog watchdog;
     readonly int worldRank;
@@ -132,15 +137,23 @@ public sealed class MpiProcessGroup : IProcessGroup
     /// <inheritdoc/>
     public Tensor ReduceScatter(Tensor tensor)
     {
-        RequireContiguousCpu(tensor);
-        if (tensor.shape[0] % Size != 0) throw new ArgumentException($"{Name}: dim 0 ({tensor.shape[0]}) is not divisible by the group size {Size}");
         long[] shape = tensor.shape;
+        if (shape.Length == 0 || shape[0] % Size != 0) throw new ArgumentException($"{Name}: dim 0 ({(shape.Length == 0 ? 0 : shape[0])}) is not divisible by the group size {Size}");
         shape[0] /= Size;
         Tensor result = empty(shape, tensor.dtype);
-        using var watched = Watch("reduce-scatter", tensor);
-        OpenMpi.ReduceScatterBlock(TensorMemory.DataPointer(tensor), TensorMemory.DataPointer(result), checked((int)result.numel()), TypeOf(tensor),
-            OpenMpi.Handle("ompi_mpi_op_sum"), communicator);
+        using (ReduceScatterAsync(tensor, result)) { }   // waits
         return result;
+    }
+
+    /// <inheritdoc/>
+    public PendingOperation ReduceScatterAsync(Tensor tensor, Tensor result)
+    {
+        RequireContiguousCpu(tensor);
+        RequireContiguousCpu(result);
+        if (tensor.numel() != result.numel() * Size || tensor.dtype != result.dtype)
+            throw new ArgumentException($"{Name}: a reduce-scatter of {tensor.numel()} {tensor.dtype} elements over {Size} ranks cannot land in {result.numel()} {result.dtype} elements");
+        TypeOf(tensor);   // a type MPI moves
+        return new RingReduceScatter(this, tensor, result, RingTag + ringSequence++ % 4096);
     }
 
     /// <inheritdoc/>
@@ -182,19 +195,6 @@ public sealed class MpiProcessGroup : IProcessGroup
         return pending;
     }
 
-    /// <inheritdoc/>
-    public PendingOperation ReduceScatterAsync(Tensor tensor, Tensor result)
-    {
-        RequireContiguousCpu(tensor);
-        RequireContiguousCpu(result);
-        if (tensor.numel() != result.numel() * Size || tensor.dtype != result.dtype)
-            throw new ArgumentException($"{Name}: a reduce-scatter of {tensor.numel()} {tensor.dtype} elements over {Size} ranks cannot land in {result.numel()} {result.dtype} elements");
-        var pending = new MpiPending(this, "overlapped reduce-scatter", tensor, null, result);
-        pending.Requests.Add(OpenMpi.IreduceScatterBlock(TensorMemory.DataPointer(pending.Tensor), TensorMemory.DataPointer(pending.Output!), checked((int)result.numel()), TypeOf(tensor),
-            OpenMpi.Handle("ompi_mpi_op_sum"), communicator));
-        return pending;
-    }
-
     /// <summary>
     /// An MPI operation in flight (a send with its pinned header, or a non-blocking collective): an alias of the tensor
     /// lives until every request completed.
@@ -206,19 +206,15 @@ public sealed class MpiProcessGroup : IProcessGroup
         System.Runtime.InteropServices.GCHandle header;
         bool done;
 
-        public MpiPending(MpiProcessGroup group, string call, Tensor tensor, long[]? header, Tensor? output = null)
+        public MpiPending(MpiProcessGroup group, string call, Tensor tensor, long[]? header)
         {
             this.group = group;
             this.call = call;
             Tensor = tensor.alias().DetachFromDisposeScope();   // lives until the operation completes, whatever scope the caller is in
-            Output = output?.alias().DetachFromDisposeScope();
             if (header is not null) this.header = System.Runtime.InteropServices.GCHandle.Alloc(header, System.Runtime.InteropServices.GCHandleType.Pinned);
         }
 
         public Tensor Tensor { get; }
-
-        /// <summary>Where a collective writes, when not in place.</summary>
-        public Tensor? Output { get; }
 
         public IntPtr HeaderPointer => header.AddrOfPinnedObject();
 
@@ -251,7 +247,100 @@ public sealed class MpiProcessGroup : IProcessGroup
             }
             if (header.IsAllocated) header.Free();
             Tensor.Dispose();
-            Output?.Dispose();
+            base.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// A ring reduce-scatter in flight: Size − 1 steps; at step k rank r sends its partial sum of chunk (r − k − 1) mod Size
+    /// to rank r + 1 and receives rank r − 1's partial sum of chunk (r − k − 2) mod Size, to which it adds its own; after the
+    /// last step it holds the whole sum of chunk r. Each step's receive lands in one of two chunk buffers (the last one in
+    /// the result), so a step's send buffer is never overwritten before that send completed. <see cref="Test"/> moves it on
+    /// as far as its messages have arrived (backward calls it layer by layer); <see cref="Dispose"/> finishes it.
+    /// </summary>
+    sealed class RingReduceScatter : PendingOperation
+    {
+        readonly MpiProcessGroup group;
+        readonly Tensor input, result, spare;
+        readonly int tag, steps;
+        readonly List<IntPtr> requests = [];
+        int step;
+
+        public RingReduceScatter(MpiProcessGroup group, Tensor tensor, Tensor result, int tag)
+        {
+            this.group = group;
+            this.tag = tag;
+            input = tensor.reshape(-1).DetachFromDisposeScope();   // views: they live until the operation completes
+            this.result = result.reshape(-1).DetachFromDisposeScope();
+            steps = group.Size - 1;
+            spare = (steps > 1 ? empty_like(this.result) : this.result.alias()).DetachFromDisposeScope();
+            if (steps == 0) this.result.copy_(input);
+            else Post();
+        }
+
+        Tensor Chunk(int index)
+        {
+            long n = result.shape[0];
+            return input.narrow(0, ((index % group.Size + group.Size) % group.Size) * n, n);
+        }
+
+        /// <summary>Step k receives into this buffer; step Size − 2's is the result.</summary>
+        Tensor Buffer(int k) => (steps - 1 - k) % 2 == 0 ? result : spare;
+
+        void Post()
+        {
+            int rank = group.Rank, size = group.Size;
+            using Tensor send = step == 0 ? Chunk(rank - 1) : Buffer(step - 1).alias();
+            Tensor receive = Buffer(step);
+            Transfer(receive, (data, count, type) => requests.Add(OpenMpi.Irecv(data, count, type, (rank - 1 + size) % size, tag, group.communicator)));
+            Transfer(send, (data, count, type) => requests.Add(OpenMpi.Isend(data, count, type, (rank + 1) % size, tag, group.communicator)));
+        }
+
+        /// <summary>Adds this rank's part to the chunk just received and starts the next step.</summary>
+        void Advance()
+        {
+            requests.Clear();
+            using (Tensor own = Chunk(group.Rank - step - 2)) Buffer(step).add_(own);
+            if (++step < steps) Post();
+        }
+
+        public override bool Test()
+        {
+            while (step < steps)
+            {
+                for (int i = 0; i < requests.Count; i++)
+                {
+                    IntPtr request = requests[i];
+                    if (request == IntPtr.Zero) continue;
+                    if (!OpenMpi.Test(ref request)) return false;
+                    requests[i] = IntPtr.Zero;
+                }
+                Advance();
+            }
+            return true;
+        }
+
+        public override void Dispose()
+        {
+            if (step > steps) return;   // disposed already
+            if (step < steps)
+            {
+                using (group.Watch("reduce-scatter", input))
+                {
+                    while (step < steps)
+                    {
+                        foreach (IntPtr request in requests)
+                        {
+                            if (request != IntPtr.Zero) OpenMpi.Wait(request);
+                        }
+                        Advance();
+                    }
+                }
+            }
+            step = steps + 1;   // disposed: a second call does nothing
+            input.Dispose();
+            result.Dispose();
+            spare.Dispose();
             base.Dispose();
         }
     }

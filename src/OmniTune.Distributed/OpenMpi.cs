@@ -82,10 +82,6 @@ public static unsafe partial class OpenMpi
     public static void Allgather(IntPtr send, int sendCount, IntPtr sendType, IntPtr receive, int receiveCount, IntPtr receiveType, IntPtr comm) =>
         Check(((delegate* unmanaged<IntPtr, int, IntPtr, IntPtr, int, IntPtr, IntPtr, int>)Symbol("MPI_Allgather"))(send, sendCount, sendType, receive, receiveCount, receiveType, comm), "MPI_Allgather");
 
-    /// <summary>MPI_Reduce_scatter_block.</summary>
-    public static void ReduceScatterBlock(IntPtr send, IntPtr receive, int count, IntPtr type, IntPtr op, IntPtr comm) =>
-        Check(((delegate* unmanaged<IntPtr, IntPtr, int, IntPtr, IntPtr, IntPtr, int>)Symbol("MPI_Reduce_scatter_block"))(send, receive, count, type, op, comm), "MPI_Reduce_scatter_block");
-
     /// <summary>MPI_Send (blocking).</summary>
     public static void Send(IntPtr buffer, int count, IntPtr type, int destination, int tag, IntPtr comm) =>
         Check(((delegate* unmanaged<IntPtr, int, IntPtr, int, int, IntPtr, int>)Symbol("MPI_Send"))(buffer, count, type, destination, tag, comm), "MPI_Send");
@@ -98,20 +94,19 @@ public static unsafe partial class OpenMpi
         return request;
     }
 
+    /// <summary>MPI_Irecv: starts a receive; returns the request to wait on.</summary>
+    public static IntPtr Irecv(IntPtr buffer, int count, IntPtr type, int source, int tag, IntPtr comm)
+    {
+        IntPtr request = IntPtr.Zero;
+        Check(((delegate* unmanaged<IntPtr, int, IntPtr, int, int, IntPtr, IntPtr*, int>)Symbol("MPI_Irecv"))(buffer, count, type, source, tag, comm, &request), "MPI_Irecv");
+        return request;
+    }
+
     /// <summary>MPI_Iallreduce: starts an all-reduce; returns the request to wait on.</summary>
     public static IntPtr Iallreduce(IntPtr send, IntPtr receive, int count, IntPtr type, IntPtr op, IntPtr comm)
     {
         IntPtr request = IntPtr.Zero;
         Check(((delegate* unmanaged<IntPtr, IntPtr, int, IntPtr, IntPtr, IntPtr, IntPtr*, int>)Symbol("MPI_Iallreduce"))(send, receive, count, type, op, comm, &request), "MPI_Iallreduce");
-        return request;
-    }
-
-    /// <summary>MPI_Ireduce_scatter_block: starts a reduce-scatter of equal blocks; returns the request to wait on.</summary>
-    public static IntPtr IreduceScatterBlock(IntPtr send, IntPtr receive, int count, IntPtr type, IntPtr op, IntPtr comm)
-    {
-        IntPtr request = IntPtr.Zero;
-        Check(((delegate* unmanaged<IntPtr, IntPtr, int, IntPtr, IntPtr, IntPtr, IntPtr*, int>)Symbol("MPI_Ireduce_scatter_block"))(send, receive, count, type, op, comm, &request),
-            "MPI_Ireduce_scatter_block");
         return request;
     }
 

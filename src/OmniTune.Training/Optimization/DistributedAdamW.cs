@@ -33,7 +33,8 @@ public sealed class DistributedAdamW : IDisposable
     readonly IProcessGroup group, collectives;
     readonly Device device;
     readonly long shardSize;
-    readonly Tensor master, expAvg, expAvgSq, decayMask, normMask;
+    readonly Tensor master, expAvg, expAvgSq;
+    readonly List<(long Start, long Length)> decayed, counted;   // runs of this rank's state: weight decay applies, counts in the norm
     readonly double beta1, beta2, eps, weightDecay;
     long step;
 
@@ -75,9 +76,28 @@ public sealed class DistributedAdamW : IDisposable
         master = OwnSlices(p => p.detach().to(ScalarType.Float32)).DetachFromDisposeScope();
         expAvg = zeros(shardSize, device: device).DetachFromDisposeScope();
         expAvgSq = zeros(shardSize, device: device).DetachFromDisposeScope();
-        string NameOf(Parameter p) => parameters.First(x => ReferenceEquals(x.Parameter, p)).Name;
-        decayMask = OwnSlices(p => full_like(p.detach().to(ScalarType.Float32), TrainableParameters.Decays(NameOf(p), p) ? 1.0 : 0.0)).DetachFromDisposeScope();
-        normMask = OwnSlices(p => full_like(p.detach().to(ScalarType.Float32), countsInNorm?.Invoke(NameOf(p)) ?? true ? 1.0 : 0.0)).to(ScalarType.Float64).DetachFromDisposeScope();
+        decayed = OwnRuns(p => TrainableParameters.Decays(p.Name, p.Parameter));
+        counted = OwnRuns(p => countsInNorm?.Invoke(p.Name) ?? true);
+    }
+
+    /// <summary>Where this rank's state holds parameters that are <paramref name="selected"/>, as runs (adjacent ones merged).</summary>
+    List<(long Start, long Length)> OwnRuns(Func<(string Name, Parameter Parameter), bool> selected)
+    {
+        var runs = new List<(long Start, long Length)>();
+        foreach (Segment segment in segments)
+        {
+            long from = group.Rank * segment.ShardLength, to = from + segment.ShardLength, offset = 0;
+            foreach (var p in segment.Parameters)
+            {
+                long start = Math.Max(offset, from), end = Math.Min(offset + p.Parameter.numel(), to);
+                offset += p.Parameter.numel();
+                if (end <= start || !selected(p)) continue;
+                long at = segment.ShardOffset + start - from;
+                if (runs.Count > 0 && runs[^1].Start + runs[^1].Length == at) runs[^1] = (runs[^1].Start, runs[^1].Length + end - start);
+                else runs.Add((at, end - start));
+            }
+        }
+        return runs;
     }
 
     /// <summary>
@@ -126,21 +146,25 @@ public sealed class DistributedAdamW : IDisposable
     }
 
     /// <summary>
-    /// Every rank's state gathered (<paramref name="gathered"/>: [ranks × shard]) back into each parameter's values, handed
-    /// to <paramref name="use"/> one at a time.
+    /// Every rank's state gathered (<paramref name="gathered"/>: [ranks × shard]) copied back, piece by piece, into
+    /// <paramref name="target"/>(parameter) — each parameter's values: no intermediate copy of a segment.
     /// </summary>
-    void Unshard(Tensor gathered, Action<string, Parameter, Tensor> use)
+    void Unshard(Tensor gathered, Func<(string Name, Parameter Parameter), Tensor> target)
     {
-        Tensor byRank = gathered.view(group.Size, shardSize);
         foreach (Segment segment in segments)
         {
-            using Tensor flat = byRank.narrow(1, segment.ShardOffset, segment.ShardLength).reshape(-1);   // a view when the state is one segment
-            long offset = 0;
-            foreach (var (name, p) in segment.Parameters)
+            long offset = 0;   // of the parameter in the segment
+            foreach (var p in segment.Parameters)
             {
-                long n = p.numel();
-                using Tensor values = flat.narrow(0, offset, n).view(p.shape);
-                use(name, p, values);
+                long n = p.Parameter.numel();
+                using Tensor destination = target(p).view(-1);
+                for (int rank = (int)(offset / segment.ShardLength); rank < group.Size && rank * segment.ShardLength < offset + n; rank++)
+                {
+                    long from = Math.Max(offset, rank * segment.ShardLength), to = Math.Min(offset + n, (rank + 1) * segment.ShardLength);
+                    using Tensor piece = gathered.narrow(0, rank * shardSize + segment.ShardOffset + from - rank * segment.ShardLength, to - from);
+                    using Tensor into = destination.narrow(0, from - offset, to - from);
+                    into.copy_(piece);
+                }
                 offset += n;
             }
         }
@@ -159,14 +183,20 @@ public sealed class DistributedAdamW : IDisposable
         using var noGrad = no_grad();
         Tensor shard = Concatenate(segments.Select(s =>
         {
-            if (s.Reduced is not null) return s.Reduced.clone();   // reduce-scattered during backward
+            if (s.Reduced is not null) return s.Reduced.alias();   // reduce-scattered during backward (rewritten each step: free to scale in place)
             using Tensor grads = Flatten(s, p => p.grad is null ? zeros_like(p, dtype: ScalarType.Float32) : p.grad.to(ScalarType.Float32));
             return s.WholeReduced ? grads.narrow(0, group.Rank * s.ShardLength, s.ShardLength).clone() : collectives.ReduceScatter(grads);
         }));
         // The flat copies and the model's gradients are spent: freed before the all-gather, which needs a full-size buffer too.
         foreach (var (_, p) in parameters) p.grad = null;
         if (average) shard.div_(group.Size);
-        using Tensor squares = torch.tensor(new[] { SquaredNorm.Of(shard, normMask).item<double>() });
+        double sum = 0;
+        if (counted.Count > 0)
+        {
+            using var sums = NewDisposeScope();
+            sum = stack(counted.Select(r => SquaredNorm.Of(shard.narrow(0, r.Start, r.Length))).ToArray()).sum().item<double>();   // one host synchronisation
+        }
+        using Tensor squares = torch.tensor(new[] { sum });
         group.AllReduce(squares);
         tensor?.AllReduce(squares);     // the other tensor-parallel parts
         pipeline?.AllReduce(squares);   // the other stages' parameters count in the global norm
@@ -175,17 +205,21 @@ public sealed class DistributedAdamW : IDisposable
         if (clip > 0 && norm > clip) shard.mul_(clip / (norm + 1e-6));
         step++;
         double correction1 = 1 - Math.Pow(beta1, step), correction2 = 1 - Math.Pow(beta2, step);
+        foreach (var (start, n) in decayed)
+        {
+            using Tensor w = master.narrow(0, start, n);
+            w.mul_(1 - lr * weightDecay);   // torch's AdamW: decoupled decay, before the update
+        }
         // Slice by slice (FlatSlices): the same element-wise operations, with temporaries one slice long, not shard-sized.
         foreach (var (start, n) in FlatSlices.Of(shardSize))
         {
             using var slice = NewDisposeScope();
             Tensor w = master.narrow(0, start, n), g = shard.narrow(0, start, n), m = expAvg.narrow(0, start, n), v = expAvgSq.narrow(0, start, n);
-            w.sub_(w * decayMask.narrow(0, start, n) * (lr * weightDecay));
             m.mul_(beta1).add_(g, alpha: 1 - beta1);
             v.mul_(beta2).addcmul_(g, g, value: 1 - beta2);
             w.addcdiv_(m, v.sqrt().div_(Math.Sqrt(correction2)).add_(eps), value: -lr / correction1);
         }
-        Unshard(collectives.AllGather(master), (_, p, values) => p.copy_(values));
+        Unshard(collectives.AllGather(master), p => p.Parameter.alias());
         return norm;
     }
 
@@ -195,9 +229,9 @@ public sealed class DistributedAdamW : IDisposable
         using var scope = NewDisposeScope();
         Tensor m = collectives.AllGather(expAvg), v = collectives.AllGather(expAvgSq);
         if (group.Rank != 0) return;
-        var (first, second) = (new Dictionary<string, Tensor>(), new Dictionary<string, Tensor>());   // wrappers in this method's scope
-        Unshard(m, (name, _, values) => first[name] = values.contiguous());
-        Unshard(v, (name, _, values) => second[name] = values.contiguous());
+        var (first, second) = (new Dictionary<string, Tensor>(), new Dictionary<string, Tensor>());   // in this method's scope
+        Unshard(m, p => (first[p.Name] = empty(p.Parameter.shape, ScalarType.Float32, m.device)).alias());
+        Unshard(v, p => (second[p.Name] = empty(p.Parameter.shape, ScalarType.Float32, v.device)).alias());
         var tensors = new List<TensorToWrite>();
         foreach (var (name, _) in parameters)
         {
@@ -229,10 +263,8 @@ public sealed class DistributedAdamW : IDisposable
     /// <inheritdoc/>
     public void Dispose()
     {
-        normMask.Dispose();
         master.Dispose();
         expAvg.Dispose();
         expAvgSq.Dispose();
-        decayMask.Dispose();
     }
 }

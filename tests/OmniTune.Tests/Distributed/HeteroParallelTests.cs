@@ -80,9 +80,7 @@ public sealed class HeteroParallelTests : IClassFixture<PipelineFixture>
             "heterogeneous parallel: vision encoder tp 1, data-parallel over 4 ranks (its media items shared by 2 ranks per micro-batch, group 'vision.share'), " +
             "audio encoder tp 1, data-parallel over 4 ranks (its media items shared by 2 ranks per micro-batch, group 'audio.share')");
         if (extra.Length == 0) return;
-        Assert.DoesNotContain("has no effect", output);
-        var started = System.Text.RegularExpressions.Regex.Match(output, @"overlapped gradient reduction: (\d+) of (\d+) bucket all-reduces started during backward");
-        Assert.True(started.Success && long.Parse(started.Groups[1].Value) >= 1, output);
+        Assert.True(MpiJob.OverlapStarted(output).Early >= 1, output);
     }
 
     /// <summary>

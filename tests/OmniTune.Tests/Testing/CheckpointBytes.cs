@@ -62,6 +62,13 @@ public static class CheckpointBytes
                                      string.Join(", ", over.OrderByDescending(d => d.Worst).Select(d => $"{d.Key} by {d.Worst:G3}")));
     }
 
+    /// <summary>The same tensors, bit for bit, naming the first that differs.</summary>
+    public static void AssertIdentical(Dictionary<string, byte[]> expected, Dictionary<string, byte[]> actual, string what = "")
+    {
+        Assert.Equal(expected.Keys.Order(), actual.Keys.Order());
+        Assert.All(expected, kv => Assert.True(kv.Value.AsSpan().SequenceEqual(actual[kv.Key]), $"{what}{kv.Key} differs"));
+    }
+
     /// <summary>Per-iteration losses equal within a relative tolerance.</summary>
     public static void AssertLossesClose(IReadOnlyList<double> expected, IReadOnlyList<double> actual, double relative,
         [System.Runtime.CompilerServices.CallerFilePath] string file = "", [System.Runtime.CompilerServices.CallerLineNumber] int line = 0)

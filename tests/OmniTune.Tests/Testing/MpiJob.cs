@@ -43,6 +43,18 @@ public static partial class MpiJob
         return (process.ExitCode, output + error.Result, clock.Elapsed.TotalSeconds);
     }
 
+    /// <summary>
+    /// The end-of-run report of --overlap-grad-reduce: bucket reductions (<paramref name="collective"/>: "all-reduce" or
+    /// "reduce-scatter") started during backward, and in all; fails when there is none or the flag had no effect.
+    /// </summary>
+    public static (long Early, long All) OverlapStarted(string output, string collective = "all-reduce")
+    {
+        Assert.DoesNotContain("--overlap-grad-reduce has no effect", output);
+        var started = Regex.Match(output, $@"overlapped gradient reduction: (\d+) of (\d+) bucket {collective}s started during backward");
+        Assert.True(started.Success, output);
+        return (long.Parse(started.Groups[1].Value, CultureInfo.InvariantCulture), long.Parse(started.Groups[2].Value, CultureInfo.InvariantCulture));
+    }
+
     /// <summary>The loss of every step line, in order.</summary>
     public static List<double> Losses(string output) =>
         StepLine().Matches(output).Select(m => double.Parse(m.Groups[2].Value, CultureInfo.InvariantCulture)).ToList();
