@@ -3,7 +3,9 @@
 # mllm_video_demo — 12 samples of images, audio and video, taken 4 times) through the tiny model, one process, micro-batch 4: padded rows
 # (one sample each) against neat-packed rows (data.json neat_packing: several samples per row of --seq-length tokens).
 # Samples/s = samples per row × rows per step / step time. workers=N (default 2) sets --num-workers: media decoding
-# competes with the step for the cores, so the figure depends on it (on 2 cores: 1.34x with 1 worker, 1.62x with 2).
+# (an ffmpeg process per video and per audio, every time a sample is loaded) competes with the step for the cores and,
+# with the tiny model, costs more than the step itself — the same per sample packed or padded — so the ratio here shows
+# the decoding more than the packing (2 cores, 1 worker: padded 10.1, packed 9.8 samples/s).
 # Usage: bash bench/packing.sh [iterations (default 20)] [global batch (default 4)] [seq length (default 1024)]
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -14,7 +14,9 @@ public static class FFmpeg
     /// <param name="Duration">Video stream duration in seconds (container duration when the stream has none).</param>
     /// <param name="HasVideo">Whether a video stream exists.</param>
     /// <param name="HasAudio">Whether an audio stream exists.</param>
-    public sealed record Probe(int Width, int Height, long FrameCount, double Duration, bool HasVideo, bool HasAudio);
+    /// <param name="SampleRate">The first audio stream's sample rate (0 without audio).</param>
+    /// <param name="Channels">Its channels.</param>
+    public sealed record Probe(int Width, int Height, long FrameCount, double Duration, bool HasVideo, bool HasAudio, int SampleRate = 0, int Channels = 0);
 
     /// <summary>Probes by file (path, length, last write): a video is probed when its sample is encoded and again each time it is decoded.</summary>
     static readonly System.Collections.Concurrent.ConcurrentDictionary<(string Path, long Length, DateTime Written), Probe> Probes = new();
@@ -35,21 +37,21 @@ public static class FFmpeg
 
     static Probe ProbeUncached(string path)
     {
-        byte[] output = Run("ffprobe", ["-v", "error", "-show_entries", "stream=codec_type,width,height,nb_frames,duration:format=duration", "-of", "json", path], path);
+        byte[] output = Run("ffprobe", ["-v", "error", "-show_entries", "stream=codec_type,width,height,nb_frames,duration,sample_rate,channels:format=duration", "-of", "json", path], path);
         using var document = JsonDocument.Parse(output);
-        JsonElement? video = null;
-        bool audio = false;
+        JsonElement? video = null, audio = null;
         foreach (JsonElement stream in document.RootElement.GetProperty("streams").EnumerateArray())
         {
             string type = stream.TryGetProperty("codec_type", out var t) ? t.GetString() ?? "" : "";
             if (type == "video" && video is null) video = stream;
-            if (type == "audio") audio = true;
+            if (type == "audio" && audio is null) audio = stream;
         }
         double formatDuration = document.RootElement.TryGetProperty("format", out var f) ? Number(f, "duration") : 0;
-        if (video is not JsonElement v) return new Probe(0, 0, 0, formatDuration, false, audio);
+        var (rate, channels) = audio is JsonElement a ? ((int)Number(a, "sample_rate"), (int)Number(a, "channels")) : (0, 0);
+        if (video is not JsonElement v) return new Probe(0, 0, 0, formatDuration, false, audio is not null, rate, channels);
         double duration = Number(v, "duration");
         return new Probe((int)Number(v, "width"), (int)Number(v, "height"), (long)Number(v, "nb_frames"),
-            duration > 0 ? duration : formatDuration, true, audio);
+            duration > 0 ? duration : formatDuration, true, audio is not null, rate, channels);
     }
 
     static double Number(JsonElement element, string key)
@@ -67,16 +69,9 @@ public static class FFmpeg
     /// </summary>
     public static float[] DecodeAudio(string path, int sampleRate)
     {
-        if (!File.Exists(path)) throw new MediaException(path, "file not found");
-        byte[] info = Run("ffprobe", ["-v", "error", "-select_streams", "a:0", "-show_entries", "stream=sample_rate,channels", "-of", "json", path], path);
-        int rate, channels;
-        using (var document = JsonDocument.Parse(info))
-        {
-            var streams = document.RootElement.GetProperty("streams");
-            if (streams.GetArrayLength() == 0) throw new MediaException(path, "has no audio stream");
-            rate = (int)Number(streams[0], "sample_rate");
-            channels = (int)Number(streams[0], "channels");
-        }
+        Probe probe = ProbeFile(path);
+        if (!probe.HasAudio) throw new MediaException(path, "has no audio stream");
+        var (rate, channels) = (probe.SampleRate, probe.Channels);
         if (rate <= 0 || channels <= 0) throw new MediaException(path, $"reports {channels} channel(s) at {rate} Hz");
         byte[] raw = Run("ffmpeg", ["-nostdin", "-v", "error", "-i", path, "-map", "0:a:0", "-f", "f32le", "-"], path);
         var interleaved = new float[raw.Length / 4];
@@ -95,16 +90,28 @@ public static class FFmpeg
         return Soxr.Resample(mono, rate, sampleRate);
     }
 
-    /// <summary>Decodes every frame of the first video stream as RGB, calling <paramref name="onFrame"/> with each frame's ordinal.</summary>
-    public static void DecodeVideoFrames(string path, int width, int height, Action<int, RgbImage> onFrame)
+    /// <summary>
+    /// Decodes the first video stream as RGB, calling <paramref name="onFrame"/> with each frame and its ordinal — every
+    /// frame, or only those of <paramref name="only"/>: ffmpeg then still decodes every frame but converts and sends only
+    /// those (its <c>select</c> filter counts frames as the ordinals here do), instead of piping a full RGB copy of each.
+    /// </summary>
+    public static void DecodeVideoFrames(string path, int width, int height, Action<int, RgbImage> onFrame, IReadOnlyCollection<int>? only = null)
     {
+        int[]? ordinals = only?.Distinct().Order().ToArray();
         var start = new ProcessStartInfo(Tool("ffmpeg"))
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             UseShellExecute = false,
         };
-        foreach (string a in new[] { "-nostdin", "-v", "error", "-i", path, "-map", "0:v:0", "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24", "-" })
+        foreach (string a in new[] { "-nostdin", "-v", "error", "-i", path, "-map", "0:v:0", "-fps_mode", "passthrough" })
+            start.ArgumentList.Add(a);
+        if (ordinals is not null)
+        {
+            start.ArgumentList.Add("-vf");
+            start.ArgumentList.Add("select=" + string.Join("+", ordinals.Select(o => $"eq(n\\,{o.ToString(CultureInfo.InvariantCulture)})")));
+        }
+        foreach (string a in new[] { "-f", "rawvideo", "-pix_fmt", "rgb24", "-" })
             start.ArgumentList.Add(a);
         using var process = Process.Start(start) ?? throw new MediaException(path, "could not start ffmpeg");
         var errors = process.StandardError.ReadToEndAsync();
@@ -121,7 +128,9 @@ public static class FFmpeg
                 read += n;
             }
             if (read < frameBytes) break;
-            onFrame(ordinal++, new RgbImage(width, height, buffer));
+            if (ordinals is not null && ordinal >= ordinals.Length) throw new MediaException(path, "ffmpeg sent more frames than were selected");
+            onFrame(ordinals is null ? ordinal : ordinals[ordinal], new RgbImage(width, height, buffer));
+            ordinal++;
         }
         process.WaitForExit();
         if (process.ExitCode != 0) throw new MediaException(path, $"ffmpeg could not decode the video: {FirstLine(errors.Result)}");

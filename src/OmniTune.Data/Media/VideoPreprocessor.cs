@@ -31,7 +31,7 @@ public static class VideoPreprocessor
         {
             // MindSpeed-MM's plugin pre-resizes video frames with NEAREST (resample=True), images with the default filter.
             if (wanted.Contains(ordinal)) frames.Add(ImagePreprocessor.Regularize(frame, s.VideoMaxPixels, s.VideoMinPixels, nearest: true));
-        });
+        }, wanted);
         if (frames.Count == 0) throw new MediaException(path, "none of the sampled frames could be decoded");
         double fpsPerVideo = probe.Duration > 0 ? indices.Length / probe.Duration : s.VideoFps;
         if (frames.Count % 2 == 1) frames.Add(frames[^1]);

@@ -33,6 +33,27 @@ public sealed class VideoPreprocessingTests
         Assert.InRange(audio.Frames, 195, 205);
     }
 
+    /// <summary>
+    /// Asking ffmpeg for the sampled frames only (its select filter) gives the frames, bytes and ordinals, that decoding
+    /// every frame and keeping those gives — on a clip whose frames all differ (testsrc draws a moving pattern).
+    /// </summary>
+    [Fact]
+    public void Selected_frames_equal_the_same_frames_of_a_full_decode()
+    {
+        Assert.True(MediaFixtures.HasFFmpeg, "ffmpeg is required (apt-get install ffmpeg)");
+        using var dir = new TempFolder();
+        string video = MediaFixtures.Video(dir.Path, "clip.mp4", seconds: 3, width: 64, height: 48, fps: 10, audio: false);
+        int[] wanted = [0, 7, 8, 19, 29];
+        var all = new Dictionary<int, byte[]>();
+        FFmpeg.DecodeVideoFrames(video, 64, 48, (ordinal, frame) => all[ordinal] = frame.Pixels);
+        Assert.Equal(30, all.Count);
+        Assert.NotEqual(all[7], all[8]);
+        var selected = new List<(int Ordinal, byte[] Pixels)>();
+        FFmpeg.DecodeVideoFrames(video, 64, 48, (ordinal, frame) => selected.Add((ordinal, frame.Pixels)), [29, 0, 8, 7, 19, 7]);
+        Assert.Equal(wanted, selected.Select(f => f.Ordinal));
+        Assert.All(selected, f => Assert.Equal(all[f.Ordinal], f.Pixels));
+    }
+
     [Fact]
     public void A_one_frame_video_is_padded_to_a_temporal_pair()
     {
