@@ -61,7 +61,7 @@ public sealed class DistributedAdamW : IDisposable
             segments.Add(new Segment(members, length, length / group.Size, offset, reduced, wholeReduced));
             offset += length / group.Size;
         }
-        if (overlapped is null) Add(trainable, null, false);
+        if (overlapped is null || trainable.Count == 0) Add(trainable, null, false);   // one segment (of padding alone on a stage without trainable parameters)
         else
         {
             var names = trainable.ToDictionary(p => p.Parameter.Handle, p => p.Name);

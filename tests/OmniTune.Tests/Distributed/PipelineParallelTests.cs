@@ -144,8 +144,14 @@ public sealed class PipelineParallelTests : IClassFixture<PipelineFixture>
         CheckpointBytes.AssertIdentical(ConvertedWeights(after), ConvertedWeights(overlapped));
     }
 
-    [Fact]
-    public void A_stage_with_only_frozen_encoders_runs_forward_and_backward_and_steps_nothing()
+    /// <summary>
+    /// Also with data parallel 2 under the distributed optimizer with the overlapped reduction: stage 0's optimizer then
+    /// holds padding alone.
+    /// </summary>
+    [Theory]
+    [InlineData(2, "")]
+    [InlineData(4, "--use-distributed-optimizer --overlap-grad-reduce --ddp-bucket-size 20000")]
+    public void A_stage_with_only_frozen_encoders_runs_forward_and_backward_and_steps_nothing(int ranks, string extra)
     {
         MpiJob.Require();
         // Vision encoder, projector and audio encoder frozen, all on stage 0; the decoder on stage 1.
@@ -153,10 +159,11 @@ public sealed class PipelineParallelTests : IClassFixture<PipelineFixture>
         var (code, reference, _) = MpiJob.Run($"-np 1 dotnet {{cli}} {Flags(single, "--train-iters 3")}");
         Assert.True(code == 0, reference);
         string modelJson = fixture.ModelJson("frozen.json", "[2,0]", "[2,0]", "[0,4]", freezeStageZero: true);
-        var (code2, output, _) = MpiJob.Run($"-np 2 dotnet {{cli}} {Flags(modelJson, "--train-iters 3 --pipeline-model-parallel-size 2 --enable-dummy-optimizer")}");
+        var (code2, output, _) = MpiJob.Run($"-np {ranks} dotnet {{cli}} {Flags(modelJson, $"--train-iters 3 --pipeline-model-parallel-size 2 --enable-dummy-optimizer {extra}")}");
         Assert.True(code2 == 0, output);
         Assert.Contains("pipeline stage 0 holds no trainable parameters: it runs forward and backward and steps nothing (--enable-dummy-optimizer changes nothing here", output);
-        Assert.Equal(MpiJob.Losses(reference), MpiJob.Losses(output));
+        if (ranks == 2) Assert.Equal(MpiJob.Losses(reference), MpiJob.Losses(output));
+        else CheckpointBytes.AssertLossesClose(MpiJob.Losses(reference), MpiJob.Losses(output), 2e-5);   // averaged over 2 replicas
         Assert.Matches(@"stage 1: busy [0-9.]+ ms per step, idle [0-9.]+ ms per step \([0-9.]+ % bubble and transfers\)", output);
     }
 
