@@ -3,7 +3,7 @@
 # MLP 2816, vocabulary 151,936; `vocab=32768 bash bench/overlap.sh` for a smaller one) — init-tiny's wide options;
 # encoders tiny and frozen — on the demo's data, AdamW:
 # gradients all-reduced after backward against --overlap-grad-reduce (buckets all-reduced during backward). Prints the
-# mean step time and the exposed data-parallel communication (the trainer's own report) of each.
+# mean step time, the exposed data-parallel communication and the peak resident memory (the trainer's own report) of each.
 # With extra="--use-distributed-optimizer" both runs use ZeRO-1 (the overlapped one reduce-scatters its buckets).
 # Usage: bash bench/overlap.sh [iterations (default 6)] [bucket size in elements (default Megatron's 40M)]
 set -euo pipefail
@@ -23,6 +23,6 @@ run() { OMP_NUM_THREADS=1 $mpi -x OMP_NUM_THREADS -np 2 $cli finetune $flags ${e
 after=$(run)
 overlapped=$(run --overlap-grad-reduce ${bucket:+--ddp-bucket-size $bucket})
 echo "DP 2 × 1 thread, bench-config text decoder, vocabulary $vocab, $iterations iterations${extra:+, $extra} (mean step over the second half):"
-echo "  after backward : $(echo "$after" | mean_step) ms per step; $(echo "$after" | grep -o 'data-parallel communication: .*' | head -1)"
-echo "  overlapped     : $(echo "$overlapped" | mean_step) ms per step; $(echo "$overlapped" | grep -o 'data-parallel communication: .*' | head -1)"
+echo "  after backward : $(echo "$after" | mean_step) ms per step; $(echo "$after" | grep -o 'data-parallel communication: .*' | head -1); $(echo "$after" | grep -o 'peak resident memory: .*' | head -1)"
+echo "  overlapped     : $(echo "$overlapped" | mean_step) ms per step; $(echo "$overlapped" | grep -o 'data-parallel communication: .*' | head -1); $(echo "$overlapped" | grep -o 'peak resident memory: .*' | head -1)"
 echo "$overlapped" | grep -o 'overlapped gradient reduction.*' | sed 's/^/  /'

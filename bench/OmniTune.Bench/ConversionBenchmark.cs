@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using OmniTune.Checkpoints.Conversion;
+using OmniTune.Core.Native;
 using OmniTune.Models.Qwen25Omni.Config;
 using OmniTune.Models.Qwen25Omni.Tiny;
 using static TorchSharp.torch;

@@ -1,3 +1,4 @@
+using OmniTune.Core.Native;
 using OmniTune.Distributed;
 using static TorchSharp.torch;
 

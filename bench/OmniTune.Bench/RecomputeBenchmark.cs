@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using OmniTune.Core.Native;
 using OmniTune.Models.Common;
 using OmniTune.Models.Qwen25Omni.Config;
 using OmniTune.Models.Qwen25Omni.Thinker;

@@ -15,9 +15,10 @@ namespace OmniTune.Data.Datasets;
 /// the row, as LLaMA-Factory computes them); under <see cref="PackingMode.Neat"/> the attention mask holds each token's
 /// sample number 1, 2, … (LLaMA-Factory's neat-packing form; the decoder attends within a sample only) and each sample's
 /// TMRoPE positions are computed as if it were alone. Either way <see cref="TrainingBatch.Segments"/> numbers the samples
-/// for the per-sample loss.
+/// for the per-sample loss. With a <see cref="MediaCache"/> each file is decoded and processed once while the cache holds it.
 /// </summary>
-public sealed class BatchCollator(ProcessorSettings settings, RopeIndexSettings rope, int padTokenId, int padToMultipleOf = 8, PackingMode packing = PackingMode.None)
+public sealed class BatchCollator(ProcessorSettings settings, RopeIndexSettings rope, int padTokenId, int padToMultipleOf = 8, PackingMode packing = PackingMode.None,
+    MediaCache? media = null)
 {
     /// <summary>Collates <paramref name="samples"/>.</summary>
     public TrainingBatch Collate(IReadOnlyList<EncodedSample> samples)
@@ -50,11 +51,11 @@ public sealed class BatchCollator(ProcessorSettings settings, RopeIndexSettings 
         var images = samples.SelectMany(s => s.Images.Select(m => (Sample: s, Item: m))).ToList();
         var videos = samples.SelectMany(s => s.Videos.Select(m => (Sample: s, Item: m))).ToList();
         var audios = samples.SelectMany(s => s.Audios.Select(m => (Sample: s, Item: m))).ToList();
-        var imageInputs = images.Select(x => Checked(x.Sample, x.Item, ImagePreprocessor.Process(x.Item.Path, settings))).ToList();
-        var videoInputs = videos.Select(x => Checked(x.Sample, x.Item, VideoPreprocessor.Process(x.Item.Path, settings))).ToList();
+        var imageInputs = images.Select(x => Checked(x.Sample, x.Item, media?.Image(x.Item.Path, settings) ?? ImagePreprocessor.Process(x.Item.Path, settings))).ToList();
+        var videoInputs = videos.Select(x => Checked(x.Sample, x.Item, media?.Video(x.Item.Path, settings) ?? VideoPreprocessor.Process(x.Item.Path, settings))).ToList();
         var audioInputs = audios.Select(x =>
         {
-            AudioInput a = WhisperFeatures.FromFile(x.Item.Path, settings);
+            AudioInput a = media?.Audio(x.Item.Path, settings) ?? WhisperFeatures.FromFile(x.Item.Path, settings);
             if (a.Frames != x.Item.Frames)
                 throw new MediaException(x.Item.Path, $"gives {a.Frames} audio frames now but {x.Item.Frames} when {x.Sample.Location} was encoded: the file changed; rebuild the cache");
             return a;

@@ -35,10 +35,18 @@ public sealed record RecomputeSettings(string Method, int NumLayers)
 
     /// <summary>
     /// Runs layers [<paramref name="from"/>, <paramref name="to"/>) (a pipeline stage's share of a tower; the recompute
-    /// plan counts from the first of them, as Megatron plans per stage).
+    /// plan counts from the first of them, as Megatron plans per stage). <paramref name="progress"/>, when given, is told
+    /// of the pass (with gradients on) and sees each layer's input, in the first forward or in the recompute.
     /// </summary>
-    public static Tensor Run(RecomputeSettings? settings, int from, int to, Tensor x, Tensor[] context, Func<int, Tensor, Tensor[], Tensor> layer)
+    public static Tensor Run(RecomputeSettings? settings, int from, int to, Tensor x, Tensor[] context, Func<int, Tensor, Tensor[], Tensor> layer,
+        ILayerProgress? progress = null)
     {
+        if (progress is not null)
+        {
+            if (is_grad_enabled()) progress.PassStarted(from, to);
+            var inner = layer;
+            layer = (i, h, c) => inner(i, progress.LayerInput(i, h), c);
+        }
         if (settings is null || !is_grad_enabled())
         {
             for (int i = from; i < to; i++) x = layer(i, x, context);

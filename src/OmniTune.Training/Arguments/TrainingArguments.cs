@@ -99,6 +99,9 @@ public sealed record TrainingArguments
     /// <summary>Background batch workers.</summary>
     public int NumWorkers { get; init; } = 2;
 
+    /// <summary>MiB of processed media kept in memory for their next use (0: none).</summary>
+    public int MediaCacheMb { get; init; } = 1024;
+
     /// <summary>Loss averaging.</summary>
     public LossMode LossMode { get; init; } = LossMode.Default;
 
@@ -246,6 +249,7 @@ public sealed record TrainingArguments
             NoSaveOptim = f.Has("no-save-optim"),
             NoSaveRng = f.Has("no-save-rng"),
             NumWorkers = f.Int("num-workers")!.Value,
+            MediaCacheMb = f.Int("media-cache-mb")!.Value,
             LossMode = f.Has("calculate-per-token-loss") ? LossMode.PerToken : f.Has("calculate-per-sample-loss") ? LossMode.PerSample : LossMode.Default,
             Device = f.Text("device")!,
             MaxNanSteps = f.Int("max-nan-steps")!.Value,
@@ -291,6 +295,7 @@ public sealed record TrainingArguments
         if (args.LrDecayIters is < 1) throw new ArgumentException($"--lr-decay-iters {args.LrDecayIters}: must be at least 1");
         if (args.LrWarmupIters < 0) throw new ArgumentException($"--lr-warmup-iters {args.LrWarmupIters}: must be ≥ 0");
         if (args.NumWorkers < 0) throw new ArgumentException($"--num-workers {args.NumWorkers}: must be ≥ 0");
+        if (args.MediaCacheMb < 0) throw new ArgumentException($"--media-cache-mb {args.MediaCacheMb}: must be ≥ 0 (0 turns the cache off)");
         if (args.MaxNanSteps < 1) throw new ArgumentException($"--max-nan-steps {args.MaxNanSteps}: must be at least 1");
         if (args.LrWarmupFraction is double w && (w < 0 || w > 1)) throw new ArgumentException($"--lr-warmup-fraction {w} must be in [0, 1]");
         if (args.LrWarmupFraction is not null && f.Given("lr-warmup-iters")) throw new ArgumentException("--lr-warmup-fraction and --lr-warmup-iters exclude each other");

@@ -1,8 +1,10 @@
 using System.Diagnostics;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using OmniTune.Core.Native;
 using OmniTune.Core.Tensors;
 using OmniTune.Data.Datasets;
+using OmniTune.Data.Media;
 using OmniTune.Data.Processing;
 using OmniTune.Distributed;
 using OmniTune.Distributed.Context;
@@ -78,7 +80,8 @@ public sealed class Trainer
     EncoderShares? encoderShares;
     PackingMode packing;
     Parameter? fusedHead;
-    OverlappedGradientReduce? overlap;   // the run's, for its report (disposed by Run)
+    GradientBuckets? overlap;   // the run's, for its report (disposed by Run)
+    MediaCache? media;   // the run's, for its report (disposed by Run)
     BatchCollator validationCollator = null!;
     PipelineSetup pipeline = null!;
     OptimizerStep optimizerStep = null!;
@@ -208,14 +211,15 @@ public sealed class Trainer
 
             using MasterWeights? masters = bf16 && !args.UseDistributedOptimizer ? MasterWeights.Create(trainable) : null;
             // Before the distributed optimizer, whose shards follow the buckets.
-            using OverlappedGradientReduce? overlapped = OverlapGradReduce(gradientGroup ?? dp, trainable, args.UseDistributedOptimizer, model.TiedLmHead);
-            if (overlapped is not null) model.TextModel.LayerInput = overlapped.LayerInput;
+            using GradientBuckets? buckets = Buckets(gradientGroup ?? dp, trainable, args.UseDistributedOptimizer, model.TiedLmHead);
+            if (overlap is not null) model.TextModel.Progress = overlap.Watch(GradientBuckets.Tower.Decoder);
             using DistributedAdamW? distributed = args.UseDistributedOptimizer
-                ? new DistributedAdamW(trainable, dp, args.AdamBeta1, args.AdamBeta2, args.AdamEps, args.WeightDecay, parallelism.CountsInNorm, gradientGroup, overlapped)
+                ? new DistributedAdamW(trainable, dp, args.AdamBeta1, args.AdamBeta2, args.AdamEps, args.WeightDecay, parallelism.CountsInNorm, gradientGroup, buckets,
+                    parallelism.IsSequencePartial)
                 : null;
             if (distributed is not null)
                 log.WriteLine($"distributed optimizer: {distributed.ShardSize:N0} parameters of optimizer state per rank (ZeRO-1 over '{dp.Name}'" +
-                              (overlapped is null ? ")" : $", sharded by the {distributed.SegmentCount} segments of the overlapped reduction)"));
+                              $", sharded by the {distributed.SegmentCount} segments of its gradient buckets)");
             var modelTrainable = trainable;   // the model's own parameters (gradients arrive here; replicas compare them)
             if (masters is not null)
             {
@@ -266,7 +270,8 @@ public sealed class Trainer
             // Sequence parallel cuts the padded sequence into equal parts, context parallel into 2·CP chunks (and sequence
             // parallel each rank's share again): pad to a multiple of those as well as of 8.
             int padMultiple = Lcm(Lcm(8, 2 * contextGroup.Size), args.SequenceParallel ? tensorGroup.Size * contextGroup.Size : 1);
-            var collator = new BatchCollator(processor.Settings, RopeIndexSettings.From(config.Thinker), config.Thinker.PadTokenId, padMultiple, packing);
+            using var mediaCache = media = args.MediaCacheMb > 0 ? new MediaCache((long)args.MediaCacheMb << 20) : null;
+            var collator = new BatchCollator(processor.Settings, RopeIndexSettings.From(config.Thinker), config.Thinker.PadTokenId, padMultiple, packing, mediaCache);
             int batch = state.LoaderBatch;
             if (start.State is not null && state.DataParallelSize != dp.Size)
             {
@@ -281,8 +286,8 @@ public sealed class Trainer
                 dp.Rank, dp.Size, new LoaderPosition(state.LoaderEpoch, batch), args.GlobalBatchSize);
             replicas = new GradientSynchronizer(dp, args.LossMode);
             optimizerStep = distributed is not null
-                ? new ShardedAdamWStep(distributed, optimizer, args.LossMode, pipelineGroup, modelTrainable, parallelism, overlapped)
-                : new AdamWStep(optimizer, modelTrainable, masters, new GradientSynchronizer(gradientGroup ?? dp, args.LossMode), pipelineGroup, parallelism, overlapped);
+                ? new ShardedAdamWStep(distributed, optimizer, args.LossMode, pipelineGroup, parallelism, contextGroup, buckets)
+                : new AdamWStep(optimizer, modelTrainable, masters, new GradientSynchronizer(gradientGroup ?? dp, args.LossMode), pipelineGroup, parallelism, buckets);
             replicaParameters = modelTrainable;
             replicas.CheckReplicasAgree(modelTrainable);
             // Whole encoders are shared: by heterogeneous parallel over the decoder's TP ranks, else by context parallel over its group.
@@ -291,9 +296,27 @@ public sealed class Trainer
                 : contextGroup.Size > 1 ? new EncoderShares(contextGroup, contextGroup, SumGradient: true, Trains("visual."), Trains("audio_tower.")) : null;
             runner = new PipelineStepRunner(model, plan, pipelineGroup, device, args.SequenceParallel ? tensorGroup : null, contextGroup.Size > 1 ? contextGroup : null,
                 encoderShares);
-            if (overlapped is not null) runner.BeforeBackward = (microBatch, count) => overlapped.Armed = microBatch == count - 1;
+            if (overlap is not null)
+            {
+                // An encoder shared by heterogeneous parallel has its gradients summed over the sharing ranks after backward:
+                // its buckets wait for that. Context parallel's sharing is summed by the buckets' own group.
+                if (encoderShares?.Vision is null || encoderShares.SumGradient) model.Visual.Progress = overlap.Watch(GradientBuckets.Tower.Vision);
+                if (encoderShares?.Audio is null || encoderShares.SumGradient) model.AudioTower.Progress = overlap.Watch(GradientBuckets.Tower.Audio);
+                runner.BeforeForward = overlap.Forwarding;
+                runner.BeforeBackward = overlap.Backwarding;
+            }
             return Loop(model, trainable, optimizer, loader, state, scheduleOffset, processorFolder, modelJson, device, adapters, masters, dp, distributed);
         }
+    }
+
+    /// <summary>The peak resident memory of this process (Linux's VmHWM) and, under MPI, the largest over the ranks.</summary>
+    void ReportPeakMemory()
+    {
+        long mine = ProcessMemory.Peak();
+        using Tensor largest = tensor(new[] { mine });
+        worldGroup.AllReduce(largest, ReduceOp.Max);
+        if (mine > 0)
+            log.WriteLine($"peak resident memory: {mine / (double)(1L << 30):F2} GiB{(worldGroup.Size > 1 ? $" on this rank, {largest.item<long>() / (double)(1L << 30):F2} GiB on the largest" : "")}");
     }
 
     /// <summary>Restores torch's CPU generator; a state of the wrong size or encoding is an error naming the file.</summary>
@@ -482,7 +505,7 @@ public sealed class Trainer
             waitMs += sync.Elapsed.TotalMilliseconds;
             stepLoss = SumOver(pipelineGroup, stepLoss);   // the loss is known on the last stage
             stepLoss = SumOver(contextGroup, stepLoss);    // each context-parallel rank holds its tokens' share
-            SumContextGradients();
+            if (distributed is null) SumContextGradients();   // the distributed optimizer sums its shards over the context-parallel ranks
             SumSharedEncoderGradients();
             stepLoss = args.LossMode == LossMode.PerToken ? SumOver(dp, stepLoss) : SumOver(dp, stepLoss) / dp.Size;
             double lr = schedule.ForIteration(iteration - scheduleOffset, args.GlobalBatchSize);
@@ -550,6 +573,9 @@ public sealed class Trainer
             log.WriteLine($"overlapped gradient reduction: {overlap.Started.Early} of {overlap.Started.All} bucket {overlap.Collective}s started during backward; " +
                           $"waiting for them after backward: {overlap.ExposedMilliseconds / stepsRun:F1} ms per step, {100 * overlap.ExposedMilliseconds / runMs:F1} % of step time");
         if (pipelineGroup.Size > 1 && stepsRun > 0) ReportPipeline(stepsRun);
+        if (media?.Counts is { } counts && counts.Hits + counts.Misses > 0)
+            log.WriteLine($"media cache: {counts.Hits} of {counts.Hits + counts.Misses} media loads{(worldGroup.Size > 1 ? " of this rank" : "")} found processed in memory (--media-cache-mb {args.MediaCacheMb})");
+        ReportPeakMemory();
         if (tensorGroup.Size > 1 && stepsRun > 0)
             log.WriteLine($"tensor-parallel communication: {tensorGroup.Milliseconds / stepsRun:F1} ms per step, {100 * tensorGroup.Milliseconds / runMs:F1} % of step time " +
                           $"({tensorGroup.Calls / stepsRun} collectives per step in forward, backward and the loss)");
@@ -586,32 +612,36 @@ public sealed class Trainer
     }
 
     /// <summary>
-    /// --overlap-grad-reduce: the data-parallel all-reduce in buckets started during the last micro-batch's backward
-    /// (<see cref="OverlappedGradientReduce"/>), or reduce-scattered under the distributed optimizer (<paramref name="sharded"/>)
-    /// — for data parallel with tensor parallel, pipeline stages and heterogeneous parallel (the shared encoders' buckets
-    /// start after backward, once their gradients are summed over the sharing ranks). Under context parallel the buckets are
-    /// all-reduced over the data- and context-parallel ranks together (Megatron's group), which sums what context parallel
-    /// summed apart, averaged over the data-parallel ranks only. With the distributed optimizer under context or sequence
-    /// parallel the gradients are reduced after backward, as said. An untied token embedding is reduced by the rows the
-    /// step's tokens touched.
+    /// The gradient buckets (<see cref="GradientBuckets"/>): under the distributed optimizer (<paramref name="sharded"/>)
+    /// always — its shards follow them and they are reduce-scattered by bucket, so no flat copy of every gradient is made —
+    /// and with --overlap-grad-reduce, where the data-parallel all-reduce (or reduce-scatter) of each bucket starts during
+    /// the last micro-batch's backward once the decoder's, vision encoder's or audio encoder's layers it holds are done:
+    /// for data parallel with tensor parallel, pipeline stages and heterogeneous parallel (the shared encoders' buckets
+    /// start after backward, once their gradients are summed over the sharing ranks). Under
+    /// context parallel the overlapped buckets are all-reduced over the data- and context-parallel ranks together
+    /// (Megatron's group), which sums what context parallel summed apart, averaged over the data-parallel ranks only; the
+    /// distributed optimizer's buckets are reduce-scattered over the data-parallel ranks, and it sums its shards over the
+    /// context-parallel ones (and sequence parallel's partial ones over the tensor-parallel ranks). An untied token
+    /// embedding is reduced by the rows the step's tokens touched. Sets <see cref="overlap"/> when overlapping.
     /// </summary>
-    OverlappedGradientReduce? OverlapGradReduce(IProcessGroup gradients, IReadOnlyList<(string Name, Parameter Parameter)> parameters, bool sharded, bool tiedHead)
+    GradientBuckets? Buckets(IProcessGroup gradients, IReadOnlyList<(string Name, Parameter Parameter)> parameters, bool sharded, bool tiedHead)
     {
-        if (!args.OverlapGradReduce) return null;
-        IProcessGroup group = contextGroup.Size > 1 ? dataContextGroup : gradients;   // context parallel: CPU only, so 'gradients' is the MPI data-parallel group
-        string? reason = group.Size == 1 ? "there is one data-parallel rank"
-            : sharded && args.SequenceParallel ? "sequence parallel's partial gradients are summed over tensor-parallel ranks before the distributed optimizer's reduce-scatter"
-            : sharded && contextGroup.Size > 1 ? "the distributed optimizer shards over the data-parallel ranks; context parallel sums its gradients first" : null;
-        if (reason is not null)
-        {
-            log.WriteLine($"note: --overlap-grad-reduce has no effect here ({reason}): gradients are {(sharded ? "reduce-scattered" : "all-reduced")} after backward");
-            return null;
-        }
-        var overlapped = new OverlappedGradientReduce(group, args.LossMode, parameters, args.DdpBucketSize ?? OverlappedGradientReduce.DefaultBucketSize(gradients.Size),
+        // Context parallel: CPU only, so 'gradients' is the MPI data-parallel group. The distributed optimizer shards over it
+        // alone and sums its shards over the context-parallel ranks.
+        IProcessGroup group = args.OverlapGradReduce && contextGroup.Size > 1 && !sharded ? dataContextGroup : gradients;
+        bool overlapping = args.OverlapGradReduce && group.Size > 1;
+        if (args.OverlapGradReduce && !overlapping)
+            log.WriteLine($"note: --overlap-grad-reduce has no effect here (there is one data-parallel rank): gradients are {(sharded ? "reduce-scattered" : "all-reduced")} after backward");
+        if (!overlapping && !sharded) return null;
+        var buckets = new GradientBuckets(group, args.LossMode, parameters, args.DdpBucketSize ?? GradientBuckets.DefaultBucketSize(gradients.Size),
             rowSparse: tiedHead ? null : ThinkerWeightLayout.TextPrefix + "embed_tokens.weight", scatter: sharded, averageOver: gradients.Size);
-        overlap = overlapped;
-        log.WriteLine($"overlapped gradient reduction over '{group.Name}': {overlapped.Describe()}, each {overlapped.Collective} started once backward has passed its decoder layers");
-        return overlapped;
+        if (overlapping)
+        {
+            overlap = buckets;
+            log.WriteLine($"overlapped gradient reduction over '{group.Name}': {buckets.Describe()}, each {buckets.Collective} started once backward has passed its layers");
+        }
+        else log.WriteLine($"gradient buckets over '{group.Name}': {buckets.Describe()}, each {buckets.Collective} after backward");
+        return buckets;
     }
 
     /// <summary>

@@ -8,12 +8,13 @@ namespace OmniTune.Training.Optimization;
 
 /// <summary>
 /// ZeRO-1 AdamW (Megatron's --use-distributed-optimizer): the trainable parameters are laid end to end in flat fp32
-/// segments, each padded to a multiple of the data-parallel size and cut into equal contiguous slices, one per rank: one
-/// segment of everything, or, with <c>--overlap-grad-reduce</c>, the overlapped reduction's buckets (as Megatron shards
-/// each bucket), whose reduce-scatters ran during backward. Each rank keeps the fp32 master values and Adam moments of its
-/// slices only; gradients are reduce-scattered into them, the slices are updated (same formulas as torch's AdamW:
-/// decoupled weight decay, bias-corrected moments), and all-gathered back into the model. The optimizer state is saved
-/// gathered and by parameter name, so it resumes at any data-parallel size and either layout.
+/// segments, each padded to a multiple of the data-parallel size and cut into equal contiguous slices, one per rank: the
+/// gradient buckets (<see cref="GradientBuckets"/>, as Megatron shards each bucket), whose reduce-scatters ran after or,
+/// with <c>--overlap-grad-reduce</c>, during backward; or, built without buckets, one segment of everything, flattened and
+/// reduce-scattered here. Each rank keeps the fp32 master values and Adam moments of its slices only; the slices are
+/// updated (same formulas as torch's AdamW: decoupled weight decay, bias-corrected moments) and all-gathered back into the
+/// model segment by segment. The optimizer state is saved gathered and by parameter name, so it resumes at any
+/// data-parallel size and either layout.
 /// </summary>
 public sealed class DistributedAdamW : IDisposable
 {
@@ -23,8 +24,8 @@ public sealed class DistributedAdamW : IDisposable
     /// <summary>
     /// Parameters laid end to end and padded to <see cref="Length"/>; this rank owns elements
     /// [rank × <see cref="ShardLength"/>, +<see cref="ShardLength"/>), at <see cref="ShardOffset"/> of its state.
-    /// <see cref="Reduced"/>: the overlapped reduction's slice of it (summed over ranks), or null with <see cref="WholeReduced"/>
-    /// when the parameters' own gradients already hold the sums.
+    /// <see cref="Reduced"/>: the gradient bucket's reduce-scattered slice of it (summed over ranks), or null. <see cref="WholeReduced"/>:
+    /// the parameter's own gradient already holds the sums (its slice is copied into <see cref="Reduced"/> when there is one).
     /// </summary>
     sealed record Segment(IReadOnlyList<(string Name, Parameter Parameter)> Parameters, long Length, long ShardLength, long ShardOffset, Tensor? Reduced, bool WholeReduced);
 
@@ -34,7 +35,8 @@ public sealed class DistributedAdamW : IDisposable
     readonly Device device;
     readonly long shardSize;
     readonly Tensor master, expAvg, expAvgSq;
-    readonly List<(long Start, long Length)> decayed, counted;   // runs of this rank's state: weight decay applies, counts in the norm
+    readonly Tensor? shards;   // the buckets' reduced slices end to end, when they lie so: stepped on in place
+    readonly List<(long Start, long Length)> decayed, counted, partial;   // runs of this rank's state: weight decay applies, counts in the norm, summed over tensor-parallel ranks
     readonly double beta1, beta2, eps, weightDecay;
     long step;
 
@@ -43,11 +45,13 @@ public sealed class DistributedAdamW : IDisposable
     /// says which parameters this rank counts in the global gradient norm (all when null; under tensor parallel a whole
     /// parameter counts on one rank of the group). The state lives on the parameters' device; <paramref name="deviceGroup"/>
     /// (the same ranks over NCCL when the parameters are on CUDA) carries the reduce-scatter and all-gathers, the
-    /// data-parallel group the scalar reductions. With <paramref name="overlapped"/> (its scatter mode) the segments are its
-    /// buckets and their gradients arrive reduce-scattered by it.
+    /// data-parallel group the scalar reductions. With <paramref name="buckets"/> (its scatter mode) the segments are its
+    /// buckets and their gradients arrive reduce-scattered by it. <paramref name="sequencePartial"/> names the parameters
+    /// whose gradients are partial over the tensor-parallel ranks (sequence parallel's norms): <see cref="Step"/> sums this
+    /// rank's slices of them over the tensor-parallel group.
     /// </summary>
     public DistributedAdamW(List<(string Name, Parameter Parameter)> trainable, IProcessGroup dataParallel, double beta1, double beta2, double eps, double weightDecay,
-        Func<string, bool>? countsInNorm = null, IProcessGroup? deviceGroup = null, OverlappedGradientReduce? overlapped = null)
+        Func<string, bool>? countsInNorm = null, IProcessGroup? deviceGroup = null, GradientBuckets? buckets = null, Func<string, bool>? sequencePartial = null)
     {
         parameters = trainable;
         group = dataParallel;
@@ -61,15 +65,20 @@ public sealed class DistributedAdamW : IDisposable
             segments.Add(new Segment(members, length, length / group.Size, offset, reduced, wholeReduced));
             offset += length / group.Size;
         }
-        if (overlapped is null || trainable.Count == 0) Add(trainable, null, false);   // one segment (of padding alone on a stage without trainable parameters)
+        if (buckets is null || trainable.Count == 0) Add(trainable, null, false);   // one segment (of padding alone on a stage without trainable parameters)
         else
         {
             var names = trainable.ToDictionary(p => p.Parameter.Handle, p => p.Name);
-            foreach (var (members, shard) in overlapped.Segments)
-                Add(members.Select(p => (names.TryGetValue(p.Handle, out string? name) ? name : throw new ArgumentException("the overlapped reduction holds a parameter the optimizer does not step"), p)).ToList(),
-                    shard, shard is null);
+            foreach (GradientBuckets.ShardSegment segment in buckets.Segments)
+            {
+                if (segment.InGradient && segment.Parameters.Count != 1) throw new ArgumentException("a segment whose sums are in the gradient holds one parameter");
+                Add(segment.Parameters.Select(p => (names.TryGetValue(p.Handle, out string? name) ? name : throw new ArgumentException("the gradient buckets hold a parameter the optimizer does not step"), p)).ToList(),
+                    segment.Reduced, segment.InGradient);
+            }
             if (segments.Sum(s => s.Parameters.Count) != trainable.Count)
-                throw new ArgumentException($"the overlapped reduction holds {segments.Sum(s => s.Parameters.Count)} of the optimizer's {trainable.Count} parameters");
+                throw new ArgumentException($"the gradient buckets hold {segments.Sum(s => s.Parameters.Count)} of the optimizer's {trainable.Count} parameters");
+            shards = buckets.Shards;   // the segments' slices end to end (more than one rank)
+            if (shards is not null && shards.numel() != offset) throw new ArgumentException($"the buckets' shards hold {shards.numel()} elements, the layout {offset}");
         }
         shardSize = offset;
         using var scope = NewDisposeScope();
@@ -78,6 +87,7 @@ public sealed class DistributedAdamW : IDisposable
         expAvgSq = zeros(shardSize, device: device).DetachFromDisposeScope();
         decayed = OwnRuns(p => TrainableParameters.Decays(p.Name, p.Parameter));
         counted = OwnRuns(p => countsInNorm?.Invoke(p.Name) ?? true);
+        partial = OwnRuns(p => sequencePartial?.Invoke(p.Name) ?? false);
     }
 
     /// <summary>Where this rank's state holds parameters that are <paramref name="selected"/>, as runs (adjacent ones merged).</summary>
@@ -109,7 +119,7 @@ public sealed class DistributedAdamW : IDisposable
     /// <summary>Elements owned by this rank.</summary>
     public long ShardSize => shardSize;
 
-    /// <summary>Segments the state is cut into (1 without the overlapped reduction).</summary>
+    /// <summary>Segments the state is cut into (1 without gradient buckets).</summary>
     public int SegmentCount => segments.Count;
 
     /// <summary>A segment's parameters' <paramref name="part"/> laid end to end and padded with zeros.</summary>
@@ -146,25 +156,21 @@ public sealed class DistributedAdamW : IDisposable
     }
 
     /// <summary>
-    /// Every rank's state gathered (<paramref name="gathered"/>: [ranks × shard]) copied back, piece by piece, into
-    /// <paramref name="target"/>(parameter) — each parameter's values: no intermediate copy of a segment.
+    /// Every rank's slices of <paramref name="state"/> (laid out as <see cref="master"/>) all-gathered segment by segment and
+    /// copied into <paramref name="target"/>(parameter) — each parameter's values, or nothing where it returns null (the
+    /// ranks that only take part). One segment's gathered copy exists at a time: no model-sized buffer.
     /// </summary>
-    void Unshard(Tensor gathered, Func<(string Name, Parameter Parameter), Tensor> target)
+    void Unshard(Tensor state, Func<(string Name, Parameter Parameter), Tensor?> target)
     {
         foreach (Segment segment in segments)
         {
+            using var scope = NewDisposeScope();
+            Tensor gathered = collectives.AllGather(state.narrow(0, segment.ShardOffset, segment.ShardLength));   // the segment, padding included
             long offset = 0;   // of the parameter in the segment
             foreach (var p in segment.Parameters)
             {
                 long n = p.Parameter.numel();
-                using Tensor destination = target(p).view(-1);
-                for (int rank = (int)(offset / segment.ShardLength); rank < group.Size && rank * segment.ShardLength < offset + n; rank++)
-                {
-                    long from = Math.Max(offset, rank * segment.ShardLength), to = Math.Min(offset + n, (rank + 1) * segment.ShardLength);
-                    using Tensor piece = gathered.narrow(0, rank * shardSize + segment.ShardOffset + from - rank * segment.ShardLength, to - from);
-                    using Tensor into = destination.narrow(0, from - offset, to - from);
-                    into.copy_(piece);
-                }
+                target(p)?.view(-1).copy_(gathered.narrow(0, offset, n));
                 offset += n;
             }
         }
@@ -175,20 +181,36 @@ public sealed class DistributedAdamW : IDisposable
     /// gradient norm, clips to <paramref name="clip"/> (0 = no clipping), updates this rank's shard with
     /// <paramref name="lr"/> and all-gathers the new parameters into the model. A non-finite norm skips the update.
     /// With <paramref name="pipeline"/> and <paramref name="tensor"/>, the squares of every stage's and every tensor-parallel
-    /// rank's gradients count in the norm.
+    /// rank's gradients count in the norm. Sums of the reduced slices — the same slices on every rank of those groups, whose
+    /// layouts match — complete what backward left partial, at 1/DP of the traffic of summing whole gradients first
+    /// (a sum commutes with the reduce-scatter): the whole shard over <paramref name="context"/> (context parallel: each
+    /// rank back-propagated its share of the tokens), the sequence-partial runs over <paramref name="tensor"/>.
     /// </summary>
-    public double Step(double lr, double clip, bool average, IProcessGroup? pipeline = null, IProcessGroup? tensor = null)
+    public double Step(double lr, double clip, bool average, IProcessGroup? pipeline = null, IProcessGroup? tensor = null, IProcessGroup? context = null)
     {
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
-        Tensor shard = Concatenate(segments.Select(s =>
+        foreach (Segment s in segments.Where(s => s.WholeReduced && s.Reduced is not null)) CopyOwnSlice(s);
+        Tensor shard = shards?.alias() ?? Concatenate(segments.Select(s =>
         {
-            if (s.Reduced is not null) return s.Reduced.alias();   // reduce-scattered during backward (rewritten each step: free to scale in place)
+            if (s.Reduced is not null) return s.Reduced.alias();   // reduce-scattered by bucket (rewritten each step: free to scale in place)
             using Tensor grads = Flatten(s, p => p.grad is null ? zeros_like(p, dtype: ScalarType.Float32) : p.grad.to(ScalarType.Float32));
             return s.WholeReduced ? grads.narrow(0, group.Rank * s.ShardLength, s.ShardLength).clone() : collectives.ReduceScatter(grads);
         }));
-        // The flat copies and the model's gradients are spent: freed before the all-gather, which needs a full-size buffer too.
+        // The model's gradients are spent (their sums are in the shard): let go before the all-gathers.
         foreach (var (_, p) in parameters) p.grad = null;
+        if (context is { Size: > 1 }) context.AllReduce(shard);
+        if (tensor is { Size: > 1 } && partial.Count > 0)
+        {
+            Tensor parts = cat(partial.Select(r => shard.narrow(0, r.Start, r.Length)).ToArray());
+            tensor.AllReduce(parts);
+            long at = 0;
+            foreach (var (start, n) in partial)
+            {
+                shard.narrow(0, start, n).copy_(parts.narrow(0, at, n));
+                at += n;
+            }
+        }
         if (average) shard.div_(group.Size);
         double sum = 0;
         if (counted.Count > 0)
@@ -219,19 +241,35 @@ public sealed class DistributedAdamW : IDisposable
             v.mul_(beta2).addcmul_(g, g, value: 1 - beta2);
             w.addcdiv_(m, v.sqrt().div_(Math.Sqrt(correction2)).add_(eps), value: -lr / correction1);
         }
-        Unshard(collectives.AllGather(master), p => p.Parameter.alias());
+        Unshard(master, p => p.Parameter.alias());
         return norm;
+    }
+
+    /// <summary>This rank's slice of a one-parameter segment whose gradient holds the sums, into its place (zeros past the end).</summary>
+    void CopyOwnSlice(Segment segment)
+    {
+        using var scope = NewDisposeScope();
+        Parameter p = segment.Parameters[0].Parameter;
+        Tensor into = segment.Reduced!;
+        long from = group.Rank * segment.ShardLength, n = Math.Clamp(p.numel() - from, 0, segment.ShardLength);
+        into.zero_();
+        if (n > 0 && p.grad is not null) into.narrow(0, 0, n).copy_(p.grad.reshape(-1).narrow(0, from, n));
     }
 
     /// <summary>Writes the gathered optimizer state by parameter name (rank 0 writes; every rank takes part).</summary>
     public void Save(string path)
     {
         using var scope = NewDisposeScope();
-        Tensor m = collectives.AllGather(expAvg), v = collectives.AllGather(expAvgSq);
-        if (group.Rank != 0) return;
         var (first, second) = (new Dictionary<string, Tensor>(), new Dictionary<string, Tensor>());   // in this method's scope
-        Unshard(m, p => (first[p.Name] = empty(p.Parameter.shape, ScalarType.Float32, m.device)).alias());
-        Unshard(v, p => (second[p.Name] = empty(p.Parameter.shape, ScalarType.Float32, v.device)).alias());
+        bool writes = group.Rank == 0;
+        foreach (var (name, p) in writes ? parameters : [])
+        {
+            first[name] = empty(p.shape, ScalarType.Float32, device);
+            second[name] = empty(p.shape, ScalarType.Float32, device);
+        }
+        Unshard(expAvg, p => writes ? first[p.Name].alias() : null);
+        Unshard(expAvgSq, p => writes ? second[p.Name].alias() : null);
+        if (!writes) return;
         var tensors = new List<TensorToWrite>();
         foreach (var (name, _) in parameters)
         {

@@ -31,7 +31,7 @@ public abstract class OptimizerStep
 /// <summary>AdamW on this rank's trainable parameters, through fp32 master weights when the model is bf16.</summary>
 /// With <paramref name="overlapped"/> the data-parallel reduction was started during backward; the step finishes it.
 public sealed class AdamWStep(OptimizerHelper optimizer, IReadOnlyList<(string Name, Parameter Parameter)> modelParameters, MasterWeights? masters,
-    GradientSynchronizer synchronizer, IProcessGroup pipeline, Parallel.ThinkerParallelism parallelism, OverlappedGradientReduce? overlapped = null) : OptimizerStep
+    GradientSynchronizer synchronizer, IProcessGroup pipeline, Parallel.ThinkerParallelism parallelism, GradientBuckets? overlapped = null) : OptimizerStep
 {
     readonly IReadOnlyList<(string Name, Parameter Parameter)> stepped = masters?.Masters ?? modelParameters;
 
@@ -90,29 +90,30 @@ public sealed class AdamWStep(OptimizerHelper optimizer, IReadOnlyList<(string N
 
 /// <summary>
 /// The distributed optimizer (ZeRO-1): reduce-scatter, global norm, sharded AdamW, all-gather. With
-/// <paramref name="overlapped"/> the reduce-scatters were started during backward (by bucket); the step waits for them.
+/// <paramref name="buckets"/> the gradients are reduce-scattered by bucket (started during backward with
+/// <c>--overlap-grad-reduce</c>, else here); the step waits for them. What context and sequence parallel leave partial is
+/// summed in the reduced shards (<see cref="DistributedAdamW.Step"/>).
 /// </summary>
 public sealed class ShardedAdamWStep(DistributedAdamW optimizer, OptimizerHelper placeholder, LossMode mode, IProcessGroup pipeline,
-    IReadOnlyList<(string Name, Parameter Parameter)> modelParameters, Parallel.ThinkerParallelism parallelism, OverlappedGradientReduce? overlapped = null) : OptimizerStep
+    Parallel.ThinkerParallelism parallelism, IProcessGroup context, GradientBuckets? buckets = null) : OptimizerStep
 {
     /// <inheritdoc/>
     public override void ZeroGradients()
     {
         using var scope = NewDisposeScope();
         placeholder.zero_grad();   // the model's gradients (the sharded optimizer clears them after each update too)
-        overlapped?.ZeroGradients();   // the model's gradients are views into the buckets again, zeroed in place
+        buckets?.ZeroGradients();   // the model's gradients are views into the buckets again, zeroed in place
     }
 
     /// <inheritdoc/>
     public override double Step(double lr, double clip, bool lossFinite)
     {
         var clock = Stopwatch.StartNew();
-        overlapped?.Finish();   // every rank started the same reductions: wait for them whatever the loss
+        buckets?.Finish();   // every rank started the same reductions: wait for them whatever the loss
         CommunicationMilliseconds += clock.Elapsed.TotalMilliseconds;
         if (!lossFinite) return double.NaN;
         clock.Restart();
-        parallelism.ReduceSequencePartials(modelParameters);
-        double norm = optimizer.Step(lr, clip, average: mode != LossMode.PerToken, pipeline, parallelism.Tensor);
+        double norm = optimizer.Step(lr, clip, average: mode != LossMode.PerToken, pipeline, parallelism.Tensor, context);
         CommunicationMilliseconds += clock.Elapsed.TotalMilliseconds;
         return norm;
     }

@@ -54,6 +54,9 @@ public sealed class PipelineStepRunner
 
     sealed record Saved(List<(string Name, Tensor Tensor, bool NeedsGradient)> Received, Dictionary<string, Tensor> Outputs, Tensor? Loss);
 
+    /// <summary>Called before each micro-batch's forward (of each chunk) with its index (the overlapped reduction counts each micro-batch's passes).</summary>
+    public Action<int>? BeforeForward { get; set; }
+
     /// <summary>Called before each micro-batch's backward with its index and the step's micro-batch count (overlapped reduction arms on the last).</summary>
     public Action<int, int>? BeforeBackward { get; set; }
 
@@ -77,6 +80,7 @@ public sealed class PipelineStepRunner
                 StageSlot slot = plan.Slot(pipeline.Rank, action.Chunk);
                 if (action.Step == PipelineStep.Forward)
                 {
+                    BeforeForward?.Invoke(action.MicroBatch);
                     var received = slot.Index == 0 ? [] : Timed(() => ActivationBundle.Receive(pipeline, (slot.Index - 1) % stages, ActivationBundle.Activations, device), wait: true);
                     var clock = Stopwatch.StartNew();
                     using (var scope = NewDisposeScope())

@@ -53,6 +53,7 @@ public sealed class ContextParallelTests : IClassFixture<PipelineFixture>
     [InlineData("cp2-tp2-sp", 4, "--context-parallel-size 2 --tensor-model-parallel-size 2 --sequence-parallel", "")]
     [InlineData("cp2-pp2", 4, "--context-parallel-size 2 --pipeline-model-parallel-size 2", "")]
     [InlineData("cp2-dp2-zero1", 4, "--context-parallel-size 2 --use-distributed-optimizer", "")]   // DP 2 over the CP pairs, ZeRO-1 in each
+    [InlineData("cp2-dp2-zero1-overlap", 4, "--context-parallel-size 2 --use-distributed-optimizer --overlap-grad-reduce --ddp-bucket-size 20000", "")]   // reduce-scattered over DP, the shards summed over CP
     [InlineData("cp2-dp2-overlap", 4, "--context-parallel-size 2 --overlap-grad-reduce --ddp-bucket-size 20000", "")]   // buckets all-reduced over the 4 ranks
     public void Context_parallel_layouts_reproduce_the_single_process_run(string name, int ranks, string layout, string mode)
     {
@@ -64,6 +65,8 @@ public sealed class ContextParallelTests : IClassFixture<PipelineFixture>
         var (code, output, _) = MpiJob.Run($"-np {ranks} dotnet {{cli}} {Flags(modelJson, $"{layout} --save {save} {mode}")}");
         Assert.True(code == 0, output);
         Assert.Contains("context parallel over 2 ranks", output);
+        if (layout.Contains("overlap", StringComparison.Ordinal))
+            Assert.True(MpiJob.OverlapStarted(output, layout.Contains("distributed", StringComparison.Ordinal) ? "reduce-scatter" : "all-reduce").Early > 0, output);
         var expected = MpiJob.Losses(baseline.Output);
         var losses = MpiJob.Losses(output);
         CheckpointBytes.AssertLossesClose(expected, losses, 2e-5);

@@ -61,6 +61,7 @@ public sealed class TensorParallelTests : IClassFixture<PipelineFixture>
     [InlineData("tp2-sp-recompute", 2, "--sequence-parallel")]   // full recompute in every tower: the collectives rerun in backward
     [InlineData("tp2-pp2", 4, "--pipeline-model-parallel-size 2")]
     [InlineData("tp2-dp2", 4, "--use-distributed-optimizer")]
+    [InlineData("tp2-sp-dp2-zero1-overlap", 4, "--sequence-parallel --use-distributed-optimizer --overlap-grad-reduce --ddp-bucket-size 20000")]   // the norms' partial sums completed in the shards
     [InlineData("tp2-encoders-tp1", 2, "")]   // model.json image_encoder.tp = audio_encoder.tp = 1: whole encoders on both ranks
     public void Tensor_parallel_layouts_reproduce_the_single_process_run(string name, int ranks, string extra)
     {
@@ -75,6 +76,7 @@ public sealed class TensorParallelTests : IClassFixture<PipelineFixture>
         Assert.True(code == 0, output);
         Assert.Contains("tensor parallel over 2 ranks", output);
         Assert.Matches(@"tensor-parallel communication: [0-9.]+ ms per step, [0-9.]+ % of step time", output);
+        if (extra.Contains("overlap", StringComparison.Ordinal)) Assert.True(MpiJob.OverlapStarted(output, "reduce-scatter").Early > 0, output);
         if (name.Contains("encoders-tp1", StringComparison.Ordinal)) Assert.Contains("encoders: vision at tensor-parallel size 1, audio at 1", output);
         Assert.True(File.Exists(Path.Combine(CheckpointStore.IterationFolder(save, 10), pipeline ? "mp_rank_01_001" : "mp_rank_01", MmCheckpoint.FileName)));
         var losses = MpiJob.Losses(output);

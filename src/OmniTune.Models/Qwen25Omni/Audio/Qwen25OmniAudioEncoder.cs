@@ -43,6 +43,9 @@ public sealed class Qwen25OmniAudioEncoder : nn.Module
     /// <summary>Activation recompute of the encoder layers while training (none when null).</summary>
     public RecomputeSettings? Recompute { get; set; }
 
+    /// <summary>Optional: watches the layers in training (the trainer's overlapped gradient reduction).</summary>
+    public ILayerProgress? Progress { get; set; }
+
     /// <summary>Chunk lengths (mel frames) of an audio: full chunks of 2·n_window and the remainder.</summary>
     public static int[] ChunkLengths(int frames, int nWindow)
     {
@@ -102,7 +105,7 @@ public sealed class Qwen25OmniAudioEncoder : nn.Module
 
     /// <summary>Encoder layers [<paramref name="from"/>, <paramref name="to"/>) on hidden rows [T, D] (attention inside each chunk).</summary>
     public Tensor Layers(Tensor x, AudioPass pass, int from, int to) =>
-        RecomputeSettings.Run(Recompute, from, to, x, [], (i, h, _) => layers[i].Forward(h, pass.AfterConv));
+        RecomputeSettings.Run(Recompute, from, to, x, [], (i, h, _) => layers[i].Forward(h, pass.AfterConv), Progress);
 
     /// <summary>Average pool by 2 per audio, ln_post and projection: hidden rows [T, D] → tokens [Σ tokens, out].</summary>
     public Tensor Project(Tensor x, AudioPass pass)

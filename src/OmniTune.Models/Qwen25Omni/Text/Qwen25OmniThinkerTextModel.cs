@@ -33,12 +33,8 @@ public sealed class Qwen25OmniThinkerTextModel : nn.Module
     /// <summary>Activation recompute of the decoder layers while training (none when null).</summary>
     public RecomputeSettings? Recompute { get; set; }
 
-    /// <summary>
-    /// Optional: sees each decoder layer's input (layer index, hidden states) and returns what the layer takes — the
-    /// trainer passes it through an identity whose backward says that layer's gradients are done (overlapped data-parallel
-    /// reduction). Null: the input as it is.
-    /// </summary>
-    public Func<int, Tensor, Tensor>? LayerInput { get; set; }
+    /// <summary>Optional: watches the layers in training (the trainer's overlapped gradient reduction).</summary>
+    public ILayerProgress? Progress { get; set; }
 
     /// <summary>The decoder's configuration.</summary>
     public Qwen25OmniTextConfig Config { get; }
@@ -84,8 +80,8 @@ public sealed class Qwen25OmniThinkerTextModel : nn.Module
         RecomputeSettings.Run(Recompute, from, to, x, [pass.Cos, pass.Sin, pass.Mask.AsTensor()], (i, h, c) =>
         {
             using var m = AttentionMask.FromTensor(c[2], pass.Mask.Attend);
-            return layers[i].Forward(LayerInput?.Invoke(i, h) ?? h, c[0], c[1], m);
-        });
+            return layers[i].Forward(h, c[0], c[1], m);
+        }, Progress);
 
     /// <summary>The final RMS norm.</summary>
     public Tensor Norm(Tensor x) => norm.Forward(x);

@@ -35,6 +35,9 @@ public sealed class Qwen25OmniVisionEncoder : nn.Module
     /// <summary>Activation recompute of the blocks while training (none when null).</summary>
     public Common.RecomputeSettings? Recompute { get; set; }
 
+    /// <summary>Optional: watches the blocks in training (the trainer's overlapped gradient reduction).</summary>
+    public Common.ILayerProgress? Progress { get; set; }
+
     /// <summary>Number of blocks.</summary>
     public int Depth => blocks.Count;
 
@@ -72,7 +75,7 @@ public sealed class Qwen25OmniVisionEncoder : nn.Module
     /// <summary>Blocks [<paramref name="from"/>, <paramref name="to"/>) on hidden rows in window order.</summary>
     public Tensor Blocks(Tensor x, VisionPass pass, int from, int to) =>
         Common.RecomputeSettings.Run(Recompute, from, to, x, [pass.Cos, pass.Sin],
-            (i, h, c) => blocks[i].Forward(h, c[0], c[1], fullAttention.Contains(i) ? pass.Windows.FullSegments : pass.Windows.WindowSegments));
+            (i, h, c) => blocks[i].Forward(h, c[0], c[1], fullAttention.Contains(i) ? pass.Windows.FullSegments : pass.Windows.WindowSegments), Progress);
 
     /// <summary>Patch merger and the inverse window order: hidden rows [N, D] → tokens [N/m², out] in placeholder order.</summary>
     public Tensor Merge(Tensor x, VisionPass pass)

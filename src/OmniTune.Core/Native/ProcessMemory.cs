@@ -1,7 +1,7 @@
-namespace OmniTune.Bench;
+namespace OmniTune.Core.Native;
 
 /// <summary>Resident memory of this process from /proc/self/status, and a reset of its peak (Linux).</summary>
-static class ProcessMemory
+public static class ProcessMemory
 {
     /// <summary>Current resident set size in bytes.</summary>
     public static long Rss() => Field("VmRSS:");
