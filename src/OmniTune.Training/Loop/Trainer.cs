@@ -226,11 +226,15 @@ public sealed class Trainer
                 trainable = masters.Masters;
                 log.WriteLine("mixed precision: bf16 model, fp32 master weights and optimizer state");
             }
-            using var placeholder = new Parameter(empty(0), requires_grad: true);   // a stage without trainable parameters steps nothing
+            // A stage without trainable parameters steps nothing; under the distributed optimizer this AdamW steps nothing
+            // either — and must not hold moments for every parameter (TorchSharp makes them when it is built: twice the
+            // model's size, which ZeRO-1 exists to save).
+            using var placeholder = new Parameter(empty(0), requires_grad: true);
+            var stepped = distributed is null ? trainable : [];
             var groups = new List<TorchSharp.Modules.AdamW.ParamGroup>
             {
-                new(trainable.Count == 0 ? [placeholder] : trainable.Where(p => TrainableParameters.Decays(p.Name, p.Parameter)).Select(p => p.Parameter), lr: args.Lr, weight_decay: args.WeightDecay),
-                new(trainable.Where(p => !TrainableParameters.Decays(p.Name, p.Parameter)).Select(p => p.Parameter), lr: args.Lr, weight_decay: 0.0),
+                new(stepped.Count == 0 ? [placeholder] : stepped.Where(p => TrainableParameters.Decays(p.Name, p.Parameter)).Select(p => p.Parameter), lr: args.Lr, weight_decay: args.WeightDecay),
+                new(stepped.Where(p => !TrainableParameters.Decays(p.Name, p.Parameter)).Select(p => p.Parameter), lr: args.Lr, weight_decay: 0.0),
             };
             using var optimizer = new Optimization.AdamW(groups, args.Lr, args.AdamBeta1, args.AdamBeta2, args.AdamEps, args.WeightDecay);
 
@@ -286,7 +290,7 @@ public sealed class Trainer
                 dp.Rank, dp.Size, new LoaderPosition(state.LoaderEpoch, batch), args.GlobalBatchSize);
             replicas = new GradientSynchronizer(dp, args.LossMode);
             optimizerStep = distributed is not null
-                ? new ShardedAdamWStep(distributed, optimizer, args.LossMode, pipelineGroup, parallelism, contextGroup, buckets)
+                ? new ShardedAdamWStep(distributed, buckets!, args.LossMode, pipelineGroup, parallelism, contextGroup)
                 : new AdamWStep(optimizer, modelTrainable, masters, new GradientSynchronizer(gradientGroup ?? dp, args.LossMode), pipelineGroup, parallelism, buckets);
             replicaParameters = modelTrainable;
             replicas.CheckReplicasAgree(modelTrainable);

@@ -89,27 +89,22 @@ public sealed class AdamWStep(OptimizerHelper optimizer, IReadOnlyList<(string N
 }
 
 /// <summary>
-/// The distributed optimizer (ZeRO-1): reduce-scatter, global norm, sharded AdamW, all-gather. With
-/// <paramref name="buckets"/> the gradients are reduce-scattered by bucket (started during backward with
-/// <c>--overlap-grad-reduce</c>, else here); the step waits for them. What context and sequence parallel leave partial is
-/// summed in the reduced shards (<see cref="DistributedAdamW.Step"/>).
+/// The distributed optimizer (ZeRO-1): reduce-scatter, global norm, sharded AdamW, all-gather. The gradients are
+/// reduce-scattered by <paramref name="buckets"/> (started during backward with <c>--overlap-grad-reduce</c>, else here);
+/// the step waits for them. What context and sequence parallel leave partial is summed in the reduced shards
+/// (<see cref="DistributedAdamW.Step"/>).
 /// </summary>
-public sealed class ShardedAdamWStep(DistributedAdamW optimizer, OptimizerHelper placeholder, LossMode mode, IProcessGroup pipeline,
-    Parallel.ThinkerParallelism parallelism, IProcessGroup context, GradientBuckets? buckets = null) : OptimizerStep
+public sealed class ShardedAdamWStep(DistributedAdamW optimizer, GradientBuckets buckets, LossMode mode, IProcessGroup pipeline,
+    Parallel.ThinkerParallelism parallelism, IProcessGroup context) : OptimizerStep
 {
     /// <inheritdoc/>
-    public override void ZeroGradients()
-    {
-        using var scope = NewDisposeScope();
-        placeholder.zero_grad();   // the model's gradients (the sharded optimizer clears them after each update too)
-        buckets?.ZeroGradients();   // the model's gradients are views into the buckets again, zeroed in place
-    }
+    public override void ZeroGradients() => buckets.ZeroGradients();   // the model's gradients are views into the buckets again, zeroed in place
 
     /// <inheritdoc/>
     public override double Step(double lr, double clip, bool lossFinite)
     {
         var clock = Stopwatch.StartNew();
-        buckets?.Finish();   // every rank started the same reductions: wait for them whatever the loss
+        buckets.Finish();   // every rank started the same reductions: wait for them whatever the loss
         CommunicationMilliseconds += clock.Elapsed.TotalMilliseconds;
         if (!lossFinite) return double.NaN;
         clock.Restart();
