@@ -52,9 +52,9 @@ public sealed partial class GradientBuckets : IDisposable
 
     /// <summary>
     /// A segment of the distributed optimizer's layout: parameters laid end to end (padded to a multiple of the group
-    /// size) and where this rank's summed slice of them lands — null when nowhere (one rank: the bucket itself; or the
-    /// embedding on one rank). <paramref name="InGradient"/>: the parameter's own gradient holds the sums (the row-reduced
-    /// embedding); the optimizer copies its slice into <paramref name="Reduced"/>.
+    /// size) and where this rank's summed slice of them lands (on one rank: the bucket itself; null for the embedding on
+    /// one rank). <paramref name="InGradient"/>: the parameter's own gradient holds the sums (the row-reduced embedding);
+    /// the optimizer copies its slice into <paramref name="Reduced"/>.
     /// </summary>
     public sealed record ShardSegment(IReadOnlyList<Parameter> Parameters, Tensor? Reduced, bool InGradient);
 
