@@ -4,7 +4,9 @@
 Same model as TextDecoderBenchmark.BenchConfig (Qwen2 decoder: hidden 1024, 16/4 heads, head 64, intermediate 2816, vocab
 151,936, RMSNorm, SwiGLU, rotary, untied head), fp32, AdamW, batch 1 × seq tokens; prints tokens/s, the model FLOPs rate
 (ThinkerFlops' count: 6·P·T + 12·T²·q per layer), MFU against a 1024³ fp32 GEMM measured here, and the peak RSS.
-Usage: python3 bench/pytorch-eager.py [--layers 8] [--seq 1024] [--steps 3]   (Debian: python3-torch)
+Usage: /usr/bin/python3 bench/pytorch-eager.py [--layers 8] [--seq 1024] [--steps 3]
+(Debian: python3-torch and libopenblas0-pthread. Without the latter, Debian's torch multiplies through the reference
+BLAS, libblas3, about a hundred times slower: the script says so and stops.)
 """
 import argparse, math, resource, time
 import torch
@@ -65,14 +67,28 @@ class Model(torch.nn.Module):
 
 
 def gemm_rate(n=1024, repeats=5):
-    x, y = torch.randn(n, n), torch.randn(n, n)
-    x @ y
-    best = 0.0
-    for _ in range(repeats):
-        t = time.perf_counter(); x @ y; best = max(best, 2 * n ** 3 / (time.perf_counter() - t) / 1e9)
+    """As GemmRate.Measure: best of at least `repeats` products (more within a quarter of a second) into one output."""
+    x, y, out = torch.randn(n, n), torch.randn(n, n), torch.zeros(n, n)
+    torch.mm(x, y, out=out)
+    best, start, i = 0.0, time.perf_counter(), 0
+    while i < repeats or (time.perf_counter() - start < 0.25 and i < 1000):
+        t = time.perf_counter(); torch.mm(x, y, out=out); best = max(best, 2 * n ** 3 / (time.perf_counter() - t) / 1e9)
+        i += 1
     return best
 
 
+def blas_library():
+    """The BLAS library this process mapped for its GEMMs (Debian's torch links libblas.so.3, an alternative)."""
+    torch.randn(64, 64) @ torch.randn(64, 64)
+    with open("/proc/self/maps") as maps:
+        paths = {line.split()[-1] for line in maps if "blas" in line.split()[-1]}
+    return sorted(paths)
+
+
+blas = blas_library()
+if any("/blas/libblas" in path for path in blas):
+    raise SystemExit(f"pytorch-eager: torch multiplies through the reference BLAS ({', '.join(blas)}), about a hundred times "
+                     "slower than an optimized one: apt-get install libopenblas0-pthread, then run again")
 model = Model()
 opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 ids = torch.randint(0, V, (1, a.seq))
@@ -93,4 +109,4 @@ for step in range(a.steps + 1):
 sec = sum(times) / len(times)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 / 1024
 print(f"RESULT pytorch-eager train-step: {a.seq / sec:.0f} tokens/s, {sec * 1000:.0f} ms/step, {flops / sec / 1e9:.1f} GFLOP/s, "
-      f"MFU {100 * flops / sec / 1e9 / rate:.1f} % (1024³ GEMM {rate:.1f} GFLOP/s), peak RSS {peak:.2f} GiB, torch {torch.__version__}, {torch.get_num_threads()} threads")
+      f"MFU {100 * flops / sec / 1e9 / rate:.1f} % (1024³ GEMM {rate:.1f} GFLOP/s), peak RSS {peak:.2f} GiB, torch {torch.__version__}, {torch.get_num_threads()} threads, BLAS {', '.join(blas) or 'linked in'}")
