@@ -7,6 +7,8 @@ command -v mpirun >/dev/null 2>&1 || needed+=(openmpi-bin libopenmpi-dev)
 command -v readelf >/dev/null 2>&1 || needed+=(binutils)
 # libsoxr: audio is resampled as librosa does (soxr HQ); ffmpeg depends on it too.
 { ldconfig -p 2>/dev/null | grep 'libsoxr\.so\.0 ' >/dev/null; } || needed+=(libsoxr0)   # grep reads all: no SIGPIPE under pipefail
+# jemalloc: omnitune's allocator on Linux (Core/Native/CachingAllocator: freed tensor buffers reused, not zeroed again).
+{ ldconfig -p 2>/dev/null | grep 'libjemalloc\.so\.2 ' >/dev/null; } || needed+=(libjemalloc2)
 # Debian's python3 with Pillow: the test that compares our bicubic resize with Pillow's byte for byte.
 { [ -x /usr/bin/python3 ] && /usr/bin/python3 -c "import PIL" >/dev/null 2>&1; } || needed+=(python3-pil)
 # ... and soundfile + numpy: the test that compares our audio decoding with librosa.load's (bench/audio-resampling.py).

@@ -7,6 +7,7 @@ using static TorchSharp.torch;
 
 // Usage: dotnet run --project bench/OmniTune.Bench -c Release -- [--only text|train|thinker|vision|audio|preprocess|data|recompute|convert|allreduce|tensor-parallel|context-parallel [--ring] (the last three under mpirun)] [--layers 8] [--seq 1024]
 //        [--batch 1] [--steps 3] [--threads N] [--vision-depth 4] [--image 448] [--audio-layers 4] [--audio-seconds 30] [--text-tokens 256 (thinker)]
+CachingAllocator.Use();   // as omnitune: jemalloc where installed (OMNITUNE_ALLOCATOR=glibc for glibc's)
 MallocTuning.Apply();
 var options = ParseOptions(args);
 if (options.GetValueOrDefault("only") == "allreduce")
@@ -34,7 +35,7 @@ set_num_threads(Get("threads", Environment.ProcessorCount));
 string only = options.GetValueOrDefault("only", "all");
 int steps = Get("steps", 3);
 
-Console.WriteLine($"OmniTune bench: {Environment.ProcessorCount} logical CPUs, torch threads {get_num_threads()}, fp32");
+Console.WriteLine($"OmniTune bench: {Environment.ProcessorCount} logical CPUs, torch threads {get_num_threads()}, fp32, allocator {CachingAllocator.Describe()}");
 if (only == "preprocess")
 {
     PreprocessingBenchmark.Run(Console.Out);

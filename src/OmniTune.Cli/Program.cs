@@ -10,6 +10,9 @@ public static class Program
     /// <summary>Entry point.</summary>
     public static int Main(string[] args)
     {
+        // First, and only when this is the program that runs (tests call Main inside their host): it may start the
+        // program again with jemalloc preloaded.
+        if (System.Reflection.Assembly.GetEntryAssembly() == typeof(Program).Assembly) CachingAllocator.Use();
         ConsoleOutput.Configure();
         MallocTuning.Apply();
         var root = new RootCommand("OmniTune: fine-tuning Qwen2.5-Omni in .NET")

@@ -35,6 +35,7 @@ static class CommCheckCommand
                 Thread.Sleep(limit * 3 + TimeSpan.FromSeconds(30));
             }
             TextWriter log = world.Rank == 0 ? Console.Out : TextWriter.Null;
+            log.WriteLine($"memory allocator: {OmniTune.Core.Native.CachingAllocator.Describe()}");
             CollectivesCheck.Run(world, log, parse.GetValue(megabytes));
             // Heterogeneous layout: the encoders data-parallel over every rank, the decoder as --tp/--cp/--pp say.
             using var vision = TowerGroups.Build(world, "vision", new ParallelDims(world.Size));

@@ -17,7 +17,7 @@ public static partial class MallocTuning
     public static void Apply()
     {
         if (Interlocked.Exchange(ref applied, 1) == 1 || !OperatingSystem.IsLinux()) return;
-        if (Environment.GetEnvironmentVariable("MALLOC_MMAP_THRESHOLD_") != null) return;
+        if (Environment.GetEnvironmentVariable("MALLOC_MMAP_THRESHOLD_") != null || CachingAllocator.InUse) return;   // the user's setting; glibc's malloc unused
         try
         {
             if (mallopt(MallocMmapThreshold, OneMebibyte) == 0) Console.Error.WriteLine("warning: mallopt(M_MMAP_THRESHOLD) was refused; RSS may grow across training steps");

@@ -208,6 +208,7 @@ public sealed class Trainer
             log.WriteLine($"trainable: {trainable.Sum(p => p.Parameter.numel()):N0} parameters in {trainable.Count} tensors " +
                           $"({string.Join(", ", trainable.Select(p => TrainableParameters.TowerOf(p.Name)).Distinct())})");
             log.WriteLine($"configuration: {JsonSerializer.Serialize(ResolvedConfig(modelJson))}");
+            log.WriteLine($"memory allocator: {OmniTune.Core.Native.CachingAllocator.Describe()}");
 
             using MasterWeights? masters = bf16 && !args.UseDistributedOptimizer ? MasterWeights.Create(trainable) : null;
             // Before the distributed optimizer, whose shards follow the buckets.
@@ -237,6 +238,9 @@ public sealed class Trainer
                 new(stepped.Where(p => !TrainableParameters.Decays(p.Name, p.Parameter)).Select(p => p.Parameter), lr: args.Lr, weight_decay: 0.0),
             };
             using var optimizer = new Optimization.AdamW(groups, args.Lr, args.AdamBeta1, args.AdamBeta2, args.AdamEps, args.WeightDecay);
+            long masterValues = masters?.Masters.Sum(p => p.Parameter.numel()) ?? 0;
+            log.WriteLine($"optimizer state on rank {world.Rank}: {optimizer.StateValues + (distributed?.StateValues ?? 0) + masterValues:N0} values " +
+                          (distributed is not null ? "(its fp32 master slice and moments)" : masters is not null ? "(fp32 master weights and moments)" : "(moments)"));
 
             TrainerState state = start.State ?? new TrainerState();
             int scheduleOffset = 0;

@@ -18,6 +18,13 @@ public sealed class AdamW : TorchSharp.Modules.AdamW
     {
     }
 
+    /// <summary>
+    /// Values this optimizer holds as state: both moments of every parameter it steps (TorchSharp allocates them when the
+    /// optimizer is built, so this is what it holds from the start).
+    /// </summary>
+    public long StateValues => _parameter_groups.SelectMany(g => g.Parameters)
+        .Sum(p => _state.TryGetValue(p.Handle, out var s) && s is State state ? state.exp_avg.numel() + state.exp_avg_sq.numel() : 0);
+
     /// <inheritdoc/>
     public override Tensor step(Func<Tensor>? closure = null)
     {

@@ -119,6 +119,9 @@ public sealed class DistributedAdamW : IDisposable
     /// <summary>Elements owned by this rank.</summary>
     public long ShardSize => shardSize;
 
+    /// <summary>Values this rank holds as state: its fp32 master slice and both moments (3 × <see cref="ShardSize"/>).</summary>
+    public long StateValues => master.numel() + expAvg.numel() + expAvgSq.numel();
+
     /// <summary>Segments the state is cut into (1 without gradient buckets).</summary>
     public int SegmentCount => segments.Count;
 

@@ -95,6 +95,12 @@ public sealed class DataParallelTests : IClassFixture<TrainingFixture>
         var sharded = MpiJob.Run($"-np 2 dotnet {{cli}} {Flags("--use-distributed-optimizer")}");
         Assert.True(sharded.Code == 0, sharded.Output);
         Assert.Contains("distributed optimizer:", sharded.Output);
+        // What each rank holds: plain AdamW both moments of every trainable value; ZeRO-1 its master slice and moments alone
+        // (no full moments beside them: TorchSharp's AdamW would allocate them for every parameter it is given).
+        long trainable = Number(plain.Output, @"trainable: ([\d,]+) parameters"), shard = Number(sharded.Output, @"distributed optimizer: ([\d,]+) parameters");
+        Assert.Equal(2 * trainable, Number(plain.Output, @"optimizer state on rank 0: ([\d,]+) values"));
+        Assert.Equal(3 * shard, Number(sharded.Output, @"optimizer state on rank 0: ([\d,]+) values"));
+        Assert.InRange(shard, trainable / 2, trainable / 2 + 4096);
         var (a, b) = (MpiJob.Losses(plain.Output), MpiJob.Losses(sharded.Output));
         Assert.Equal(4, b.Count);
         CheckpointBytes.AssertLossesClose(a, b, 2e-5);
@@ -111,6 +117,13 @@ public sealed class DataParallelTests : IClassFixture<TrainingFixture>
         var resumed = MpiJob.Losses(head.Output).Concat(MpiJob.Losses(tail.Output)).ToList();
         Assert.Equal(4, resumed.Count);
         CheckpointBytes.AssertLossesClose(expected, resumed, 2e-5);
+    }
+
+    static long Number(string output, string pattern)
+    {
+        var match = Regex.Match(output, pattern);
+        Assert.True(match.Success, $"no line matching '{pattern}' in:\n{output}");
+        return long.Parse(match.Groups[1].Value.Replace(",", "", StringComparison.Ordinal), System.Globalization.CultureInfo.InvariantCulture);
     }
 
     [Fact]

@@ -44,7 +44,7 @@ public sealed class HeteroParallelTests : IClassFixture<PipelineFixture>
     /// added, and compares the losses of every iteration and the final weights (within <paramref name="weights"/>; k biases 2e-2).
     /// </summary>
     string AssertSameAsOneProcess(string name, bool trainEncoders, string modelJson, string common, string parallel, int ranks, int iterations, string expectedLine,
-        double embedding = 5e-5)
+        double embedding = 5e-5, CheckpointBytes.Outliers? outliers = null)
     {
         string singleSave = Path.Combine(fixture.Folder, name + "-single"), save = Path.Combine(fixture.Folder, name);
         var baseline = MpiJob.Run($"-np 1 dotnet {{cli}} {Flags(ModelJson(name + "-single.json", trainEncoders), $"{common} --save {singleSave}", iterations)}");
@@ -58,7 +58,7 @@ public sealed class HeteroParallelTests : IClassFixture<PipelineFixture>
         using (var mm = new MmCheckpoint(save)) CheckpointConverter.ToHf(mm, hf, null);
         CheckpointBytes.AssertClose(expectedWeights, CheckpointBytes.Read(hf),
             key => key.EndsWith("k_proj.bias", StringComparison.Ordinal) || key.EndsWith("attn.k.bias", StringComparison.Ordinal) ? 2e-2
-                : key.EndsWith("embed_tokens.weight", StringComparison.Ordinal) ? embedding : 5e-5);
+                : key.EndsWith("embed_tokens.weight", StringComparison.Ordinal) ? embedding : 5e-5, outliers);
         return output;
     }
 
@@ -105,7 +105,8 @@ public sealed class HeteroParallelTests : IClassFixture<PipelineFixture>
     /// agree to float32 rounding, and AdamW's update lr · m / (√v + eps) turns a rounding difference into a visible one
     /// where a gradient is near eps (1e-8). Measured here: one embedding element of 36,864 differs by more than 2e-5 (by
     /// 1.6e-4; 8e-3 is the most 4 steps at lr 2e-3 can move it), every other weight within 5e-5 — and a CPU with other
-    /// GEMM kernels rounds such an element differently.
+    /// GEMM kernels rounds such an element differently: on an AMD EPYC (MKL's zen kernels) one element of a v_proj weight
+    /// (of 4,096) differed by 5.4e-5. So one element in a thousand of any weight may lie beyond 5e-5, within those 8e-3.
     /// </summary>
     [Fact]
     public void An_encoder_at_tp2_under_a_decoder_at_tp4_is_shared_by_the_ranks_holding_the_same_part()
@@ -120,7 +121,8 @@ public sealed class HeteroParallelTests : IClassFixture<PipelineFixture>
         AssertSameAsOneProcess(name, true, ModelJson(name + ".json", true, visionTp: 2),
             $"--load {model} --micro-batch-size 4", "--tensor-model-parallel-size 4 --hetero-parallel", ranks: 4, iterations: 4,
             "heterogeneous parallel: vision encoder tp 2, data-parallel over 2 ranks (its media items shared by 2 ranks per micro-batch, group 'vision.share'), " +
-            "audio encoder tp 1, data-parallel over 4 ranks (its media items shared by 4 ranks per micro-batch, group 'audio.share')", embedding: 1e-3);
+            "audio encoder tp 1, data-parallel over 4 ranks (its media items shared by 4 ranks per micro-batch, group 'audio.share')", embedding: 1e-3,
+            outliers: new CheckpointBytes.Outliers(1e-3, 4 * 2e-3));
         // Both checkpoints carry the loaded model's config, not that of data.json's model_name_or_path (the processor's folder).
         var (saved, _) = Qwen25OmniConfigLoader.Load(Path.Combine(CheckpointStore.IterationFolder(Path.Combine(fixture.Folder, name + "-single"), 4), CheckpointStore.ModelFolder));
         Assert.Equal(4, saved.Thinker.Text.NumKeyValueHeads);

@@ -50,14 +50,36 @@ public static class CheckpointBytes
         return x.Length == 0 ? "" : $"(element {at}: {x[at]:G9} against {y[at]:G9}; {over} of {x.Length} differ by more than 2e-5)";
     }
 
-    /// <summary>Every fp32 weight of <paramref name="expected"/> within <paramref name="tolerance"/>(key) of <paramref name="actual"/>'s, naming the key.</summary>
-    public static void AssertClose(Dictionary<string, byte[]> expected, Dictionary<string, byte[]> actual, Func<string, double> tolerance,
+    /// <summary>
+    /// Elements allowed beyond the tolerance: at most <paramref name="Fraction"/> of a tensor's, each within
+    /// <paramref name="Bound"/> — AdamW's update lr · m / (√v + eps) turns a rounding difference of a gradient near eps into
+    /// a step of up to lr, so a few such elements can differ by up to lr × steps whatever the kernels.
+    /// </summary>
+    public sealed record Outliers(double Fraction, double Bound);
+
+    /// <summary>
+    /// Every fp32 weight of <paramref name="expected"/> within <paramref name="tolerance"/>(key) of <paramref name="actual"/>'s
+    /// (but for <paramref name="outliers"/>), naming the key.
+    /// </summary>
+    public static void AssertClose(Dictionary<string, byte[]> expected, Dictionary<string, byte[]> actual, Func<string, double> tolerance, Outliers? outliers = null,
         [System.Runtime.CompilerServices.CallerFilePath] string file = "", [System.Runtime.CompilerServices.CallerLineNumber] int line = 0)
     {
         Assert.Equal(expected.Keys.Order(), actual.Keys.Order());
         var worst = expected.Select(e => (e.Key, Ratio: MaxFloatDifference(e.Value, actual[e.Key]) / tolerance(e.Key))).MaxBy(d => d.Ratio);
         Margins.Record(file, line, $"weights {worst.Key} {WorstElement(expected[worst.Key], actual[worst.Key])}", worst.Ratio);
-        var over = expected.Select(e => (e.Key, Worst: MaxFloatDifference(e.Value, actual[e.Key]))).Where(d => d.Worst >= tolerance(d.Key)).ToList();
+        bool Within(string key, byte[] a, byte[] b)
+        {
+            if (MaxFloatDifference(a, b) < tolerance(key)) return true;
+            if (outliers is null || MaxFloatDifference(a, b) > outliers.Bound) return false;
+            ReadOnlySpan<float> x = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(a), y = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(b);
+            int over = 0;
+            for (int i = 0; i < x.Length; i++)
+            {
+                if (Math.Abs(x[i] - y[i]) >= tolerance(key)) over++;
+            }
+            return over <= outliers.Fraction * x.Length;
+        }
+        var over = expected.Where(e => !Within(e.Key, e.Value, actual[e.Key])).Select(e => (e.Key, Worst: MaxFloatDifference(e.Value, actual[e.Key]))).ToList();
         Assert.True(over.Count == 0, $"{over.Count} of {expected.Count} tensors differ from the single-process run beyond the tolerance: " +
                                      string.Join(", ", over.OrderByDescending(d => d.Worst).Select(d => $"{d.Key} by {d.Worst:G3}")));
     }
