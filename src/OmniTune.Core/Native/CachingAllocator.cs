@@ -17,8 +17,11 @@ public static partial class CachingAllocator
     /// <summary>The environment variable that chooses the allocator: <c>jemalloc</c> (default where installed) or <c>glibc</c>.</summary>
     public const string Variable = "OMNITUNE_ALLOCATOR";
 
-    /// <summary>jemalloc's settings when the user gave none: large buffers in the ordinary arenas, dirty pages never purged.</summary>
-    public const string Settings = "oversize_threshold:0,dirty_decay_ms:-1,muzzy_decay_ms:-1";
+    /// <summary>
+    /// jemalloc's settings when the user gave none: one arena (with dirty pages never purged, an arena per thread would
+    /// each keep their own: a finetune run's memory grew by a megabyte an iteration), large buffers in it, never purged.
+    /// </summary>
+    public const string Settings = "narenas:1,oversize_threshold:0,dirty_decay_ms:-1,muzzy_decay_ms:-1";
 
     const string Library = "libjemalloc.so.2";
     const string Marker = "OMNITUNE_JEMALLOC_PRELOADED";   // set for the program started again, which takes LD_PRELOAD back out

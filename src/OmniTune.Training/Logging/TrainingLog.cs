@@ -17,8 +17,10 @@ namespace OmniTune.Training.Logging;
 /// <param name="SkippedIterations">Skipped (non-finite) steps so far.</param>
 /// <param name="TokensPerSecond">Real (unpadded) tokens per second.</param>
 /// <param name="Mfu">Model FLOP utilisation against the measured GEMM rate.</param>
+/// <param name="ResidentMemoryGiB">This process's resident memory when the line was written (rank 0's, under MPI).</param>
 public sealed record StepRecord(int Iteration, int TrainIters, long ConsumedSamples, double MillisecondsPerIteration, double LearningRate,
-    int GlobalBatchSize, double TokensPerSample, double Loss, double GradNorm, int SkippedIterations, double TokensPerSecond, double Mfu);
+    int GlobalBatchSize, double TokensPerSample, double Loss, double GradNorm, int SkippedIterations, double TokensPerSecond, double Mfu,
+    double ResidentMemoryGiB);
 
 /// <summary>A validation result in the metrics file (told apart from step records by <see cref="Kind"/>).</summary>
 /// <param name="Iteration">Iteration after which it ran.</param>
@@ -84,6 +86,7 @@ public sealed class TrainingLog : IDisposable
             tensorboard.add_scalar("learning-rate", (float)r.LearningRate, r.Iteration);
             tensorboard.add_scalar("grad-norm", (float)r.GradNorm, r.Iteration);
             tensorboard.add_scalar("tokens-per-second", (float)r.TokensPerSecond, r.Iteration);
+            tensorboard.add_scalar("resident-memory-GiB", (float)r.ResidentMemoryGiB, r.Iteration);
         }
     }
 

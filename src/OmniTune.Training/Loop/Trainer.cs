@@ -208,7 +208,7 @@ public sealed class Trainer
             log.WriteLine($"trainable: {trainable.Sum(p => p.Parameter.numel()):N0} parameters in {trainable.Count} tensors " +
                           $"({string.Join(", ", trainable.Select(p => TrainableParameters.TowerOf(p.Name)).Distinct())})");
             log.WriteLine($"configuration: {JsonSerializer.Serialize(ResolvedConfig(modelJson))}");
-            log.WriteLine($"memory allocator: {OmniTune.Core.Native.CachingAllocator.Describe()}");
+            log.WriteLine($"memory allocator: {CachingAllocator.Describe()}");
 
             using MasterWeights? masters = bf16 && !args.UseDistributedOptimizer ? MasterWeights.Create(trainable) : null;
             // Before the distributed optimizer, whose shards follow the buckets.
@@ -555,7 +555,7 @@ public sealed class Trainer
                 double seconds = intervalMs / 1000;
                 training.Step(new StepRecord(iteration, args.TrainIters, consumed, intervalMs / intervalIterations,
                     lastLr, args.GlobalBatchSize, intervalPadded / Math.Max(1, intervalMicro) / args.MicroBatchSize, intervalLoss / steps, lastNorm, skipped,
-                    intervalTokens / seconds, intervalFlops / seconds / 1e9 / (peakGflops * worldGroup.Size)));
+                    intervalTokens / seconds, intervalFlops / seconds / 1e9 / (peakGflops * worldGroup.Size), ProcessMemory.Rss() / (double)(1L << 30)));
                 (intervalLoss, intervalMs, intervalTokens, intervalPadded, intervalFlops, intervalSteps, intervalMicro, intervalIterations) = (0, 0, 0, 0, 0, 0, 0, 0);
             }
             if (validationSamples.Count > 0 && iteration % args.EvalInterval == 0)
