@@ -6,8 +6,8 @@ namespace OmniTune.Core.Native;
 /// jemalloc as the process's allocator on Linux, the way Intel's PyTorch launcher sets it up: libtorch's CPU tensors come
 /// from malloc, and glibc's (with <see cref="MallocTuning"/>'s 1 MiB mmap threshold) hands every buffer above 1 MiB back
 /// to the kernel when it is freed, which zeroes the pages again at the next allocation — up to half of a CPU training
-/// step on a virtual machine where page faults are dear. jemalloc, told to keep large buffers in its ordinary arenas and
-/// never to purge them, reuses them from one step to the next. The allocator of a process cannot change once it runs, so
+/// step on a virtual machine where page faults are dear. jemalloc, told to keep large buffers in its one ordinary arena and
+/// never to purge them (<see cref="Settings"/>), reuses them from one step to the next. The allocator of a process cannot change once it runs, so
 /// <see cref="Use"/> executes the same program again in place (same process id, arguments and descriptors, so mpirun
 /// and pipes see no difference) with jemalloc preloaded. <c>OMNITUNE_ALLOCATOR=glibc</c> keeps glibc's; a process
 /// started with an <c>LD_PRELOAD</c> of its own keeps it; without Debian's <c>libjemalloc2</c> nothing changes.
