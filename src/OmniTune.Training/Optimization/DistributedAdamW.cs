@@ -11,9 +11,10 @@ namespace OmniTune.Training.Optimization;
 /// segments, each padded to a multiple of the data-parallel size and cut into equal contiguous slices, one per rank: the
 /// gradient buckets (<see cref="GradientBuckets"/>, as Megatron shards each bucket), whose reduce-scatters ran after or,
 /// with <c>--overlap-grad-reduce</c>, during backward; or, built without buckets, one segment of everything, flattened and
-/// reduce-scattered here. Each rank keeps the fp32 master values and Adam moments of its slices only; the slices are
-/// updated (same formulas as torch's AdamW: decoupled weight decay, bias-corrected moments) and all-gathered back into the
-/// model segment by segment. The optimizer state is saved gathered and by parameter name, so it resumes at any
+/// reduce-scattered here. Each rank keeps the Adam moments of its slices only, and their fp32 master values where the model
+/// is not fp32 (an fp32 model's own values are the masters: its slices are stepped in place, as Megatron steps the views
+/// of an fp32 parameter buffer); the slices are updated (same formulas as torch's AdamW: decoupled weight decay,
+/// bias-corrected moments) and all-gathered back into the model segment by segment. The optimizer state is saved gathered and by parameter name, so it resumes at any
 /// data-parallel size and either layout.
 /// </summary>
 public sealed class DistributedAdamW : IDisposable
@@ -29,14 +30,22 @@ public sealed class DistributedAdamW : IDisposable
     /// </summary>
     sealed record Segment(IReadOnlyList<(string Name, Parameter Parameter)> Parameters, long Length, long ShardLength, long ShardOffset, Tensor? Reduced, bool WholeReduced);
 
+    /// <summary>
+    /// A run of this rank's state that lies in one parameter: state elements [<see cref="Start"/>, +<see cref="Length"/>)
+    /// are the parameter's flat elements [<see cref="From"/>, +<see cref="Length"/>).
+    /// </summary>
+    sealed record Piece(long Start, long Length, string Name, Parameter Parameter, long From);
+
     readonly List<(string Name, Parameter Parameter)> parameters;
     readonly List<Segment> segments = [];
     readonly IProcessGroup group, collectives;
     readonly Device device;
     readonly long shardSize;
-    readonly Tensor master, expAvg, expAvgSq;
+    readonly List<Piece> pieces;   // in state order; padding lies between none of them but after a segment's last
+    readonly Tensor? master;       // fp32 masters of this rank's slices; null when the parameters are fp32 and contiguous (they are their own masters)
+    readonly Tensor expAvg, expAvgSq;
     readonly Tensor? shards;   // the buckets' reduced slices end to end, when they lie so: stepped on in place
-    readonly List<(long Start, long Length)> decayed, counted, partial;   // runs of this rank's state: weight decay applies, counts in the norm, summed over tensor-parallel ranks
+    readonly List<(long Start, long Length)> counted, partial;   // runs of this rank's state: counts in the norm, summed over tensor-parallel ranks
     readonly double beta1, beta2, eps, weightDecay;
     long step;
 
@@ -82,32 +91,57 @@ public sealed class DistributedAdamW : IDisposable
         }
         shardSize = offset;
         using var scope = NewDisposeScope();
-        master = OwnSlices(p => p.detach().to(ScalarType.Float32)).DetachFromDisposeScope();
+        pieces = OwnPieces();
+        // Parameters that cannot be stepped in place as flat views (not fp32, or not contiguous) get fp32 masters.
+        if (trainable.Any(p => p.Parameter.dtype != ScalarType.Float32 || !p.Parameter.is_contiguous()))
+            master = OwnSlices(p => p.detach().to(ScalarType.Float32)).DetachFromDisposeScope();
         expAvg = zeros(shardSize, device: device).DetachFromDisposeScope();
         expAvgSq = zeros(shardSize, device: device).DetachFromDisposeScope();
-        decayed = OwnRuns(p => TrainableParameters.Decays(p.Name, p.Parameter));
         counted = OwnRuns(p => countsInNorm?.Invoke(p.Name) ?? true);
         partial = OwnRuns(p => sequencePartial?.Invoke(p.Name) ?? false);
+    }
+
+    /// <summary>Where this rank's state lies in each parameter, in state order.</summary>
+    List<Piece> OwnPieces()
+    {
+        var found = new List<Piece>();
+        foreach (Segment segment in segments)
+        {
+            long from = group.Rank * segment.ShardLength, to = from + segment.ShardLength, offset = 0;
+            foreach (var (name, p) in segment.Parameters)
+            {
+                long start = Math.Max(offset, from), end = Math.Min(offset + p.numel(), to);
+                if (end > start) found.Add(new Piece(segment.ShardOffset + start - from, end - start, name, p, start - offset));
+                offset += p.numel();
+            }
+        }
+        return found;
     }
 
     /// <summary>Where this rank's state holds parameters that are <paramref name="selected"/>, as runs (adjacent ones merged).</summary>
     List<(long Start, long Length)> OwnRuns(Func<(string Name, Parameter Parameter), bool> selected)
     {
         var runs = new List<(long Start, long Length)>();
-        foreach (Segment segment in segments)
+        foreach (Piece piece in pieces.Where(p => selected((p.Name, p.Parameter))))
         {
-            long from = group.Rank * segment.ShardLength, to = from + segment.ShardLength, offset = 0;
-            foreach (var p in segment.Parameters)
-            {
-                long start = Math.Max(offset, from), end = Math.Min(offset + p.Parameter.numel(), to);
-                offset += p.Parameter.numel();
-                if (end <= start || !selected(p)) continue;
-                long at = segment.ShardOffset + start - from;
-                if (runs.Count > 0 && runs[^1].Start + runs[^1].Length == at) runs[^1] = (runs[^1].Start, runs[^1].Length + end - start);
-                else runs.Add((at, end - start));
-            }
+            if (runs.Count > 0 && runs[^1].Start + runs[^1].Length == piece.Start) runs[^1] = (runs[^1].Start, runs[^1].Length + piece.Length);
+            else runs.Add((piece.Start, piece.Length));
         }
         return runs;
+    }
+
+    /// <summary>The master values of <paramref name="piece"/>: a view of the master slice, or of the fp32 parameter itself.</summary>
+    Tensor MasterOf(Piece piece) =>
+        master?.narrow(0, piece.Start, piece.Length) ?? piece.Parameter.detach().view(-1).narrow(0, piece.From, piece.Length);
+
+    /// <summary>This rank's master values of <paramref name="segment"/>, padding included (what its all-gather sends).</summary>
+    Tensor OwnMasterSlice(Segment segment)
+    {
+        if (master is not null) return master.narrow(0, segment.ShardOffset, segment.ShardLength);
+        var own = pieces.Where(p => p.Start >= segment.ShardOffset && p.Start < segment.ShardOffset + segment.ShardLength).Select(MasterOf).ToList();
+        long used = own.Sum(t => t.numel());
+        if (used < segment.ShardLength) own.Add(zeros(segment.ShardLength - used, device: device));
+        return cat(own.ToArray());
     }
 
     /// <summary>
@@ -119,8 +153,11 @@ public sealed class DistributedAdamW : IDisposable
     /// <summary>Elements owned by this rank.</summary>
     public long ShardSize => shardSize;
 
-    /// <summary>Values this rank holds as state: its fp32 master slice and both moments (3 × <see cref="ShardSize"/>).</summary>
-    public long StateValues => master.numel() + expAvg.numel() + expAvgSq.numel();
+    /// <summary>
+    /// Values this rank holds as state: both moments of its slices, and their fp32 master values when the model is not fp32
+    /// (2 or 3 × <see cref="ShardSize"/>).
+    /// </summary>
+    public long StateValues => (master?.numel() ?? 0) + expAvg.numel() + expAvgSq.numel();
 
     /// <summary>Segments the state is cut into (1 without gradient buckets).</summary>
     public int SegmentCount => segments.Count;
@@ -159,21 +196,21 @@ public sealed class DistributedAdamW : IDisposable
     }
 
     /// <summary>
-    /// Every rank's slices of <paramref name="state"/> (laid out as <see cref="master"/>) all-gathered segment by segment and
-    /// copied into <paramref name="target"/>(parameter) — each parameter's values, or nothing where it returns null (the
-    /// ranks that only take part). One segment's gathered copy exists at a time: no model-sized buffer.
+    /// Every rank's <paramref name="own"/>(segment) slices all-gathered segment by segment and copied into
+    /// <paramref name="target"/>(parameter) — each parameter's values, or nothing where it returns null (the ranks that only
+    /// take part). One segment's gathered copy exists at a time: no model-sized buffer.
     /// </summary>
-    void Unshard(Tensor state, Func<(string Name, Parameter Parameter), Tensor?> target)
+    void Unshard(Func<Segment, Tensor> own, Func<(string Name, Parameter Parameter), Tensor?> target)
     {
         foreach (Segment segment in segments)
         {
             using var scope = NewDisposeScope();
-            Tensor gathered = collectives.AllGather(state.narrow(0, segment.ShardOffset, segment.ShardLength));   // the segment, padding included
+            Tensor gathered = collectives.AllGather(own(segment));   // the segment, padding included
             long offset = 0;   // of the parameter in the segment
             foreach (var p in segment.Parameters)
             {
                 long n = p.Parameter.numel();
-                target(p)?.view(-1).copy_(gathered.narrow(0, offset, n));
+                target(p)?.copy_(gathered.narrow(0, offset, n).view(p.Parameter.shape));   // into any layout of the parameter
                 offset += n;
             }
         }
@@ -230,21 +267,24 @@ public sealed class DistributedAdamW : IDisposable
         if (clip > 0 && norm > clip) shard.mul_(clip / (norm + 1e-6));
         step++;
         double correction1 = 1 - Math.Pow(beta1, step), correction2 = 1 - Math.Pow(beta2, step);
-        foreach (var (start, n) in decayed)
+        // Piece by piece (each in one parameter, whose values are the masters of an fp32 model) and slice by slice
+        // (FlatSlices): the same element-wise operations, with temporaries one slice long, not shard-sized.
+        foreach (Piece piece in pieces)
         {
-            using Tensor w = master.narrow(0, start, n);
-            w.mul_(1 - lr * weightDecay);   // torch's AdamW: decoupled decay, before the update
+            using var pieceScope = NewDisposeScope();
+            Tensor weights = MasterOf(piece);
+            if (TrainableParameters.Decays(piece.Name, piece.Parameter)) weights.mul_(1 - lr * weightDecay);   // torch's AdamW: decoupled decay, before the update
+            foreach (var (start, n) in FlatSlices.Of(piece.Length))
+            {
+                using var slice = NewDisposeScope();
+                long at = piece.Start + start;
+                Tensor w = weights.narrow(0, start, n), g = shard.narrow(0, at, n), m = expAvg.narrow(0, at, n), v = expAvgSq.narrow(0, at, n);
+                m.mul_(beta1).add_(g, alpha: 1 - beta1);
+                v.mul_(beta2).addcmul_(g, g, value: 1 - beta2);
+                w.addcdiv_(m, v.sqrt().div_(Math.Sqrt(correction2)).add_(eps), value: -lr / correction1);
+            }
         }
-        // Slice by slice (FlatSlices): the same element-wise operations, with temporaries one slice long, not shard-sized.
-        foreach (var (start, n) in FlatSlices.Of(shardSize))
-        {
-            using var slice = NewDisposeScope();
-            Tensor w = master.narrow(0, start, n), g = shard.narrow(0, start, n), m = expAvg.narrow(0, start, n), v = expAvgSq.narrow(0, start, n);
-            m.mul_(beta1).add_(g, alpha: 1 - beta1);
-            v.mul_(beta2).addcmul_(g, g, value: 1 - beta2);
-            w.addcdiv_(m, v.sqrt().div_(Math.Sqrt(correction2)).add_(eps), value: -lr / correction1);
-        }
-        Unshard(master, p => p.Parameter.alias());
+        Unshard(OwnMasterSlice, p => p.Parameter.alias());
         return norm;
     }
 
@@ -270,8 +310,8 @@ public sealed class DistributedAdamW : IDisposable
             first[name] = empty(p.shape, ScalarType.Float32, device);
             second[name] = empty(p.shape, ScalarType.Float32, device);
         }
-        Unshard(expAvg, p => writes ? first[p.Name].alias() : null);
-        Unshard(expAvgSq, p => writes ? second[p.Name].alias() : null);
+        Unshard(s => expAvg.narrow(0, s.ShardOffset, s.ShardLength), p => writes ? first[p.Name].alias() : null);
+        Unshard(s => expAvgSq.narrow(0, s.ShardOffset, s.ShardLength), p => writes ? second[p.Name].alias() : null);
         if (!writes) return;
         var tensors = new List<TensorToWrite>();
         foreach (var (name, _) in parameters)
@@ -298,13 +338,13 @@ public sealed class DistributedAdamW : IDisposable
         expAvgSq.copy_(OwnSlices(p => Read("exp_avg_sq.", p)));
         step = file.Read("step").item<long>();
         using var noGrad = no_grad();
-        master.copy_(OwnSlices(p => p.detach().to(ScalarType.Float32)));
+        master?.copy_(OwnSlices(p => p.detach().to(ScalarType.Float32)));   // an fp32 model's masters are its parameters, loaded with it
     }
 
     /// <inheritdoc/>
     public void Dispose()
     {
-        master.Dispose();
+        master?.Dispose();
         expAvg.Dispose();
         expAvgSq.Dispose();
     }
