@@ -14,8 +14,8 @@ namespace OmniTune.Training.Optimization;
 /// reduce-scattered here. Each rank keeps the Adam moments of its slices only, and their fp32 master values where the model
 /// is not fp32 (an fp32 model's own values are the masters: its slices are stepped in place, as Megatron steps the views
 /// of an fp32 parameter buffer); the slices are updated (same formulas as torch's AdamW: decoupled weight decay,
-/// bias-corrected moments) and all-gathered back into the model segment by segment. The optimizer state is saved gathered and by parameter name, so it resumes at any
-/// data-parallel size and either layout.
+/// bias-corrected moments) and all-gathered back into the model segment by segment. The optimizer state is saved gathered
+/// and by parameter name, so it resumes at any data-parallel size and either layout.
 /// </summary>
 public sealed class DistributedAdamW : IDisposable
 {
@@ -41,7 +41,7 @@ public sealed class DistributedAdamW : IDisposable
     readonly IProcessGroup group, collectives;
     readonly Device device;
     readonly long shardSize;
-    readonly List<Piece> pieces;   // in state order; padding lies between none of them but after a segment's last
+    readonly List<Piece> pieces;   // in state order: end to end within a segment's slice, its padding after the last
     readonly Tensor? master;       // fp32 masters of this rank's slices; null when the parameters are fp32 and contiguous (they are their own masters)
     readonly Tensor expAvg, expAvgSq;
     readonly Tensor? shards;   // the buckets' reduced slices end to end, when they lie so: stepped on in place
@@ -134,14 +134,24 @@ public sealed class DistributedAdamW : IDisposable
     Tensor MasterOf(Piece piece) =>
         master?.narrow(0, piece.Start, piece.Length) ?? piece.Parameter.detach().view(-1).narrow(0, piece.From, piece.Length);
 
-    /// <summary>This rank's master values of <paramref name="segment"/>, padding included (what its all-gather sends).</summary>
-    Tensor OwnMasterSlice(Segment segment)
+    /// <summary>
+    /// This rank's master values of <paramref name="segment"/>, padding included (what its all-gather sends): a view of the
+    /// master slice, or the fp32 parameters' slices copied into the segment's place in <paramref name="spent"/> (laid out as
+    /// the state, and free once the update has read it: the reduced gradients) — no allocation.
+    /// </summary>
+    Tensor OwnMasterSlice(Segment segment, Tensor spent)
     {
         if (master is not null) return master.narrow(0, segment.ShardOffset, segment.ShardLength);
-        var own = pieces.Where(p => p.Start >= segment.ShardOffset && p.Start < segment.ShardOffset + segment.ShardLength).Select(MasterOf).ToList();
-        long used = own.Sum(t => t.numel());
-        if (used < segment.ShardLength) own.Add(zeros(segment.ShardLength - used, device: device));
-        return cat(own.ToArray());
+        Tensor own = spent.narrow(0, segment.ShardOffset, segment.ShardLength);
+        long used = 0;
+        foreach (Piece piece in pieces.Where(p => p.Start >= segment.ShardOffset && p.Start < segment.ShardOffset + segment.ShardLength))
+        {
+            using Tensor values = MasterOf(piece);
+            own.narrow(0, piece.Start - segment.ShardOffset, piece.Length).copy_(values);
+            used += piece.Length;
+        }
+        if (used < segment.ShardLength) own.narrow(0, used, segment.ShardLength - used).zero_();   // the padding after the segment's last parameter
+        return own;
     }
 
     /// <summary>
@@ -284,7 +294,7 @@ public sealed class DistributedAdamW : IDisposable
                 w.addcdiv_(m, v.sqrt().div_(Math.Sqrt(correction2)).add_(eps), value: -lr / correction1);
             }
         }
-        Unshard(OwnMasterSlice, p => p.Parameter.alias());
+        Unshard(s => OwnMasterSlice(s, shard), p => p.Parameter.alias());
         return norm;
     }
 
