@@ -6,6 +6,8 @@ namespace OmniTune.Distributed;
 
 /// <summary>
 /// A process group over an Open MPI communicator (CPU tensors; in-place where MPI allows). Counts above 2³¹ are chunked.
+/// MPI has no 16-bit float type: bf16 and fp16 tensors (a bf16 model's activations under tensor, sequence or context
+/// parallel) move as their bytes, and are summed in fp32 and rounded once.
 /// Reduce-scatter runs as a ring over point-to-point messages (as NCCL and Gloo do it): Open MPI 4.1's
 /// MPI_Reduce_scatter_block makes full-size temporaries on every call and ran 2.6× slower than its all-reduce of the same
 /// tensor on one node (`--only allreduce` of the bench, every algorithm of coll_tuned tried).
@@ -79,8 +81,10 @@ public sealed class MpiProcessGroup : IProcessGroup
         ScalarType.Float64 => OpenMpi.Handle("ompi_mpi_double"),
         ScalarType.Int64 => OpenMpi.Handle("ompi_mpi_int64_t"),
         ScalarType.Int32 => OpenMpi.Handle("ompi_mpi_int"),
-        _ => throw new NotSupportedException($"MPI collectives here take fp32, fp64, int32 or int64 tensors, not {t.dtype}"),
+        _ => throw new NotSupportedException($"MPI reductions here take fp32, fp64, int32 or int64 tensors, not {t.dtype}"),
     };
+
+    static bool IsHalf(Tensor t) => t.dtype is ScalarType.BFloat16 or ScalarType.Float16;
 
     void RequireContiguousCpu(Tensor t)
     {
@@ -98,6 +102,13 @@ public sealed class MpiProcessGroup : IProcessGroup
     public void AllReduce(Tensor tensor, ReduceOp op = ReduceOp.Sum)
     {
         RequireContiguousCpu(tensor);
+        if (IsHalf(tensor))
+        {
+            using Tensor wide = tensor.to(ScalarType.Float32);
+            AllReduce(wide, op);
+            tensor.copy_(wide);
+            return;
+        }
         IntPtr type = TypeOf(tensor), mpiOp = OpenMpi.Handle(op == ReduceOp.Sum ? "ompi_mpi_op_sum" : "ompi_mpi_op_max");
         int element = TensorMemory.ElementSize(tensor.dtype);
         IntPtr data = TensorMemory.DataPointer(tensor);
@@ -129,8 +140,9 @@ public sealed class MpiProcessGroup : IProcessGroup
         shape[0] *= Size;
         Tensor result = empty(shape, tensor.dtype);
         int count = checked((int)tensor.numel());
+        IntPtr type = IsHalf(tensor) ? OpenMpi.Handle("ompi_mpi_uint16_t") : TypeOf(tensor);   // a gather sums nothing: 16-bit floats move as their bits
         using var watched = Watch("all-gather", tensor);
-        OpenMpi.Allgather(TensorMemory.DataPointer(tensor), count, TypeOf(tensor), TensorMemory.DataPointer(result), count, TypeOf(tensor), communicator);
+        OpenMpi.Allgather(TensorMemory.DataPointer(tensor), count, type, TensorMemory.DataPointer(result), count, type, communicator);
         return result;
     }
 
@@ -140,6 +152,12 @@ public sealed class MpiProcessGroup : IProcessGroup
         long[] shape = tensor.shape;
         if (shape.Length == 0 || shape[0] % Size != 0) throw new ArgumentException($"{Name}: dim 0 ({(shape.Length == 0 ? 0 : shape[0])}) is not divisible by the group size {Size}");
         shape[0] /= Size;
+        if (IsHalf(tensor))
+        {
+            using Tensor wide = tensor.to(ScalarType.Float32);
+            using Tensor sums = ReduceScatter(wide);
+            return sums.to(tensor.dtype);
+        }
         Tensor result = empty(shape, tensor.dtype);
         using (ReduceScatterAsync(tensor, result)) { }   // waits
         return result;

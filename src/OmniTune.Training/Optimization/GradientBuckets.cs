@@ -204,10 +204,10 @@ public sealed partial class GradientBuckets : IDisposable
             padded.narrow(0, 0, rows.shape[0]).copy_(rows);
             Tensor all = dataParallel.AllGather(padded);
             Tensor union = all.masked_select(all.ge(0)).unique(sorted: true).Item1;
-            Tensor part = grad.index_select(0, union);
+            Tensor part = grad.index_select(0, union).to(ScalarType.Float32);   // summed in fp32, as the buckets sum a bf16 model's gradients
             dataParallel.AllReduce(part);
             if (mode != LossMode.PerToken && !scatter) part.div_(averageOver);
-            grad.index_copy_(0, union, part);
+            grad.index_copy_(0, union, part.to(grad.dtype));
         }
         if (parameter.grad is null) parameter.grad = grad.DetachFromDisposeScope();
     }

@@ -120,7 +120,7 @@ public sealed class DataParallelTests : IClassFixture<TrainingFixture>
         CheckpointBytes.AssertLossesClose(expected, resumed, 2e-5);
     }
 
-    static long Number(string output, string pattern)
+    internal static long Number(string output, string pattern)
     {
         var match = Regex.Match(output, pattern);
         Assert.True(match.Success, $"no line matching '{pattern}' in:\n{output}");
