@@ -7,7 +7,7 @@ namespace OmniTune.Distributed;
 /// <summary>
 /// A process group over an Open MPI communicator (CPU tensors; in-place where MPI allows). Counts above 2³¹ are chunked.
 /// MPI has no 16-bit float type: bf16 and fp16 tensors (a bf16 model's activations under tensor, sequence or context
-/// parallel) move as their bytes, and are summed in fp32 and rounded once.
+/// parallel) move as their bits, and are summed in fp32 and rounded once.
 /// Reduce-scatter runs as a ring over point-to-point messages (as NCCL and Gloo do it): Open MPI 4.1's
 /// MPI_Reduce_scatter_block makes full-size temporaries on every call and ran 2.6× slower than its all-reduce of the same
 /// tensor on one node (`--only allreduce` of the bench, every algorithm of coll_tuned tried).
