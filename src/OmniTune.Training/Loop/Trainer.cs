@@ -240,7 +240,7 @@ public sealed class Trainer
             using var optimizer = new Optimization.AdamW(groups, args.Lr, args.AdamBeta1, args.AdamBeta2, args.AdamEps, args.WeightDecay);
             long masterValues = masters?.Masters.Sum(p => p.Parameter.numel()) ?? 0;
             log.WriteLine($"optimizer state on rank {world.Rank}: {optimizer.StateValues + (distributed?.StateValues ?? 0) + masterValues:N0} values " +
-                          (distributed is not null ? distributed.StateValues > 2 * distributed.ShardSize ? "(its fp32 master slice and moments)" : "(the moments of its slice; the fp32 model is its own master)" : masters is not null ? "(fp32 master weights and moments)" : "(moments)"));
+                          (distributed is { KeepsMasters: true } ? "(its fp32 master slice and moments)" : distributed is not null ? "(the moments of its slice; the fp32 model is its own master)" : masters is not null ? "(fp32 master weights and moments)" : "(moments)"));
 
             TrainerState state = start.State ?? new TrainerState();
             int scheduleOffset = 0;

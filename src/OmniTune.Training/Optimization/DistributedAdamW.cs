@@ -169,6 +169,9 @@ public sealed class DistributedAdamW : IDisposable
     /// </summary>
     public long StateValues => (master?.numel() ?? 0) + expAvg.numel() + expAvgSq.numel();
 
+    /// <summary>Whether this rank keeps fp32 masters of its slices (the model is not fp32, or a parameter is not contiguous).</summary>
+    public bool KeepsMasters => master is not null;
+
     /// <summary>Segments the state is cut into (1 without gradient buckets).</summary>
     public int SegmentCount => segments.Count;
 

@@ -101,6 +101,7 @@ public sealed class DataParallelTests : IClassFixture<TrainingFixture>
         long trainable = Number(plain.Output, @"trainable: ([\d,]+) parameters"), shard = Number(sharded.Output, @"distributed optimizer: ([\d,]+) parameters");
         Assert.Equal(2 * trainable, Number(plain.Output, @"optimizer state on rank 0: ([\d,]+) values"));
         Assert.Equal(2 * shard, Number(sharded.Output, @"optimizer state on rank 0: ([\d,]+) values"));
+        Assert.Contains("(the moments of its slice; the fp32 model is its own master)", sharded.Output);
         Assert.InRange(shard, trainable / 2, trainable / 2 + 4096);
         var (a, b) = (MpiJob.Losses(plain.Output), MpiJob.Losses(sharded.Output));
         Assert.Equal(4, b.Count);

@@ -38,6 +38,7 @@ public sealed class MixedPrecisionParallelTests : IClassFixture<TrainingFixture>
         var sharded = MpiJob.Run($"-np 2 dotnet {{cli}} {Flags("--use-distributed-optimizer --overlap-grad-reduce --ddp-bucket-size 20000")}");
         Assert.True(sharded.Code == 0, sharded.Output);
         Assert.Contains("the token embedding", sharded.Output);   // reduced by its rows
+        Assert.Contains("(its fp32 master slice and moments)", sharded.Output);
         Assert.Equal(3 * DataParallelTests.Number(sharded.Output, @"distributed optimizer: ([\d,]+) parameters"), DataParallelTests.Number(sharded.Output, @"optimizer state on rank 0: ([\d,]+) values"));   // fp32 masters beside bf16
         var losses = MpiJob.Losses(plain.Output);
         Assert.Equal(4, losses.Count);
